@@ -25,8 +25,9 @@ MANIFEST_FILE = "MANIFEST.sha256"
 PREPROCESSING_FILE = "preprocessing.json"
 MODEL_FILE = "model.json"
 FORMAT_VERSION = 1
-# Tweets repeat words: normalised tokens are cached, up to a bound so that odd input cannot grow it forever.
-STEM_CACHE_SIZE = 50_000
+# Tweets repeat words, so normalised tokens are cached: up to a bound, so odd input cannot grow
+# the cache forever.
+TOKEN_CACHE_SIZE = 50_000
 
 
 class ArtifactError(Exception):
@@ -48,7 +49,7 @@ class Preprocessor:
         if settings["stemmer"] != "porter-nltk-extensions":
             raise ValueError(f"unknown stemmer {settings['stemmer']!r}")
         self.stemmer = PorterStemmer(PorterStemmer.NLTK_EXTENSIONS)
-        self.normalised = TokenCache(self.normalise, STEM_CACHE_SIZE)
+        self.normalised = TokenCache(self.normalise, TOKEN_CACHE_SIZE)
 
     def tokens(self, text):
         """Case-fold, drop URLs, @mentions and HTML entities, tokenise, normalise each token."""
@@ -65,7 +66,7 @@ class Preprocessor:
     def terms(self, tokens):
         """Return the set of terms: the tokens, and with ngrams=2 each pair of neighbours."""
         if self.ngrams == 2:
-            return {*tokens, *map(" ".join, zip(tokens, tokens[1:]))}
+            return {*tokens, *map(" ".join, zip(tokens, tokens[1:], strict=False))}
         return set(tokens)
 
 
@@ -110,8 +111,8 @@ class Model:
         self.version = version
         self.intercept = weights["intercept"]
         terms = weights["terms"]
-        self.ratios = dict(zip(terms, weights["log_count_ratios"]))
-        self.coefficients = dict(zip(terms, weights["coefficients"]))
+        self.ratios = dict(zip(terms, weights["log_count_ratios"], strict=True))
+        self.coefficients = dict(zip(terms, weights["coefficients"], strict=True))
         # A term's feature is its ratio, so its pull on the logit is coefficient * ratio. Computed
         # once here so that a prediction is one dictionary look-up per term.
         self.pulls = {t: self.coefficients[t] * r for t, r in self.ratios.items()}
@@ -228,8 +229,11 @@ def check_weights(weights, path):
         problem = f"it needs the lists {', '.join(columns)}"
     elif len({len(weights[c]) for c in columns}) != 1:
         problem = "its lists differ in length"
-    elif not all(isinstance(x, (int, float)) and math.isfinite(x) for c in columns[3:] for x in
-                 [*weights[c], weights.get("intercept")]):
+    elif not all(
+        isinstance(x, (int, float)) and math.isfinite(x)
+        for c in columns[3:]
+        for x in [*weights[c], weights.get("intercept")]
+    ):
         problem = "a ratio, coefficient or the intercept is missing or not a finite number"
     if problem:
         raise ArtifactError(f"{path} is malformed: {problem}")

@@ -20,13 +20,13 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import sklearn
+from nltk.stem.porter import PorterStemmer
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from nltk.stem.porter import PorterStemmer
 import model
 
 matplotlib.use("Agg")
@@ -122,11 +122,13 @@ def stop_word_candidates():
 
 def pipeline():
     """Return the unfitted pipeline: terms, NB weighting, logistic regression."""
-    return Pipeline([
-        ("vec", CountVectorizer(binary=True, min_df=MIN_COUNT)),
-        ("nb", NBWeighting()),
-        ("lr", LogisticRegression(max_iter=2000)),
-    ])
+    return Pipeline(
+        [
+            ("vec", CountVectorizer(binary=True, min_df=MIN_COUNT)),
+            ("nb", NBWeighting()),
+            ("lr", LogisticRegression(max_iter=2000)),
+        ]
+    )
 
 
 def choose(train):
@@ -174,7 +176,7 @@ class Baseline2020:
 
     def fit(self, texts, y):
         self.pos, self.neg = Counter(), Counter()
-        for tokens, label in zip(map(self.tokens, texts), y):
+        for tokens, label in zip(map(self.tokens, texts), y, strict=True):
             (self.pos if label == 1 else self.neg).update(tokens)
         self.lr = LinearRegression().fit(self.features(texts), y)
         return self
@@ -229,6 +231,8 @@ def card(data_path, data_sha, df, train, test, search, ours, old, weights):
     (tn, fp), (fn, tp) = ours["confusion"]
     (otn, ofp), (ofn, otp) = old["confusion"]
     best = search.best_params_
+    analyzers = search.param_grid["vec__analyzer"]
+    prior = model.sigmoid(weights["intercept"])
     return f"""# Model card: tweet sentiment
 
 NB-weighted logistic regression on words and word pairs (Wang & Manning, 2012). Each term present
@@ -266,7 +270,7 @@ counts of its words), a linear regression thresholded at 0.5. Its log loss clips
 Chosen by {CV.get_n_splits()}-fold cross-validation on the training rows only (mean accuracy
 {search.best_score_:.1%}), never on the test rows:
 
-- stop words: `{best["vec__analyzer"]!r}` (candidates: {", ".join(map(repr, search.param_grid["vec__analyzer"]))})
+- stop words: `{best["vec__analyzer"]!r}` (candidates: {", ".join(map(repr, analyzers))})
 - smoothing alpha: {best["nb__alpha"]} (candidates: {GRID["nb__alpha"]})
 - regularisation C: {best["lr__C"]} (candidates: {GRID["lr__C"]})
 
@@ -278,7 +282,7 @@ three or more times cut to two, emoticons, "!" and "?" kept as tokens, words Por
 Fitted with those choices on all {len(df):,} rows: {len(weights["terms"]):,} terms. Scores are
 probabilities of Positive; 0.5 or more is Positive. A tweet with no known term (empty, only a URL,
 another language) gets the intercept alone: probability
-{model.sigmoid(weights["intercept"]):.3f}, labelled {model.postprocess(model.sigmoid(weights["intercept"]))}.
+{prior:.3f}, labelled {model.postprocess(prior)}.
 
 ## Limits
 Trained on 2009 English tweets: slang, emoji and topics since then are unknown words. Sarcasm and
@@ -330,9 +334,10 @@ def main(argv=None):
     print(f"{'':12} {'this model':>11} {'2020':>8}")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
         print(f"{key:12} {ours_figures[key]:11.4f} {old_figures[key]:8.4f}")
-    model.load(args.out)  # the artifacts just written must load
     size = sum(f.stat().st_size for f in args.out.iterdir())
+    # The artifacts just written must load.
     print(f"wrote {args.out} ({size / 1e6:.2f} MB), model version {model.load(args.out).version}")
+    return {"ours": ours_figures, "2020": old_figures}
 
 
 if __name__ == "__main__":

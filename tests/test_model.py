@@ -1,0 +1,302 @@
+"""The model: each pipeline stage, the artifact checks, training, the shipped model's behaviour."""
+
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+import model
+import train
+
+PAYLOAD_TWEETS = list(
+    json.loads((model.ARTIFACTS_DIR.parent / "payload.json").read_text()).values()
+)
+
+
+@pytest.fixture(scope="module")
+def pre():
+    return model.Preprocessor(model.default_settings(stop_words=["the", "a"]))
+
+
+@pytest.mark.parametrize(
+    "text, tokens",
+    [
+        ("Hello World", ["hello", "world"]),
+        ("see http://t.co/abc and www.example.com now", ["see", "and", "now"]),
+        ("HTTPS://T.CO/X ok", ["ok"]),
+        ("@bob_1 thanks @alice", ["thank"]),
+        ("fish &amp; chips", ["fish", "chip"]),
+        ("i &lt;3 you", ["i", "<3", "you"]),
+        ("the cat", ["cat"]),
+        ("not good, no way", ["not", "good", "no", "way"]),
+        ("don't, dont, don’t", ["dont", "dont", "dont"]),
+        ("loooove it", ["loov", "it"]),
+        ("happy :) sad :( :D", ["happi", ":)", "sad", ":(", ":d"]),
+        ("wow!!! really?", ["wow", "!", "!", "!", "realli", "?"]),
+        ("#blessed... yes", ["bless", "ye"]),
+        ("", []),
+        ("   \t\n", []),
+        ("\x00\u200f\u202e", []),
+        ("日本語 текст", ["日本語", "текст"]),
+    ],
+)
+def test_tokens(pre, text, tokens):
+    assert pre.tokens(text) == tokens
+
+
+def test_elongations_of_any_length_are_one_token(pre):
+    assert pre.tokens("loooove") == pre.tokens("looooooooove") != pre.tokens("love")
+
+
+def test_terms_are_tokens_and_neighbour_pairs(pre):
+    assert pre.terms(["not", "good", "!"]) == {"not", "good", "!", "not good", "good !"}
+    unigram = model.Preprocessor({**model.default_settings(), "ngrams": 1})
+    assert unigram.terms(["not", "good"]) == {"not", "good"}
+
+
+def test_unknown_stemmer_is_refused():
+    with pytest.raises(ValueError, match="unknown stemmer"):
+        model.Preprocessor({**model.default_settings(), "stemmer": "snowball"})
+
+
+def test_token_cache_is_bounded():
+    cache = model.TokenCache(str.upper, limit=3)
+    for word in "abcdefg":
+        assert cache[word] == word.upper()
+    assert len(cache) <= 3
+
+
+def test_features_are_ratios_of_known_terms(shipped):
+    features = shipped.features({"good", "not good", "zzzunknownzzz"})
+    assert features == {"good": shipped.ratios["good"], "not good": shipped.ratios["not good"]}
+
+
+def test_logit_is_intercept_plus_coefficient_times_ratio(shipped):
+    terms = {"good", "not good", "zzzunknownzzz"}
+    expected = shipped.intercept + sum(
+        shipped.coefficients[t] * x for t, x in shipped.features(terms).items()
+    )
+    assert shipped.logit(terms) == pytest.approx(expected, abs=1e-12)
+    assert shipped.logit(set()) == shipped.intercept
+
+
+@pytest.mark.parametrize(
+    "z, p",
+    [
+        (-1000.0, 0.0),
+        (-5.0, 1 / (1 + math.exp(5))),
+        (0.0, 0.5),
+        (5.0, 1 / (1 + math.exp(-5))),
+        (1000.0, 1.0),
+    ],
+)
+def test_sigmoid(z, p):
+    assert model.sigmoid(z) == pytest.approx(p)
+
+
+@pytest.mark.parametrize(
+    "score, label", [(0.0, "Negative"), (0.4999, "Negative"), (0.5, "Positive"), (1.0, "Positive")]
+)
+def test_postprocess(score, label):
+    assert model.postprocess(score) == label
+
+
+def test_run_keeps_order_and_gives_labels(shipped):
+    tweets = ["I love this", "I hate this", "I love this"]
+    assert shipped.run(tweets) == ["Positive", "Negative", "Positive"]
+    assert shipped.run([]) == []
+    assert model.run(tweets) == shipped.run(tweets)
+
+
+def test_scores_are_probabilities(shipped):
+    scores = shipped.scores(PAYLOAD_TWEETS)
+    assert all(0 < s < 1 for s in scores)
+    assert [model.postprocess(s) for s in scores] == shipped.run(PAYLOAD_TWEETS)
+
+
+@pytest.mark.parametrize(
+    "tweets, message",
+    [
+        (["ok", None], "tweet at index 1 must be a str, got NoneType"),
+        ([3], "tweet at index 0 must be a str, got int"),
+        (["ok", "fine", b"bytes"], "tweet at index 2 must be a str, got bytes"),
+        ("a single string", "a list of strings, got a single string"),
+    ],
+)
+def test_run_refuses_non_strings(shipped, tweets, message):
+    with pytest.raises(TypeError, match=message):
+        shipped.run(tweets)
+
+
+def test_explanation_adds_up_to_the_logit(shipped):
+    tweet = "not good at all, I hate mondays but love fridays"
+    explanation = shipped.explain(tweet)
+    assert explanation["Positive"] and explanation["Negative"]
+    assert all(w > 0 for _, w in explanation["Positive"])
+    assert all(w < 0 for _, w in explanation["Negative"])
+    total = sum(w for _, w in explanation["Positive"] + explanation["Negative"])
+    assert shipped.intercept + total == pytest.approx(shipped.logit(shipped.preprocess(tweet)))
+    assert explanation["Negative"][0][0] == "hate"
+
+
+# The artifact checks: each broken artifact stops loading with a message naming the file.
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    return shutil.copytree(model.ARTIFACTS_DIR, tmp_path / "artifacts")
+
+
+def reseal(directory):
+    """Rewrite the manifest to match the files, as if the damage were done before sealing."""
+    digests = {
+        n: model.hashlib.sha256((directory / n).read_bytes()).hexdigest()
+        for n in (model.PREPROCESSING_FILE, model.MODEL_FILE)
+    }
+    lines = (f"{d}  {n}\n" for n, d in digests.items())
+    (directory / model.MANIFEST_FILE).write_text("".join(lines))
+
+
+def test_copied_artifacts_load(artifacts):
+    assert model.load(artifacts).run(["I love it"]) == ["Positive"]
+
+
+@pytest.mark.parametrize("name", [model.MODEL_FILE, model.PREPROCESSING_FILE, model.MANIFEST_FILE])
+def test_missing_artifact_is_named(artifacts, name):
+    (artifacts / name).unlink()
+    with pytest.raises(model.ArtifactError, match=f"{name}"):
+        model.load(artifacts)
+
+
+@pytest.mark.parametrize("name", [model.MODEL_FILE, model.PREPROCESSING_FILE])
+def test_corrupt_artifact_is_named(artifacts, name):
+    path = artifacts / name
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(model.ArtifactError, match=f"{name} does not match its SHA-256"):
+        model.load(artifacts)
+
+
+def test_altered_weight_is_caught(artifacts):
+    path = artifacts / model.MODEL_FILE
+    weights = json.loads(path.read_text())
+    weights["coefficients"][0] += 1.0
+    path.write_text(json.dumps(weights))
+    with pytest.raises(model.ArtifactError, match="model.json does not match its SHA-256"):
+        model.load(artifacts)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (model.MODEL_FILE, "{not json", "model.json is not valid JSON"),
+        (model.MODEL_FILE, '{"format_version": 99}', "model.json is malformed: format_version"),
+        (
+            model.MODEL_FILE,
+            '{"format_version": 1, "intercept": 0, "terms": ["a"], "positive_counts": [1],'
+            ' "negative_counts": [1], "log_count_ratios": [], "coefficients": [1]}',
+            "model.json is malformed: its lists differ in length",
+        ),
+        (
+            model.MODEL_FILE,
+            '{"format_version": 1, "intercept": NaN, "terms": ["a"], "positive_counts": [1],'
+            ' "negative_counts": [1], "log_count_ratios": [1], "coefficients": [1]}',
+            "model.json is malformed: a ratio, coefficient or the intercept",
+        ),
+        (model.PREPROCESSING_FILE, '{"ngrams": 2}', "preprocessing.json is malformed"),
+    ],
+)
+def test_malformed_artifact_is_named(artifacts, name, content, message):
+    (artifacts / name).write_text(content)
+    reseal(artifacts)
+    with pytest.raises(model.ArtifactError, match=message):
+        model.load(artifacts)
+
+
+def test_malformed_manifest_is_named(artifacts):
+    (artifacts / model.MANIFEST_FILE).write_text("not a checksum line\n")
+    with pytest.raises(model.ArtifactError, match="MANIFEST.sha256 is malformed"):
+        model.load(artifacts)
+
+
+def test_artifacts_are_small_plain_data():
+    files = [p for p in model.ARTIFACTS_DIR.iterdir() if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 5_000_000
+    assert not [p for p in files if p.suffix in (".pkl", ".pickle", ".joblib")]
+
+
+# Training on the real data.
+
+
+def test_reference_split_is_first_80_percent_of_each_class():
+    df = pd.DataFrame({"text": [str(i) for i in range(20)], "target": [0] * 10 + [1] * 10})
+    train_rows, test_rows = train.reference_split(df)
+    assert train_rows["text"].tolist() == [str(i) for i in [*range(8), *range(10, 18)]]
+    assert test_rows["text"].tolist() == ["8", "9", "18", "19"]
+
+
+@pytest.mark.slow
+def test_training_reproduces_the_shipped_artifacts(data_path, tmp_path, capsys):
+    """Training is deterministic, beats the bar, and made exactly the artifacts in the repo."""
+    figures = train.main(["--data", str(data_path), "--out", str(tmp_path)])
+    assert figures["ours"]["accuracy"] >= 0.76
+    assert figures["ours"]["accuracy"] >= figures["2020"]["accuracy"] + 0.10
+    printed = capsys.readouterr().out
+    accuracy_line = next(line for line in printed.splitlines() if line.startswith("accuracy"))
+    assert accuracy_line.split()[1:] == [f"{figures[k]['accuracy']:.4f}" for k in ("ours", "2020")]
+    names = [model.PREPROCESSING_FILE, model.MODEL_FILE, model.MANIFEST_FILE, train.CARD_FILE]
+    for name in names:
+        assert (tmp_path / name).read_bytes() == (model.ARTIFACTS_DIR / name).read_bytes(), name
+    assert (tmp_path / train.PLOT_FILE).stat().st_size > 10_000
+
+
+# The shipped model's behaviour.
+
+
+@pytest.mark.parametrize(
+    "tweet, label",
+    [
+        ("I love you so much, best day ever!", "Positive"),
+        ("thank you so much, this is awesome", "Positive"),
+        ("so happy today :)", "Positive"),
+        ("I hate this, worst day ever", "Negative"),
+        ("I am so sad and lonely", "Negative"),
+        ("my phone broke again, this sucks", "Negative"),
+    ],
+)
+def test_obvious_tweets_get_obvious_labels(shipped, tweet, label):
+    assert shipped.run([tweet]) == [label]
+
+
+@pytest.mark.parametrize(
+    "worse, better",
+    [("not good", "good"), ("not happy", "happy"), ("I don't like it", "I like it")],
+)
+def test_negation_lowers_the_score(shipped, worse, better):
+    assert shipped.scores([worse])[0] < shipped.scores([better])[0]
+
+
+def sample(data_path, n=300):
+    df = pd.read_csv(data_path, keep_default_na=False)
+    return df["text"].sample(n, random_state=0).tolist()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t + " http://t.co/Ab12",
+        lambda t: "@someone " + t,
+        lambda t: t.upper(),
+        lambda t: t.swapcase(),
+    ],
+    ids=["url", "mention", "upper", "swapcase"],
+)
+def test_invariance_on_real_tweets(shipped, data_path, change):
+    tweets = [t for t in sample(data_path) if t.isascii()]
+    assert shipped.run([change(t) for t in tweets]) == shipped.run(tweets)
+
+
+def test_invariance_on_payload(shipped):
+    changed = [f"@fan {t.upper()} https://example.com/x" for t in PAYLOAD_TWEETS]
+    assert shipped.run(changed) == shipped.run(PAYLOAD_TWEETS)
