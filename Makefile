@@ -1,0 +1,96 @@
+# The project's interface: `make api-start` serves, `make test` tests. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# INSTALL=no uses the packages already in $(VENV) as they are (the Docker image sets it).
+INSTALL ?= yes
+DATA ?= ../shared/data/tweet_sentiment_10K.csv
+BASE_IMAGE ?= python:3.12-slim
+IMAGE ?= model_api
+
+export HOST ?= 0.0.0.0
+export PORT ?= 5000
+export TLS_CERT ?= server.crt
+export TLS_KEY ?= server.key
+export API_TOKEN_FILE ?= .api_token
+export NLTK_DATA ?= $(abspath ../shared/nltk_data)
+
+ifeq ($(INSTALL),no)
+RUNTIME :=
+DEV :=
+else
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+endif
+
+.PHONY: help api-start certs token test lint format train bench docker-build docker-run \
+	docker-test clean
+
+help:
+	@echo "make api-start   serve HTTPS on $(HOST):$(PORT) (installs, makes a certificate and token)"
+	@echo "make test        install the dev tools and run every test"
+	@echo "make lint        ruff check and format check"
+	@echo "make train       retrain artifacts/ from DATA=$(DATA)"
+	@echo "make bench       measure the model and the running service"
+	@echo "make certs       make a self-signed server.crt/server.key if absent"
+	@echo "make docker-build | docker-run | docker-test"
+
+$(VENV)/.runtime-installed: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed: set PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# A self-signed certificate for localhost and 127.0.0.1, key readable by its owner only. An
+# ECDSA P-256 key makes TLS handshakes several times cheaper than RSA 2048.
+certs:
+	@if [ ! -f "$(TLS_CERT)" ] || [ ! -f "$(TLS_KEY)" ]; then \
+		echo "making a self-signed certificate: $(TLS_CERT), $(TLS_KEY)"; \
+		(umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+			-nodes -days 365 -subj "/CN=localhost" \
+			-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+			-keyout "$(TLS_KEY)" -out "$(TLS_CERT)" 2>/dev/null) && chmod 644 "$(TLS_CERT)"; \
+	fi
+
+# A random token, once, in a file readable by its owner only; unless API_TOKEN is set.
+token:
+	@if [ -z "$$API_TOKEN" ] && [ ! -s "$(API_TOKEN_FILE)" ]; then \
+		(umask 077 && openssl rand -hex 32 > "$(API_TOKEN_FILE)"); \
+		echo "made a new API token in $(API_TOKEN_FILE)"; \
+	fi
+
+api-start: $(RUNTIME) certs token
+	@if [ -n "$$API_TOKEN" ]; then token='$$API_TOKEN'; else token='$$(cat $(API_TOKEN_FILE))'; fi; \
+	echo "Try it:"; \
+	echo "  curl --cacert $(TLS_CERT) -H 'Content-Type: application/json' -d @payload.json \\"; \
+	echo "    https://localhost:$(PORT)/api/v1/$$token/predict"
+	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+test: $(DEV)
+	$(BIN)/python -m pytest
+
+lint: $(DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(DEV)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+train: $(DEV)
+	$(BIN)/python train.py --data "$(DATA)"
+
+bench: $(DEV)
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json
+	find . -name __pycache__ -prune -exec rm -rf {} +

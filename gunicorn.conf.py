@@ -1,0 +1,54 @@
+"""gunicorn settings: TLS 1.2+, gevent workers, the app preloaded; read from the environment."""
+
+import os
+import ssl
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
+certfile = os.environ.get("TLS_CERT", os.path.join(ROOT, "server.crt"))
+keyfile = os.environ.get("TLS_KEY", os.path.join(ROOT, "server.key"))
+
+# One gevent worker per core: the model is fast and CPU-bound, and gevent keeps connections
+# alive without a thread each, so slow clients cannot tie the workers up.
+workers = env_int("WORKERS", os.cpu_count() or 1)
+worker_class = "gevent"
+worker_connections = env_int("WORKER_CONNECTIONS", 1000)
+keepalive = env_int("KEEPALIVE", 5)
+timeout = env_int("TIMEOUT", 30)
+graceful_timeout = env_int("GRACEFUL_TIMEOUT", 8)  # inside Docker's 10 s before SIGKILL
+max_requests = env_int("MAX_REQUESTS", 50_000)  # a fresh worker now and then bounds slow leaks
+max_requests_jitter = env_int("MAX_REQUESTS_JITTER", 5_000)
+limit_request_line = 1024
+limit_request_fields = 50
+
+# Loaded once in the master and shared by the forked workers.
+preload_app = True
+
+# The app writes one JSON line per request with the token redacted; gunicorn's access log would
+# write the path, token and all.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def ssl_context(conf, default_ssl_context_factory):
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def on_reload(server):
+    """On SIGHUP, before new workers fork: read the tokens and the artifacts again."""
+    import api
+
+    try:
+        api.reload(server.app.wsgi())
+        server.log.info("reloaded the API tokens and the model")
+    except Exception as e:  # a bad new model must not take the running service down
+        server.log.error("reload failed; keeping the tokens and model in use: %s", e)

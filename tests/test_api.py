@@ -1,0 +1,437 @@
+"""The HTTP API in-process: answers, options, every row of the error table, and the OpenAPI spec."""
+
+import json
+import logging
+from pathlib import Path
+
+import jsonschema_rs
+import pytest
+from conftest import OTHER_TOKEN, TOKEN
+
+import api
+import model
+
+PREDICT = f"/api/v1/{TOKEN}/predict"
+PAYLOAD = json.loads((Path(api.ROOT) / "payload.json").read_text())
+SPEC = json.loads(api.OPENAPI_FILE.read_text())
+
+
+def post(client, body, path=PREDICT, content_type="application/json", **kwargs):
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post(path, data=data, content_type=content_type, **kwargs)
+
+
+def check_schema(body, ref):
+    """Validate a body against a schema of openapi.json."""
+    schema = {"$ref": ref, "components": SPEC["components"]}
+    errors = [e.message for e in jsonschema_rs.validator_for(schema).iter_errors(body)]
+    assert not errors, errors
+
+
+# Answers
+
+
+def test_payload_gets_the_models_labels_in_order(client, shipped):
+    response = post(client, PAYLOAD)
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    assert list(response.json) == list(PAYLOAD)
+    assert list(response.json.values()) == shipped.run(list(PAYLOAD.values()))
+    check_schema(response.json, "#/components/schemas/Labels")
+
+
+def test_ids_of_any_form_keep_their_order(client):
+    ids = ["b", "a", "10", "2", "", "ü id", "1.5", "-"]
+    response = post(client, {i: "I love it" for i in ids})
+    assert list(response.json) == ids
+    assert set(response.json.values()) == {"Positive"}
+
+
+@pytest.mark.parametrize(
+    "path, headers",
+    [
+        (PREDICT, {}),
+        (f"/api/v1/{OTHER_TOKEN}/predict", {}),
+        ("/api/v1/predict", {"Authorization": f"Bearer {TOKEN}"}),
+        ("/api/v1/predict", {"Authorization": f"bearer {OTHER_TOKEN}"}),
+    ],
+)
+def test_every_token_and_way_of_sending_it_works(client, path, headers):
+    response = post(client, {"1": "I hate mondays"}, path=path, headers=headers)
+    assert (response.status_code, response.json) == (200, {"1": "Negative"})
+
+
+@pytest.mark.parametrize(
+    "query, keys",
+    [
+        ("?scores=true", {"label", "score"}),
+        ("?scores=1", {"label", "score"}),
+        ("?explain=true", {"label", "explanation"}),
+        ("?scores=true&explain=true", {"label", "score", "explanation"}),
+    ],
+)
+def test_options_add_scores_and_explanations(client, shipped, query, keys):
+    response = post(client, PAYLOAD, path=PREDICT + query)
+    assert response.status_code == 200
+    check_schema(response.json, "#/components/schemas/Details")
+    labels = shipped.run(list(PAYLOAD.values()))
+    for (tweet_id, answer), label in zip(response.json.items(), labels, strict=True):
+        assert set(answer) == keys
+        assert answer["label"] == label, tweet_id
+        if "score" in answer:
+            assert (answer["score"] >= 0.5) == (label == "Positive")
+        if "explanation" in answer:
+            pulls = answer["explanation"]
+            assert all(t["weight"] > 0 for t in pulls["Positive"])
+            assert all(t["weight"] < 0 for t in pulls["Negative"])
+
+
+def test_explanation_names_the_words(client):
+    response = post(client, {"x": "I hate rainy mondays"}, path=PREDICT + "?explain=true")
+    negative = [t["term"] for t in response.json["x"]["explanation"]["Negative"]]
+    assert negative[0] == "hate"
+
+
+@pytest.mark.parametrize("query", ["", "?scores=false", "?scores=0&explain=false"])
+def test_options_off_give_plain_labels(client, query):
+    assert post(client, {"1": "I love it"}, path=PREDICT + query).json == {"1": "Positive"}
+
+
+def test_empty_blank_and_odd_tweets_get_the_documented_answer(client, shipped):
+    prior = model.postprocess(model.sigmoid(shipped.intercept))
+    odd = {
+        "empty": "",
+        "blank": " \t\n ",
+        "nul": "\u0000",
+        "rtl": "\u200f\u202e",
+        "emoji": "\U0001f600\U0001f525",
+        "cjk": "今日はとても楽しかった",
+        "url only": "http://t.co/x @someone",
+        "lone surrogate": "\ud800",
+    }
+    response = post(client, odd, path=PREDICT + "?scores=true")
+    assert response.status_code == 200
+    for tweet_id, answer in response.json.items():
+        assert answer == {"label": prior, "score": round(model.sigmoid(shipped.intercept), 6)}, (
+            tweet_id
+        )
+
+
+def test_charset_in_content_type_is_fine(client):
+    response = post(client, {"1": "great"}, content_type="application/json; charset=utf-8")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "given, echoed",
+    [("abc-123", True), ("x" * 128, True), ("x" * 129, False), ("bad\tid", False), ("é", False)],
+)
+def test_request_id_is_echoed_or_made(client, given, echoed):
+    response = client.get("/health", headers={"X-Request-ID": given})
+    assert (response.headers["X-Request-ID"] == given) == echoed
+    assert 0 < len(response.headers["X-Request-ID"]) <= 128
+
+
+def test_health_ready_and_openapi(client, shipped):
+    assert client.get("/health").json == {"status": "ok"}
+    assert client.get("/ready").json == {"status": "ready", "model_version": shipped.version}
+    spec = client.get("/openapi.json").json
+    tweets = spec["components"]["schemas"]["Tweets"]
+    assert (tweets["maxProperties"], tweets["additionalProperties"]["maxLength"]) == (50, 280)
+
+
+def test_ready_is_503_without_a_model(app):
+    loaded = app.extensions.pop("model")
+    try:
+        response = app.test_client().get("/ready")
+    finally:
+        app.extensions["model"] = loaded
+    assert response.status_code == 503
+    assert response.json["detail"] == "the model is not loaded"
+
+
+# Errors: one row per case of the error table.
+
+TOO_MANY = {str(i): "ok" for i in range(51)}
+ERRORS = [
+    # (name, method, path, body, content type, headers, status, words in the detail)
+    ("malformed JSON", "POST", PREDICT, '{"1": "a",', None, {}, 400, "not valid JSON"),
+    ("invalid UTF-8", "POST", PREDICT, b'{"1": "\xff\xfe"}', None, {}, 400, "not valid UTF-8"),
+    ("UTF-8 BOM", "POST", PREDICT, b'\xef\xbb\xbf{"1": "a"}', None, {}, 400, "not valid JSON"),
+    ("array body", "POST", PREDICT, '["a", "b"]', None, {}, 400, "got array"),
+    ("string body", "POST", PREDICT, '"a tweet"', None, {}, 400, "got string"),
+    ("null body", "POST", PREDICT, "null", None, {}, 400, "got null"),
+    ("empty body", "POST", PREDICT, "", None, {}, 400, "not valid JSON"),
+    ("empty object", "POST", PREDICT, "{}", None, {}, 400, "at least one tweet"),
+    (
+        "repeated id",
+        "POST",
+        PREDICT,
+        '{"1": "a", "2": "b", "1": "c"}',
+        None,
+        {},
+        400,
+        'repeated: "1"',
+    ),
+    ("NaN", "POST", PREDICT, '{"1": NaN}', None, {}, 400, "NaN is not valid JSON"),
+    ("deep nesting", "POST", PREDICT, "[" * 50_000, None, {}, 400, "nested too deeply"),
+    ("unknown option", "POST", PREDICT + "?score=true", "{}", None, {}, 400, "unknown query"),
+    ("bad option", "POST", PREDICT + "?scores=yes", "{}", None, {}, 400, "true or false"),
+    ("text/plain", "POST", PREDICT, '{"1": "a"}', "text/plain", {}, 415, "got text/plain"),
+    (
+        "form",
+        "POST",
+        PREDICT,
+        "a=b",
+        "application/x-www-form-urlencoded",
+        {},
+        415,
+        "application/json",
+    ),
+    ("no content type", "POST", PREDICT, '{"1": "a"}', "", {}, 415, "got none"),
+    ("number", "POST", PREDICT, '{"1": "ok", "7": 7}', None, {}, 422, '(number): "7"'),
+    ("null", "POST", PREDICT, '{"a": null}', None, {}, 422, '(null): "a"'),
+    ("object", "POST", PREDICT, '{"a": {"t": "x"}}', None, {}, 422, '(object): "a"'),
+    ("array", "POST", PREDICT, '{"a": ["x"]}', None, {}, 422, '(array): "a"'),
+    (
+        "boolean",
+        "POST",
+        PREDICT,
+        '{"a": true, "b": 1}',
+        None,
+        {},
+        422,
+        '(boolean, number): "a", "b"',
+    ),
+    (
+        "many wrong",
+        "POST",
+        PREDICT,
+        json.dumps({str(i): i for i in range(15)}),
+        None,
+        {},
+        422,
+        '"9" and 5 more',
+    ),
+    (
+        "tweet too long",
+        "POST",
+        PREDICT,
+        json.dumps({"x": "a" * 281, "y": "ok"}),
+        None,
+        {},
+        422,
+        'at most 280 characters: "x"',
+    ),
+    (
+        "too many tweets",
+        "POST",
+        PREDICT,
+        json.dumps(TOO_MANY),
+        None,
+        {},
+        413,
+        "at most 50 tweets per request, got 51",
+    ),
+    (
+        "body too big",
+        "POST",
+        PREDICT,
+        json.dumps({"1": "a" * 70_000}),
+        None,
+        {},
+        413,
+        "at most 65536 bytes",
+    ),
+    ("GET predict", "GET", PREDICT, None, None, {}, 405, "takes POST, got GET"),
+    ("PUT predict", "PUT", PREDICT, '{"1": "a"}', None, {}, 405, "takes POST, got PUT"),
+    ("wrong token", "POST", "/api/v1/wrong/predict", '{"1": "a"}', None, {}, 404, "not found"),
+    ("wrong token GET", "GET", "/api/v1/wrong/predict", None, None, {}, 404, "not found"),
+    ("unknown path", "GET", "/nothing/here", None, None, {}, 404, "not found"),
+    ("old path", "POST", "/predict", '{"1": "a"}', None, {}, 404, "not found"),
+    ("no bearer", "POST", "/api/v1/predict", '{"1": "a"}', None, {}, 401, "Bearer"),
+    (
+        "wrong bearer",
+        "POST",
+        "/api/v1/predict",
+        '{"1": "a"}',
+        None,
+        {"Authorization": "Bearer nope"},
+        401,
+        "Bearer",
+    ),
+    (
+        "basic auth",
+        "POST",
+        "/api/v1/predict",
+        '{"1": "a"}',
+        None,
+        {"Authorization": f"Basic {TOKEN}"},
+        401,
+        "Bearer",
+    ),
+    (
+        "non-ASCII token",
+        "POST",
+        "/api/v1/t\u00f6ken/predict",
+        '{"1": "a"}',
+        None,
+        {},
+        404,
+        "not found",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "method, path, body, content_type, headers, status, detail",
+    [row[1:] for row in ERRORS],
+    ids=[row[0] for row in ERRORS],
+)
+def test_error_table(client, method, path, body, content_type, headers, status, detail):
+    content_type = "application/json" if content_type is None else content_type
+    response = client.open(
+        path, method=method, data=body, content_type=content_type or None, headers=headers
+    )
+    assert response.status_code == status
+    assert response.content_type == "application/json"
+    assert set(response.json) == {"error", "text", "detail"}
+    assert response.json["error"] == status
+    assert response.json["text"].lower() == response.status.split(" ", 1)[1].lower()
+    assert detail.lower() in response.json["detail"].lower()
+    check_schema(response.json, "#/components/schemas/Error")
+    operation = spec_operation(path, method)
+    if operation:
+        assert str(status) in operation["responses"], f"{status} is not in openapi.json"
+
+
+def spec_operation(path, method):
+    """Return openapi.json's operation for a request, if the path is one of its routes."""
+    for template, operations in SPEC["paths"].items():
+        parts, given = template.split("/"), path.split("?")[0].split("/")
+        if len(parts) == len(given) and all(
+            p == g or p.startswith("{") for p, g in zip(parts, given, strict=True)
+        ):
+            return operations.get(method.lower(), operations.get("post"))
+    return None
+
+
+def test_wrong_token_is_indistinguishable_from_an_unknown_path(client):
+    wrong = post(client, {"1": "a"}, path="/api/v1/wrong/predict")
+    unknown = post(client, {"1": "a"}, path="/api/v1/wrong/nothing")
+    assert (wrong.status_code, wrong.json) == (unknown.status_code, unknown.json)
+
+
+def test_405_and_401_say_what_is_allowed(client):
+    assert client.get(PREDICT).headers["Allow"] == "POST"
+    assert post(client, {"1": "a"}, path="/api/v1/predict").headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_unexpected_error_is_a_json_500_and_the_server_keeps_serving(app, client, monkeypatch):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    api.log.addHandler(handler)
+    loaded = app.extensions["model"]
+    monkeypatch.setattr(loaded, "scores", lambda tweets: 1 / 0)
+    try:
+        response = post(client, {"1": "secret tweet text"}, headers={"X-Request-ID": "req-500"})
+    finally:
+        api.log.removeHandler(handler)
+    assert response.status_code == 500
+    assert response.json == {
+        "error": 500,
+        "text": "Internal Server Error",
+        "detail": "an unexpected error; request id req-500",
+    }
+    assert "Traceback" not in response.get_data(as_text=True)
+    errors = [r for r in records if r.levelno == logging.ERROR]
+    assert errors and errors[0].request_id == "req-500" and errors[0].exc_info
+    monkeypatch.undo()
+    assert post(client, {"1": "I love it"}).status_code == 200
+
+
+def test_log_lines_name_the_route_never_the_token_or_the_tweet(client, capfd):
+    records = []
+    handler = logging.Handler()
+    handler.setFormatter(api.JSONFormatter())
+    handler.emit = lambda record: records.append(handler.format(record))
+    api.log.addHandler(handler)
+    try:
+        post(client, {"1": "my secret tweet"}, headers={"X-Request-ID": "logged-1"})
+        post(client, {"1": "x"}, path="/api/v1/wrong-token-xyz/predict")
+        client.get("/wrong-token-xyz/elsewhere")
+    finally:
+        api.log.removeHandler(handler)
+    lines = [json.loads(r) for r in records]
+    assert lines[0]["request_id"] == "logged-1"
+    assert lines[0]["route"] == "/api/v1/<token>/predict"
+    assert (lines[0]["status"], lines[0]["tweets"], lines[0]["method"]) == (200, 1, "POST")
+    assert (lines[1]["route"], lines[1]["status"]) == ("/api/v1/<token>/predict", 404)
+    assert (lines[2]["route"], lines[2]["status"]) == ("<unmatched>", 404)
+    everything = "".join(records) + "".join(capfd.readouterr())
+    for secret in (TOKEN, "wrong-token-xyz", "my secret tweet"):
+        assert secret not in everything
+
+
+# Settings and start-up
+
+
+def test_tokens_come_from_the_token_file(tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text("first-token\nsecond-token, third-token\n")
+    app = api.create_app({"API_TOKEN_FILE": str(token_file)})
+    client = app.test_client()
+    for token in ("first-token", "second-token", "third-token"):
+        assert post(client, {"1": "a"}, path=f"/api/v1/{token}/predict").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"API_TOKEN_FILE": "/nonexistent/token"}, "no API token: set API_TOKEN or create"),
+        ({"API_TOKEN": " , "}, "no API token"),
+    ],
+)
+def test_start_up_without_a_token_fails_clearly(config, message):
+    with pytest.raises(RuntimeError, match=message):
+        api.create_app(config)
+
+
+def test_start_up_with_a_bad_limit_fails_clearly(monkeypatch):
+    monkeypatch.setenv("MAX_TWEETS", "lots")
+    with pytest.raises(RuntimeError, match="MAX_TWEETS must be a whole number above 0, got 'lots'"):
+        api.create_app({"API_TOKEN": TOKEN})
+
+
+def test_start_up_with_broken_artifacts_fails_naming_the_file(tmp_path):
+    with pytest.raises(model.ArtifactError, match="MANIFEST.sha256"):
+        api.create_app({"API_TOKEN": TOKEN, "ARTIFACTS_DIR": str(tmp_path)})
+
+
+def test_reload_swaps_tokens_and_keeps_them_if_the_model_breaks(tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text("old-token")
+    app = api.create_app({"API_TOKEN_FILE": str(token_file)})
+    client = app.test_client()
+    token_file.write_text("new-token")
+    api.reload(app)
+    assert post(client, {"1": "a"}, path="/api/v1/new-token/predict").status_code == 200
+    assert post(client, {"1": "a"}, path="/api/v1/old-token/predict").status_code == 404
+    token_file.write_text("third-token")
+    app.extensions["settings"]["ARTIFACTS_DIR"] = str(tmp_path)  # no artifacts there
+    with pytest.raises(model.ArtifactError):
+        api.reload(app)
+    assert post(client, {"1": "a"}, path="/api/v1/new-token/predict").status_code == 200
+
+
+# The OpenAPI document against the app
+
+
+def test_openapi_lists_every_route_and_only_those(app):
+    routes = {
+        rule.rule.replace("<token>", "{token}")
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+    }
+    assert routes == set(SPEC["paths"])
