@@ -3,8 +3,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
+# Two environments: the server's holds the runtime packages only (requirements.txt); tests,
+# training and tools have their own (requirements-dev.txt). nltk imports scikit-learn, scipy
+# and pandas when they are installed, which would cost every server process 150 MB.
 VENV ?= .venv
+DEV_VENV ?= .venv-dev
 BIN := $(VENV)/bin
+DEV_BIN := $(DEV_VENV)/bin
 # INSTALL=no uses the packages already in $(VENV) as they are (the Docker image sets it).
 INSTALL ?= yes
 DATA ?= ../shared/data/tweet_sentiment_10K.csv
@@ -22,8 +27,8 @@ ifeq ($(INSTALL),no)
 RUNTIME :=
 DEV :=
 else
-RUNTIME := $(VENV)/.runtime-installed
-DEV := $(VENV)/.dev-installed
+RUNTIME := $(VENV)/.installed
+DEV := $(DEV_VENV)/.installed
 endif
 
 .PHONY: help api-start certs token test lint format train bench docker-build docker-run \
@@ -38,15 +43,20 @@ help:
 	@echo "make certs       make a self-signed server.crt/server.key if absent"
 	@echo "make docker-build | docker-run | docker-test"
 
-$(VENV)/.runtime-installed: requirements.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-		|| { echo "Python 3.11 or newer is needed: set PYTHON=python3.11"; exit 1; }
+CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	|| { echo "Python 3.11 or newer is needed: set PYTHON=python3.11"; exit 1; }
+PIP_INSTALL := pip install --quiet --disable-pip-version-check
+
+$(VENV)/.installed: requirements.txt
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+$(DEV_VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_BIN)/$(PIP_INSTALL) -r requirements-dev.txt
 	touch $@
 
 # A self-signed certificate for localhost and 127.0.0.1, key readable by its owner only. An
@@ -75,22 +85,22 @@ api-start: $(RUNTIME) certs token
 	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 test: $(DEV)
-	$(BIN)/python -m pytest
+	$(DEV_BIN)/python -m pytest
 
 lint: $(DEV)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(DEV_BIN)/ruff check .
+	$(DEV_BIN)/ruff format --check .
 
 format: $(DEV)
-	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format .
+	$(DEV_BIN)/ruff check --fix .
+	$(DEV_BIN)/ruff format .
 
 train: $(DEV)
-	$(BIN)/python train.py --data "$(DATA)"
+	$(DEV_BIN)/python train.py --data "$(DATA)"
 
 bench: $(DEV)
-	$(BIN)/python bench/bench.py
+	$(DEV_BIN)/python bench/bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json
+	rm -rf $(VENV) $(DEV_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json
 	find . -name __pycache__ -prune -exec rm -rf {} +

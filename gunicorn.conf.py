@@ -30,6 +30,9 @@ limit_request_fields = 50
 # Loaded once in the master and shared by the forked workers.
 preload_app = True
 
+# Managed by signals (see the README); gunicorn's control socket is one more door to guard.
+control_socket_disable = True
+
 # The app writes one JSON line per request with the token redacted; gunicorn's access log would
 # write the path, token and all.
 accesslog = None

@@ -1,0 +1,174 @@
+"""End to end: `make api-start` for real (gunicorn, TLS, a free port) and the README's curl."""
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import model
+
+ROOT = Path(__file__).resolve().parent.parent
+README_CURL = (
+    "curl --cacert server.crt -H 'Content-Type: application/json' -d @payload.json \\\n"
+    "    https://localhost:5000/api/v1/$(cat .api_token)/predict"
+)
+pytestmark = pytest.mark.slow
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_health(url, cafile, process, seconds=180):
+    """Poll /health until it answers 200; fail with the server's output if it dies."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}")
+        try:
+            context = ssl.create_default_context(cafile=str(cafile))  # once make has made it
+            with urllib.request.urlopen(url + "/health", context=context, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (OSError, ssl.SSLError):
+            time.sleep(0.2)
+    raise AssertionError(f"no answer from {url}/health within {seconds} s")
+
+
+def stop(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`make api-start` with no API_TOKEN, a fresh certificate and token file, on a free port."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
+    env.update(
+        PORT=str(port),
+        HOST="127.0.0.1",
+        TLS_CERT=str(folder / "server.crt"),
+        TLS_KEY=str(folder / "server.key"),
+        API_TOKEN_FILE=str(folder / ".api_token"),
+        WORKERS="2",
+    )
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", "api-start"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
+        yield {"port": port, "folder": folder, "log": log_path, "process": process}
+    finally:
+        stop(process)
+
+
+def curl(*args, cwd=None):
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_readme_curl_gets_the_eight_labels(server):
+    readme = (ROOT / "README.md").read_text()
+    assert README_CURL in readme
+    printed = server["log"].read_text()
+    assert README_CURL.replace("5000", str(server["port"])) in printed.replace(
+        str(server["folder"]) + "/", ""
+    )
+    folder = server["folder"]
+    command = (
+        README_CURL.replace("5000", str(server["port"]))
+        .replace("server.crt", str(folder / "server.crt"))
+        .replace(".api_token", str(folder / ".api_token"))
+    )
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((ROOT / "payload.json").read_text())
+    answer = json.loads(result.stdout)
+    assert list(answer) == [str(i) for i in range(1, 9)]
+    assert list(answer.values()) == model.run(list(payload.values()))
+    assert list(answer.values()) == ["Positive", "Negative"] * 4
+
+
+def test_certificate_verifies_for_localhost_and_127_0_0_1(server):
+    for host in ("localhost", "127.0.0.1"):
+        url = f"https://{host}:{server['port']}/ready"
+        result = curl("--cacert", str(server["folder"] / "server.crt"), url)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["status"] == "ready"
+
+
+def test_plain_http_is_refused(server):
+    result = curl("--max-time", "5", f"http://127.0.0.1:{server['port']}/health")
+    assert result.returncode != 0
+    assert '"status"' not in result.stdout
+
+
+def tls_client(version):
+    """A client willing to speak exactly one protocol version, old ones included."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.minimum_version = context.maximum_version = version
+    return context
+
+
+def handshake(port, version):
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        tls_client(version).wrap_socket(raw) as tls,
+    ):
+        return tls.version()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ssl.TLSVersion.TLSv1_1 itself
+def test_tls_older_than_1_2_is_refused_by_the_server(server):
+    assert handshake(server["port"], ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(server["port"], ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|protocol version"):
+            handshake(server["port"], old)
+
+
+def test_key_and_token_file_are_readable_by_their_owner_only(server):
+    for name in ("server.key", ".api_token"):
+        mode = (server["folder"] / name).stat().st_mode & 0o777
+        assert mode == 0o600, f"{name} has mode {oct(mode)}"
+    assert len((server["folder"] / ".api_token").read_text().strip()) == 64
+
+
+def test_server_output_holds_neither_token_nor_tweets(server):
+    token = (server["folder"] / ".api_token").read_text().strip()
+    payload = json.loads((ROOT / "payload.json").read_text())
+    url = f"https://127.0.0.1:{server['port']}/api/v1/{token}/predict"
+    curl("-k", "-H", "Content-Type: application/json", "-d", json.dumps(payload), url)
+    curl("-k", "-H", "Content-Type: application/json", "-d", "[1]", url)
+    curl("-k", url)
+    time.sleep(0.5)
+    output = server["log"].read_text()
+    assert '"route": "/api/v1/<token>/predict"' in output
+    assert token not in output
+    for tweet in payload.values():
+        assert tweet not in output
