@@ -98,7 +98,10 @@ format: $(DEV)
 train: $(DEV)
 	$(DEV_BIN)/python train.py --data "$(DATA)"
 
-bench: $(DEV)
+bench: $(DEV) $(VENV)/.installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(DEV_BIN)/python bench/bench.py
 
 clean:

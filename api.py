@@ -178,6 +178,8 @@ def predict():
 
 def parse_options():
     """Return the query options, each true or false; refuse unknown ones."""
+    if not request.query_string:
+        return dict.fromkeys(OPTIONS, False)
     unknown = sorted(set(request.args) - set(OPTIONS))
     if unknown:
         raise BadRequest(f"unknown query parameter(s) {unknown}; allowed: {list(OPTIONS)}")
@@ -336,19 +338,19 @@ def start_request():
 
 
 def finish_request(response):
-    response.headers["X-Request-ID"] = g.request_id
-    latency_ms = (time.perf_counter() - g.start) * 1000
-    log.info(
-        "request",
-        extra={
-            "request_id": g.request_id,
+    state = g._get_current_object()
+    response.headers["X-Request-ID"] = state.request_id
+    if log.isEnabledFor(logging.INFO):
+        latency_ms = (time.perf_counter() - state.start) * 1000
+        fields = {
+            "request_id": state.request_id,
             "method": request.method,
             "route": route(),
             "status": response.status_code,
             "latency_ms": round(latency_ms, 3),
-            "tweets": g.get("tweets", 0),
-        },
-    )
+            "tweets": state.get("tweets", 0),
+        }
+        log.info("request", extra=fields)
     return response
 
 

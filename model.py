@@ -56,7 +56,8 @@ class Preprocessor:
         text = self.strip.sub(" ", html.unescape(text).lower())
         for character in self.fold_characters:
             text = text.replace(character, "")
-        return [t for t in map(self.normalised.__getitem__, self.token.findall(text)) if t]
+        tokens = map(self.normalised.__getitem__, self.token.findall(text))
+        return [t for t in tokens if t] if self.stop_words else list(tokens)
 
     def normalise(self, token):
         """Return a token with elongations cut and stemmed, or "" for a stop word."""
@@ -134,7 +135,8 @@ class Model:
     def scores(self, tweets):
         """Return the probability of Positive for each tweet."""
         check_tweets(tweets)
-        return [sigmoid(self.logit(self.preprocess(t))) for t in tweets]
+        preprocess, logit = self.preprocess, self.logit
+        return [sigmoid(logit(preprocess(t))) for t in tweets]
 
     def run(self, tweets):
         """Return the label of each tweet, in input order."""

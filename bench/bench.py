@@ -1,0 +1,343 @@
+"""Measure the model in-process, and the HTTPS service against the bare server stack, in one run.
+
+    make bench                       # or: .venv-dev/bin/python bench/bench.py --seconds 10
+
+Prints a table and writes it to bench/results.json and bench/RESULTS.md. The service is started as
+`make api-start` starts it; the floor is the same gunicorn configuration and certificate serving a
+Flask app that answers the predict route with a constant (bench/floor.py). Load comes from wrk.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import model  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "tweet_sentiment_10K.csv"
+PAYLOAD = ROOT / "payload.json"
+TOKEN = "bench-" + os.urandom(8).hex()
+
+
+def load_tweets():
+    """Return 10,000 tweets: the real data if present, else a generated set; and which it is."""
+    if DATA.is_file():
+        with DATA.open(newline="", encoding="utf-8") as f:
+            return [row["text"] for row in csv.DictReader(f)], f"real tweets from {DATA.name}"
+    rng = random.Random(0)
+    words = [t for t in model.load().ratios if " " not in t]
+    tweets = [" ".join(rng.choices(words, k=rng.randint(4, 20))) for _ in range(10_000)]
+    return tweets, "GENERATED tweets (the data set is absent): random model words"
+
+
+def in_process(tweets):
+    """Time model.run in this process (one core): one tweet, then batches."""
+    cold = model.load()
+    start = time.perf_counter()
+    cold.run(tweets[:10_000])
+    cold_rate = 10_000 / (time.perf_counter() - start)
+
+    m = model.load()
+    m.run(tweets)  # warm the token cache, as a running service's is
+    singles = []
+    for tweet in tweets[:5_000]:
+        start = time.perf_counter()
+        m.run([tweet])
+        singles.append(time.perf_counter() - start)
+    figures = {
+        "single_us_p50": statistics.median(singles) * 1e6,
+        "single_us_p99": statistics.quantiles(singles, n=100)[98] * 1e6,
+    }
+    for size in (8, 1_000, 10_000):
+        batch = tweets[:size]
+        best = min(timed(m.run, batch) for _ in range(max(3, 20_000 // size)))
+        figures[f"batch_{size}_tweets_per_s"] = size / best
+    figures["batch_10000_cold_tweets_per_s"] = cold_rate
+    return figures
+
+
+def timed(function, argument):
+    start = time.perf_counter()
+    function(argument)
+    return time.perf_counter() - start
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A gunicorn server on a free port, started by a command, timed to its first 200 answer."""
+
+    def __init__(self, name, command, folder):
+        self.name, self.port = name, free_port()
+        self.url = f"https://127.0.0.1:{self.port}/api/v1/{TOKEN}/predict"
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "TLS_CERT": str(folder / "server.crt"),
+            "TLS_KEY": str(folder / "server.key"),
+            "API_TOKEN": TOKEN,
+        }
+        self.log = (folder / f"{name}.log").open("wb")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.context = ssl.create_default_context(cafile=folder / "server.crt")
+        self.seconds_to_first_answer = self.wait()
+
+    def wait(self, seconds=120):
+        body = PAYLOAD.read_bytes()
+        headers = {"Content-Type": "application/json"}
+        while time.perf_counter() - self.started < seconds:
+            if self.process.poll() is not None:
+                sys.exit(f"{self.name} exited; see its log")
+            try:
+                request = urllib.request.Request(self.url, data=body, headers=headers)
+                with urllib.request.urlopen(request, context=self.context, timeout=2) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                time.sleep(0.01)
+        sys.exit(f"{self.name} did not answer within {seconds} s")
+
+    def worker_memory(self):
+        """Return the RSS and PSS, in MB, of each gunicorn worker."""
+        masters = [p for p in descendants(self.process.pid) if is_gunicorn(p)]
+        master = next(p for p in masters if not is_gunicorn(parent(p)))
+        return [
+            {"rss_mb": status_kb(w, "VmRSS") / 1024, "pss_mb": pss_kb(w) / 1024}
+            for w in children(master)
+        ]
+
+    def stop(self):
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def children(pid):
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def descendants(pid):
+    found = [pid]
+    for child in children(pid):
+        found += descendants(child)
+    return found
+
+
+def parent(pid):
+    return int(status_kb(pid, "PPid"))
+
+
+def is_gunicorn(pid):
+    return b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def status_kb(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def pss_kb(pid):
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def wrk(url, body_file, connections, seconds):
+    """Run wrk with keep-alive connections; return requests/s, errors and latency percentiles."""
+    command = [
+        "wrk",
+        f"-t{min(connections, 2)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "-s",
+        str(ROOT / "bench" / "post.lua"),
+        url,
+    ]
+    env = {**os.environ, "BODY_FILE": str(body_file)}
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("BENCH "))
+    requests, errors, duration_us, p50, p99, mean, _ = map(float, line.split()[1:])
+    return {
+        "requests": int(requests),
+        "errors": int(errors),
+        "requests_per_s": requests / (duration_us / 1e6),
+        "p50_ms": p50 / 1000,
+        "p99_ms": p99 / 1000,
+        "mean_ms": mean / 1000,
+    }
+
+
+def serve_and_load(name, command, folder, big_body, seconds):
+    server = Server(name, command, folder)
+    try:
+        figures = {"seconds_to_first_answer": server.seconds_to_first_answer}
+        for connections in (1, 16):
+            figures[f"payload_c{connections}"] = wrk(server.url, PAYLOAD, connections, seconds)
+        if big_body:
+            big = wrk(server.url, big_body, 4, seconds)
+            big["tweets_per_s"] = big["requests_per_s"] * 1000
+            figures["tweets1000_c4"] = big
+        figures["workers"] = server.worker_memory()
+        return figures
+    finally:
+        server.stop()
+
+
+def table(results):
+    """Return the results as a Markdown table."""
+    m, s, f = results["in_process"], results["service"], results["floor"]
+
+    def load_rows(key, label):
+        a, b = s[key], f[key]
+        ratio = a["requests_per_s"] / b["requests_per_s"]
+        return [
+            (f"{label}: requests/s", f"{a['requests_per_s']:,.0f}", f"{b['requests_per_s']:,.0f}",
+             f"{ratio:.0%}"),
+            (f"{label}: p50 / p99 latency (ms)", f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f}",
+             f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f}", ""),
+            (f"{label}: failed requests", f"{a['errors']} of {a['requests']:,}",
+             f"{b['errors']} of {b['requests']:,}", ""),
+        ]  # fmt: skip
+
+    big = s["tweets1000_c4"]
+    rss = lambda figures: ", ".join(f"{w['rss_mb']:.0f}" for w in figures["workers"])  # noqa: E731
+    pss = lambda figures: ", ".join(f"{w['pss_mb']:.0f}" for w in figures["workers"])  # noqa: E731
+    rows = [
+        ("In-process `model.run`, one tweet: p50 / p99 (µs)",
+         f"{m['single_us_p50']:.1f} / {m['single_us_p99']:.1f}", "", ""),
+        ("In-process, batch of 8: tweets/s", f"{m['batch_8_tweets_per_s']:,.0f}", "", ""),
+        ("In-process, batch of 1,000: tweets/s", f"{m['batch_1000_tweets_per_s']:,.0f}", "", ""),
+        ("In-process, batch of 10,000: tweets/s", f"{m['batch_10000_tweets_per_s']:,.0f}", "", ""),
+        ("In-process, batch of 10,000, cold token cache: tweets/s",
+         f"{m['batch_10000_cold_tweets_per_s']:,.0f}", "", ""),
+        *load_rows("payload_c1", "`payload.json`, 1 connection"),
+        *load_rows("payload_c16", "`payload.json`, 16 connections"),
+        ("1,000-tweet requests, 4 connections: tweets/s", f"{big['tweets_per_s']:,.0f}", "", ""),
+        ("1,000-tweet requests: p50 / p99 latency (ms)",
+         f"{big['p50_ms']:.1f} / {big['p99_ms']:.1f}", "", ""),
+        ("Worker RSS after load (MB)", rss(s), rss(f), ""),
+        ("Worker PSS after load (MB)", pss(s), pss(f), ""),
+        ("Start to first 200 answer (s)", f"{s['seconds_to_first_answer']:.2f}",
+         f"{f['seconds_to_first_answer']:.2f}", ""),
+    ]  # fmt: skip
+    lines = ["| Measure | Service | Floor | Service / floor |", "| --- | --: | --: | --: |"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of load per measure")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install -y wrk (make bench installs it as root)")
+
+    tweets, source = load_tweets()
+    print(f"in-process model on {source} ...", flush=True)
+    results = {"in_process": in_process(tweets), "tweets": source}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        env = {
+            **os.environ,
+            "TLS_CERT": str(folder / "server.crt"),
+            "TLS_KEY": str(folder / "server.key"),
+        }
+        subprocess.run(["make", "-s", "certs"], cwd=ROOT, env=env, check=True)
+        big_body = folder / "tweets1000.json"
+        big_body.write_text(json.dumps({str(i): t for i, t in enumerate(tweets[:1000])}))
+        print("service (make api-start) under load ...", flush=True)
+        results["service"] = serve_and_load(
+            "service", ["make", "--no-print-directory", "api-start"], folder, big_body, args.seconds
+        )
+        print("floor (constant answer, same gunicorn) under load ...", flush=True)
+        gunicorn = str(ROOT / ".venv" / "bin" / "gunicorn")
+        results["floor"] = serve_and_load(
+            "floor", [gunicorn, "--config", "gunicorn.conf.py", "bench.floor:app"], folder, None,
+            args.seconds,
+        )  # fmt: skip
+
+    results["machine"] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cores": os.cpu_count(),
+        "cpu": cpu_name(),
+        "python": platform.python_version(),
+        "load_generator": subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+        .stdout.splitlines()[0]
+        .split(" [")[0],
+        "seconds_per_measure": args.seconds,
+    }
+    text = table(results)
+    print()
+    print(text)
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results_md(results, text)
+
+
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def write_results_md(results, text):
+    machine = results["machine"]
+    (ROOT / "bench" / "RESULTS.md").write_text(
+        f"""# Benchmark results
+
+Latest `make bench`: {machine["date"]}, {machine["cores"]} cores ({machine["cpu"]}), Python
+{machine["python"]}, load from {machine["load_generator"]} ({machine["seconds_per_measure"]} s per
+measure, keep-alive connections, HTTPS). In-process figures use {results["tweets"]}.
+
+{text}
+
+The floor is the same gunicorn configuration, workers and certificate serving a Flask app that
+answers the predict route with a constant (`bench/floor.py`): what the server stack costs with an
+instant model. The load generator shares the machine's cores with the server, equally for both.
+RSS counts pages shared with the gunicorn master (the preloaded app); PSS divides them among the
+processes that share them.
+
+Reproduce: `make bench` (installs wrk as root if absent; needs the runtime `.venv`, which
+`make api-start` makes). Figures go to `bench/results.json` too.
+"""
+    )
+
+
+if __name__ == "__main__":
+    main()
