@@ -81,8 +81,30 @@ api-start: $(RUNTIME) certs token
 	@if [ -n "$$API_TOKEN" ]; then token='$$API_TOKEN'; else token='$$(cat $(API_TOKEN_FILE))'; fi; \
 	echo "Try it:"; \
 	echo "  curl --cacert $(TLS_CERT) -H 'Content-Type: application/json' -d @payload.json \\"; \
-	echo "    https://localhost:$(PORT)/api/v1/$$token/predict"
+	echo "    https://localhost:$(PORT)/api/v1/$$token/predict"; \
+	if [ -n "$$IN_DOCKER" ] && [ -z "$$API_TOKEN" ]; then \
+		echo "From the host (the token is never printed; it stays in the container):"; \
+		echo "  docker cp <container>:$(abspath $(TLS_CERT)) server.crt"; \
+		echo "  token=\$$(docker exec <container> cat $(abspath $(API_TOKEN_FILE)))"; \
+	fi
 	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+# Docker: the image, the self-contained container, and the check of both ways to run it.
+# Here containers have no bridge network: make docker-run DOCKER_RUN_ARGS=--network=host
+DOCKER_RUN_ARGS ?= -p $(PORT):5000
+
+docker-build:
+	docker build --network=host --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+docker-run: docker-build
+	docker run --rm -it $(DOCKER_RUN_ARGS) $(IMAGE)
+
+docker-test: $(DEV)
+	@if ! docker info >/dev/null 2>&1; then \
+		echo "docker-test: no Docker engine answers here (docker info failed): NOTHING WAS TESTED"; \
+		exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory docker-build && $(DEV_BIN)/python tests/docker_check.py $(IMAGE)
 
 test: $(DEV)
 	$(DEV_BIN)/python -m pytest
@@ -90,6 +112,7 @@ test: $(DEV)
 lint: $(DEV)
 	$(DEV_BIN)/ruff check .
 	$(DEV_BIN)/ruff format --check .
+	$(DEV_BIN)/hadolint Dockerfile
 
 format: $(DEV)
 	$(DEV_BIN)/ruff check --fix .

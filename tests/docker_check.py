@@ -1,0 +1,221 @@
+"""Run the built image both ways users run it, and check each (make docker-test runs this).
+
+    python tests/docker_check.py IMAGE
+
+For each way: start a container with --network=host on a free port, wait for /health, POST
+payload.json over HTTPS with the certificate verified, check the 8 labels and the user, then stop
+it with a request in flight and check that the request was answered and the stop was graceful.
+Prints the figures (image size, seconds to healthy, seconds to stop). Exits 0 without testing,
+saying so, when no Docker engine answers.
+"""
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import model  # noqa: E402
+
+PAYLOAD = json.loads((ROOT / "payload.json").read_text())
+EXPECTED = model.run(list(PAYLOAD.values()))
+COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "server.*", ".api_token")
+
+
+def docker(*args, check=True, **kwargs):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, **kwargs)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def https(url, cafile=None, body=None, timeout=10):
+    """Return (status, parsed JSON) for a GET, or a POST of a JSON body."""
+    # Without a cafile (health polls, before the certificate is at hand) nothing is verified.
+    context = ssl.create_default_context(cafile=cafile)
+    context.check_hostname = False  # the 2020 certificate names no host; the chain is checked
+    if not cafile:
+        context.verify_mode = ssl.CERT_NONE
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+class Case:
+    """One way of running the image."""
+
+    def __init__(self, name, image, run_args, command, cert, token, root_allowed):
+        self.name, self.image, self.run_args, self.command = name, image, run_args, command
+        self.cert, self.token, self.root_allowed = cert, token, root_allowed
+        self.port = free_port()
+        self.container = f"model-api-check-{self.port}"
+        self.figures = {}
+
+    def run(self):
+        docker("rm", "-f", self.container, check=False)
+        started = time.monotonic()
+        docker(
+            "run", "-d", "--name", self.container, "--network=host", "-e", f"PORT={self.port}",
+            *self.run_args, self.image, *self.command,
+        )  # fmt: skip
+        # With the vfs storage driver (this machine's), `docker run` copies the image first.
+        self.figures["seconds_for_docker_run"] = time.monotonic() - started
+        try:
+            self.wait_for_health(started)
+            self.token_value = self.token()
+            self.check_labels()
+            self.check_user()
+            self.stop_gracefully()
+        except BaseException:
+            print(docker("logs", "--tail", "40", self.container, check=False).stderr)
+            raise
+        finally:
+            self.output = docker("logs", self.container, check=False)
+            self.output = self.output.stdout + self.output.stderr
+            docker("rm", "-f", self.container, check=False)
+        self.check_output()
+
+    def url(self, path):
+        return f"https://localhost:{self.port}{path}"
+
+    def wait_for_health(self, started, seconds=60):
+        while time.monotonic() - started < seconds:
+            try:
+                if https(self.url("/health"), timeout=2)[0] == 200:
+                    self.figures["seconds_to_health"] = time.monotonic() - started
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"{self.name}: no /health within {seconds} s")
+        while time.monotonic() - started < seconds:
+            health = docker("inspect", "-f", "{{.State.Health.Status}}", self.container).stdout
+            if health.strip() == "healthy":
+                self.figures["seconds_to_docker_healthy"] = time.monotonic() - started
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name}: Docker's HEALTHCHECK never said healthy")
+
+    def check_labels(self):
+        status, answer = https(self.predict_url(), cafile=self.cert(), body=PAYLOAD)
+        assert status == 200, (status, answer)
+        assert list(answer) == list(PAYLOAD), answer
+        assert list(answer.values()) == EXPECTED, answer
+
+    def predict_url(self):
+        return self.url(f"/api/v1/{self.token_value}/predict")
+
+    def check_user(self):
+        top = docker("top", self.container, "-eo", "pid,uid,args").stdout.splitlines()
+        uids = {int(line.split()[1]) for line in top[1:] if "gunicorn" in line}
+        assert uids, top
+        self.figures["gunicorn_uids"] = sorted(uids)
+        if not self.root_allowed:
+            assert 0 not in uids, f"{self.name}: gunicorn runs as root"
+
+    def stop_gracefully(self):
+        """Stop with a 10,000-tweet request in flight; it must be answered."""
+        big = {str(i): f"tweet number {i}, what a lovely day" for i in range(10_000)}
+        answer = {}
+
+        def send():
+            answer["result"] = https(self.predict_url(), body=big, timeout=30)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        docker("stop", "-t", "10", self.container)
+        self.figures["seconds_to_stop"] = time.monotonic() - started
+        sender.join()
+        status, body = answer["result"]
+        assert status == 200 and len(body) == 10_000, f"{self.name}: in-flight request lost"
+        code = docker("inspect", "-f", "{{.State.ExitCode}}", self.container).stdout.strip()
+        assert code == "0", f"{self.name}: exit code {code} (137 means killed)"
+        assert self.figures["seconds_to_stop"] < 10, self.figures
+
+    def check_output(self):
+        assert "Shutting down: Master" in self.output, self.output[-2000:]
+        assert self.token_value not in self.output, f"{self.name}: the token is in the log"
+        for tweet in PAYLOAD.values():
+            assert tweet not in self.output, f"{self.name}: a tweet is in the log"
+
+
+def main(image):
+    if docker("info", check=False).returncode != 0:
+        print("docker-test: no Docker engine answers here (docker info failed): NOTHING WAS TESTED")
+        return 0
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout)
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(shutil.copytree(ROOT, Path(tmp) / "project", ignore=COPY_IGNORE))
+        project.chmod(0o755)
+        # A host's virtual environment left in the folder: the container must not use it.
+        (project / ".venv" / "bin").mkdir(parents=True)
+        (project / ".venv" / "bin" / "gunicorn").write_text("#!/bin/sh\nexit 99\n")
+        (project / ".venv" / "bin" / "gunicorn").chmod(0o755)
+        # The 2020 README's certificate, made on the host with default modes.
+        subprocess.run(
+            ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-x509",
+             "-days", "365", "-out", "server.crt", "-subj", "/CN=localhost"],
+            cwd=project, check=True, capture_output=True,
+        )  # fmt: skip
+        mounted = {
+            "image": image,
+            "run_args": ["-v", f"{project}:/external_lib"],
+            "command": ["sh", "-c", "cd external_lib && make api-start"],
+            "cert": lambda: str(project / "server.crt"),
+            "token": lambda: (project / ".api_token").read_text().strip(),
+            "root_allowed": True,
+        }
+        cases = [Case("mounted, with the 2020 certificate", **mounted)]
+        own_cert = Path(tmp) / "self-contained.crt"
+
+        def self_contained_cert():
+            if not own_cert.exists():
+                docker("cp", f"{cases[-1].container}:/run/api/server.crt", str(own_cert))
+            return str(own_cert)
+
+        cases.append(Case("mounted, no certificate", **mounted))
+        cases.append(
+            Case(
+                "self-contained",
+                image,
+                [],
+                [],
+                cert=self_contained_cert,
+                token=lambda: docker(
+                    "exec", cases[-1].container, "cat", "/run/api/.api_token"
+                ).stdout.strip(),
+                root_allowed=False,
+            )
+        )
+        for case in cases:
+            if case.name == "mounted, no certificate":
+                for name in ("server.crt", "server.key", ".api_token"):
+                    (project / name).unlink(missing_ok=True)
+            case.run()
+            print(f"docker-test: {case.name}: passed {json.dumps(case.figures)}", flush=True)
+        assert (project / "server.key").stat().st_mode & 0o777 == 0o600
+    print(f"docker-test: image {image}: {size / 1e6:.0f} MB; both ways passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "model_api"))
