@@ -8,13 +8,14 @@ import time
 import uuid
 from pathlib import Path
 
-from flask import Flask, current_app, g, jsonify, request
+import prometheus_client
+from flask import Flask, Response, current_app, g, jsonify, request
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     InternalServerError,
-    MethodNotAllowed,
     NotFound,
     RequestEntityTooLarge,
     ServiceUnavailable,
@@ -40,6 +41,30 @@ MAX_IDS_NAMED = 10  # an error names at most this many ids, then says how many m
 REQUEST_ID_MAX = 128
 
 log = logging.getLogger("api")
+
+# Metrics. Under gunicorn, PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py sets it) makes them add up
+# across workers. Routes are rules ("/api/v1/<token>/predict"): a token is never a label.
+REQUESTS = Counter(
+    "api_requests", "Requests answered, by route, method and status", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "api_request_duration_seconds",
+    "Seconds from request to response, by route",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TWEETS = Histogram(
+    "api_tweets_per_request",
+    "Tweets in each predict request",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+)
+PREDICTIONS = Counter("api_predictions", "Labels given, by label", ["label"])
+MODEL_INFO = Gauge(
+    "api_model_info",
+    "The model being served: 1, labelled with its version",
+    ["version"],
+    multiprocess_mode="livemax",
+)
 
 
 class Settings(dict):
@@ -93,21 +118,23 @@ def create_app(config=None):
     app.after_request(finish_request)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
+    # Another method gets 405 whatever the token, which says nothing about the token.
     app.add_url_rule(
         "/api/v1/<token>/predict",
         view_func=predict_with_path_token,
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        methods=["POST"],
         provide_automatic_options=False,
     )
     app.add_url_rule(
         "/api/v1/predict",
         view_func=predict_with_bearer_token,
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        methods=["POST"],
         provide_automatic_options=False,
     )
     app.add_url_rule("/health", view_func=health)
     app.add_url_rule("/ready", view_func=ready)
     app.add_url_rule("/openapi.json", view_func=lambda: current_app.extensions["openapi"])
+    app.add_url_rule("/metrics", view_func=metrics)
     return app
 
 
@@ -135,20 +162,22 @@ def predict_with_path_token(token):
     return predict()
 
 
-def predict_with_bearer_token():
+def require_bearer_token():
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token_is_valid(token.strip()):
         raise Unauthorized(
             "send a valid token as 'Authorization: Bearer <token>'",
             www_authenticate=WWWAuthenticate("bearer"),
         )
+
+
+def predict_with_bearer_token():
+    require_bearer_token()
     return predict()
 
 
 def predict():
     """Label each tweet of a JSON object {"id": "tweet", ...}, keeping the ids and their order."""
-    if request.method != "POST":
-        raise MethodNotAllowed(["POST"], f"predict takes POST, got {request.method}")
     options = parse_options()
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
@@ -161,11 +190,15 @@ def predict():
     classifier = current_app.extensions["model"]
     ids, texts = list(tweets), list(tweets.values())
     scores = classifier.scores(texts)
+    labels = [model.postprocess(s) for s in scores]
+    TWEETS.observe(len(labels))
+    for label in model.LABELS:
+        PREDICTIONS.labels(label).inc(labels.count(label))
     if not any(options.values()):
-        return jsonify({i: model.postprocess(s) for i, s in zip(ids, scores, strict=True)})
+        return jsonify(dict(zip(ids, labels, strict=True)))
     answer = {}
-    for i, text, score in zip(ids, texts, scores, strict=True):
-        answer[i] = {"label": model.postprocess(score)}
+    for i, text, score, label in zip(ids, texts, scores, labels, strict=True):
+        answer[i] = {"label": label}
         if options["scores"]:
             answer[i]["score"] = round(score, 6)
         if options["explain"]:
@@ -289,6 +322,17 @@ def ready():
     return {"status": "ready", "model_version": loaded.version}
 
 
+def metrics():
+    """The Prometheus metrics of every worker; the token is needed, as a Bearer token."""
+    require_bearer_token()
+    MODEL_INFO.labels(current_app.extensions["model"].version).set(1)
+    registry = prometheus_client.REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(prometheus_client.generate_latest(registry), mimetype="text/plain")
+
+
 def openapi(settings):
     """Return the OpenAPI document with this app's limits filled in."""
     document = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
@@ -340,14 +384,16 @@ def start_request():
 def finish_request(response):
     state = g._get_current_object()
     response.headers["X-Request-ID"] = state.request_id
+    seconds, rule, method = time.perf_counter() - state.start, route(), request.method
+    REQUESTS.labels(rule, method, response.status_code).inc()
+    LATENCY.labels(rule).observe(seconds)
     if log.isEnabledFor(logging.INFO):
-        latency_ms = (time.perf_counter() - state.start) * 1000
         fields = {
             "request_id": state.request_id,
-            "method": request.method,
-            "route": route(),
+            "method": method,
+            "route": rule,
             "status": response.status_code,
-            "latency_ms": round(latency_ms, 3),
+            "latency_ms": round(seconds * 1000, 3),
             "tweets": state.get("tweets", 0),
         }
         log.info("request", extra=fields)

@@ -1,10 +1,19 @@
 """gunicorn settings: TLS 1.2+, gevent workers, the app preloaded; read from the environment."""
 
 import os
+import shutil
 import ssl
+import tempfile
 
-import gevent
-from gunicorn.workers.ggevent import GeventWorker
+# Metrics add up across workers: prometheus_client's multiprocess mode keeps each process's figures
+# in files here. Set before the app (and prometheus_client) is imported.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sentiment-metrics-")
+    os.environ["METRICS_DIR_MADE_HERE"] = "1"
+
+import gevent  # noqa: E402
+from gunicorn.workers import ggevent  # noqa: E402
+from prometheus_client import multiprocess  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -18,7 +27,24 @@ certfile = os.environ.get("TLS_CERT", os.path.join(ROOT, "server.crt"))
 keyfile = os.environ.get("TLS_KEY", os.path.join(ROOT, "server.key"))
 
 
-class FairGeventWorker(GeventWorker):
+class StreamServer(ggevent.StreamServer):
+    """gevent's server, which on close only stops accepting.
+
+    A connection accepted just before close() may still be in its TLS handshake. gevent's close()
+    drops the handler and closes the listening socket, which that connection needs afterwards
+    (gevent#2071, gunicorn#3315): it then dies unanswered, AttributeError or EBADF in the log.
+    Here that lost 1 to 4 of about 3,000 requests across a HUP. The other workers go on accepting
+    from the shared socket, and the socket is closed when this worker exits.
+    """
+
+    def close(self):
+        self.stop_accepting()
+
+
+ggevent.StreamServer = StreamServer  # the class gunicorn's gevent worker builds its servers from
+
+
+class FairGeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker, letting every connection take its turn.
 
     After a response, gevent's worker reads the connection's next request at once; under load the
@@ -65,6 +91,15 @@ def ssl_context(conf, default_ssl_context_factory):
     context = default_ssl_context_factory()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def child_exit(server, worker):
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("METRICS_DIR_MADE_HERE"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def on_reload(server):

@@ -1,6 +1,14 @@
 """Fixtures shared by the tests: the shipped model, the real data, the app and its client."""
 
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,3 +56,107 @@ def app():
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# The real server, started as `make api-start` starts it.
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_health(url, cafile, process, seconds=180):
+    """Poll /health until it answers 200; fail with the server's output if it dies."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}")
+        try:
+            context = ssl.create_default_context(cafile=str(cafile))  # once make has made it
+            with urllib.request.urlopen(url + "/health", context=context, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (OSError, ssl.SSLError):
+            time.sleep(0.2)
+    raise AssertionError(f"no answer from {url}/health within {seconds} s")
+
+
+def stop(process):
+    """Send SIGTERM to the server's process group and wait for it to exit."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`make api-start` with no API_TOKEN, a fresh certificate and token file, on a free port."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
+    env.update(
+        PORT=str(port),
+        HOST="127.0.0.1",
+        TLS_CERT=str(folder / "server.crt"),
+        TLS_KEY=str(folder / "server.key"),
+        API_TOKEN_FILE=str(folder / ".api_token"),
+        WORKERS="2",
+    )
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", "api-start"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
+        yield {"port": port, "folder": folder, "log": log_path, "process": process}
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def running_server(folder, **env):
+    """`make api-start` on a free port with its certificate and token file in folder.
+
+    With no API_TOKEN, make api-start makes the token file. Yields a dict: port, folder, log (the
+    server's whole output), process (make's).
+    """
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
+    environment.update(
+        PORT=str(port),
+        HOST="127.0.0.1",
+        TLS_CERT=str(folder / "server.crt"),
+        TLS_KEY=str(folder / "server.key"),
+        API_TOKEN_FILE=str(folder / ".api_token"),
+        WORKERS="2",
+        **env,
+    )
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", "api-start"],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
+        yield {"port": port, "folder": folder, "log": log_path, "process": process}
+    finally:
+        stop(process)

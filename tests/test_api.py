@@ -243,10 +243,10 @@ ERRORS = [
         413,
         "at most 65536 bytes",
     ),
-    ("GET predict", "GET", PREDICT, None, None, {}, 405, "takes POST, got GET"),
-    ("PUT predict", "PUT", PREDICT, '{"1": "a"}', None, {}, 405, "takes POST, got PUT"),
+    ("GET predict", "GET", PREDICT, None, None, {}, 405, "method is not allowed"),
+    ("PUT predict", "PUT", PREDICT, '{"1": "a"}', None, {}, 405, "method is not allowed"),
     ("wrong token", "POST", "/api/v1/wrong/predict", '{"1": "a"}', None, {}, 404, "not found"),
-    ("wrong token GET", "GET", "/api/v1/wrong/predict", None, None, {}, 404, "not found"),
+    ("GET, wrong token", "GET", "/api/v1/wrong/predict", None, None, {}, 405, "not allowed"),
     ("unknown path", "GET", "/nothing/here", None, None, {}, 404, "not found"),
     ("old path", "POST", "/predict", '{"1": "a"}', None, {}, 404, "not found"),
     ("no bearer", "POST", "/api/v1/predict", '{"1": "a"}', None, {}, 401, "Bearer"),
@@ -435,3 +435,45 @@ def test_openapi_lists_every_route_and_only_those(app):
         if rule.endpoint != "static"
     }
     assert routes == set(SPEC["paths"])
+
+
+def metric(client, name, **labels):
+    """Return one sample's value from /metrics, or 0 when it has none yet."""
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_tweets_and_labels(client, shipped):
+    route = "/api/v1/<token>/predict"
+    before = {
+        "ok": metric(client, "api_requests_total", route=route, method="POST", status="200"),
+        "bad": metric(client, "api_requests_total", route=route, method="POST", status="422"),
+        "positive": metric(client, "api_predictions_total", label="Positive"),
+        "negative": metric(client, "api_predictions_total", label="Negative"),
+        "tweets": metric(client, "api_tweets_per_request_sum"),
+    }
+    post(client, PAYLOAD)
+    post(client, {"1": 7})
+    assert metric(client, "api_requests_total", route=route, method="POST", status="200") == (
+        before["ok"] + 1
+    )
+    assert metric(client, "api_requests_total", route=route, method="POST", status="422") == (
+        before["bad"] + 1
+    )
+    assert metric(client, "api_predictions_total", label="Positive") == before["positive"] + 4
+    assert metric(client, "api_predictions_total", label="Negative") == before["negative"] + 4
+    assert metric(client, "api_tweets_per_request_sum") == before["tweets"] + 8
+    assert metric(client, "api_model_info", version=shipped.version) == 1
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert 'api_request_duration_seconds_bucket{le="0.01",route="/api/v1/<token>/predict"}' in text
+    assert TOKEN not in text
+
+
+def test_metrics_need_the_token(client):
+    response = client.get("/metrics")
+    assert response.status_code == 401
+    assert response.json["error"] == 401

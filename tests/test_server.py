@@ -1,13 +1,10 @@
 """End to end: `make api-start` for real (gunicorn, TLS, a free port) and the README's curl."""
 
 import json
-import os
-import signal
 import socket
 import ssl
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,70 +17,6 @@ README_CURL = (
     "    https://localhost:5000/api/v1/$(cat .api_token)/predict"
 )
 pytestmark = pytest.mark.slow
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_health(url, cafile, process, seconds=180):
-    """Poll /health until it answers 200; fail with the server's output if it dies."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}")
-        try:
-            context = ssl.create_default_context(cafile=str(cafile))  # once make has made it
-            with urllib.request.urlopen(url + "/health", context=context, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (OSError, ssl.SSLError):
-            time.sleep(0.2)
-    raise AssertionError(f"no answer from {url}/health within {seconds} s")
-
-
-def stop(process):
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`make api-start` with no API_TOKEN, a fresh certificate and token file, on a free port."""
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
-    env.update(
-        PORT=str(port),
-        HOST="127.0.0.1",
-        TLS_CERT=str(folder / "server.crt"),
-        TLS_KEY=str(folder / "server.key"),
-        API_TOKEN_FILE=str(folder / ".api_token"),
-        WORKERS="2",
-    )
-    log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["make", "--no-print-directory", "api-start"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
-        yield {"port": port, "folder": folder, "log": log_path, "process": process}
-    finally:
-        stop(process)
 
 
 def curl(*args, cwd=None):
