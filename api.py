@@ -73,14 +73,13 @@ class Settings(dict):
     @classmethod
     def load(cls, config=None):
         settings = cls(DEFAULTS)
-        for key, default in DEFAULTS.items():
-            value = os.environ.get(key)
-            if value is not None and isinstance(default, int):
+        for key in DEFAULTS.keys() & os.environ.keys():
+            value = os.environ[key]
+            if isinstance(DEFAULTS[key], int):
                 if not value.isdigit() or int(value) < 1:
                     raise RuntimeError(f"{key} must be a whole number above 0, got {value!r}")
                 value = int(value)
-            if value is not None:
-                settings[key] = value
+            settings[key] = value
         settings.update(config or {})
         return settings
 
@@ -203,8 +202,8 @@ def predict():
             answer[i]["score"] = round(score, 6)
         if options["explain"]:
             answer[i]["explanation"] = {
-                label: [{"term": t, "weight": round(w, 6)} for t, w in pulls]
-                for label, pulls in classifier.explain(text).items()
+                side: [{"term": t, "weight": round(w, 6)} for t, w in pulls]
+                for side, pulls in classifier.explain(text).items()
             }
     return jsonify(answer)
 

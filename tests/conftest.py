@@ -94,38 +94,6 @@ def stop(process):
             process.wait()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`make api-start` with no API_TOKEN, a fresh certificate and token file, on a free port."""
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
-    env.update(
-        PORT=str(port),
-        HOST="127.0.0.1",
-        TLS_CERT=str(folder / "server.crt"),
-        TLS_KEY=str(folder / "server.key"),
-        API_TOKEN_FILE=str(folder / ".api_token"),
-        WORKERS="2",
-    )
-    log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["make", "--no-print-directory", "api-start"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
-        yield {"port": port, "folder": folder, "log": log_path, "process": process}
-    finally:
-        stop(process)
-
-
 @contextlib.contextmanager
 def running_server(folder, **env):
     """`make api-start` on a free port with its certificate and token file in folder.
