@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import running_server
 
 import model
 
@@ -17,6 +18,13 @@ README_CURL = (
     "    https://localhost:5000/api/v1/$(cat .api_token)/predict"
 )
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`make api-start` with no API_TOKEN, a fresh certificate and token file, on a free port."""
+    with running_server(tmp_path_factory.mktemp("server")) as started:
+        yield started
 
 
 def curl(*args, cwd=None):
