@@ -12,6 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# In CI, property-based tests replay the same examples every run, so a merge is never blocked by
+# an example drawn for the first time; run locally they keep exploring.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,6 +39,17 @@ def data_path():
     if not train.DEFAULT_DATA.is_file():
         pytest.skip(f"the training data is absent: {train.DEFAULT_DATA} (see shared/data)")
     return train.DEFAULT_DATA
+
+
+# Figures the reliability suite measured, printed at the end of every run (CI's output included).
+FIGURES = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for name, figures in FIGURES:
+            terminalreporter.write_line(f"{name}: {figures}")
 
 
 TOKEN = "test-token-0123456789"
