@@ -142,7 +142,7 @@ def reload(app):
     settings = app.extensions["settings"]
     tokens = settings.tokens()
     loaded = model.load(settings["ARTIFACTS_DIR"])
-    loaded.run(["warm up the caches"])
+    loaded.run(["a model that cannot answer does not replace the one in service"])
     app.extensions["tokens"], app.extensions["model"] = tokens, loaded
 
 
@@ -360,12 +360,10 @@ def http_error(error):
 
 
 def unexpected_error(error):
-    log.error(
-        "unexpected error",
-        exc_info=error,
-        extra={"request_id": g.get("request_id"), "route": route()},
-    )
     request_id = g.get("request_id", "-")
+    log.error(
+        "unexpected error", exc_info=error, extra={"request_id": request_id, "route": route()}
+    )
     return error_response(InternalServerError(f"an unexpected error; request id {request_id}"))
 
 

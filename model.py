@@ -38,7 +38,6 @@ class Preprocessor:
     """Turn a tweet into normalised tokens, as the settings saved with the model say."""
 
     def __init__(self, settings):
-        self.settings = settings
         self.strip = re.compile(settings["strip_pattern"])
         self.fold_characters = settings["fold_characters"]
         self.token = re.compile(settings["token_pattern"])
@@ -178,7 +177,7 @@ def postprocess(score):
 def load(directory=ARTIFACTS_DIR):
     """Load the artifacts, checking each against the manifest; fail naming the file."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest, version = read_manifest(directory)
     documents = {}
     for name in (PREPROCESSING_FILE, MODEL_FILE):
         path = directory / name
@@ -198,7 +197,6 @@ def load(directory=ARTIFACTS_DIR):
             raise ArtifactError(f"{path} is not valid JSON: {e}") from None
     preprocessing, weights = documents[PREPROCESSING_FILE], documents[MODEL_FILE]
     check_weights(weights, directory / MODEL_FILE)
-    version = hashlib.sha256((directory / MANIFEST_FILE).read_bytes()).hexdigest()[:12]
     try:
         return Model(preprocessing, weights, version)
     except (KeyError, TypeError, ValueError, re.error) as e:
@@ -206,10 +204,14 @@ def load(directory=ARTIFACTS_DIR):
 
 
 def read_manifest(directory):
-    """Return {file name: SHA-256} from the manifest, in `sha256sum` format."""
+    """Return {file name: SHA-256} from the manifest (`sha256sum` format), and the model version.
+
+    The version is the start of the manifest's own SHA-256: it changes when any artifact does.
+    """
     path = directory / MANIFEST_FILE
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_bytes()
+        lines = raw.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ArtifactError(f"cannot read model manifest {path}: {e}") from None
     manifest = {}
@@ -218,7 +220,7 @@ def read_manifest(directory):
         if not re.fullmatch(r"[0-9a-f]{64}", digest) or not name:
             raise ArtifactError(f"{path} is malformed: {line!r}")
         manifest[name] = digest
-    return manifest
+    return manifest, hashlib.sha256(raw).hexdigest()[:12]
 
 
 def check_weights(weights, path):
@@ -232,9 +234,8 @@ def check_weights(weights, path):
     elif len({len(weights[c]) for c in columns}) != 1:
         problem = "its lists differ in length"
     elif not all(
-        isinstance(x, (int, float)) and math.isfinite(x)
-        for c in columns[3:]
-        for x in [*weights[c], weights.get("intercept")]
+        isinstance(x, int | float) and math.isfinite(x)
+        for x in [weights.get("intercept"), *weights["log_count_ratios"], *weights["coefficients"]]
     ):
         problem = "a ratio, coefficient or the intercept is missing or not a finite number"
     if problem:

@@ -109,9 +109,8 @@ def nltk_stop_words():
         sys.exit("NLTK's English stop words were not found: set NLTK_DATA to ../shared/nltk_data")
 
 
-def stop_word_candidates():
-    """Return the stop-word lists cross-validation chooses between."""
-    english = nltk_stop_words()
+def stop_word_candidates(english):
+    """Return the stop-word lists cross-validation chooses between, from NLTK's English list."""
     fold = str.maketrans("", "", "'\u2019")
     negations = {"no", "nor", "not", "ain"} | {w for w in english if w.endswith("n't")}
     negations |= {w[:-3] for w in negations if w.endswith("n't")}
@@ -131,9 +130,10 @@ def pipeline():
     )
 
 
-def choose(train):
+def choose(train, stop_words):
     """Cross-validate the grid on the training rows; return the search."""
-    analyzers = [Analyzer(n, model.default_settings(s)) for n, s in stop_word_candidates().items()]
+    candidates = stop_word_candidates(stop_words).items()
+    analyzers = [Analyzer(n, model.default_settings(s)) for n, s in candidates]
     grid = {"vec__analyzer": analyzers, **GRID}
     search = GridSearchCV(pipeline(), grid, cv=CV, scoring="accuracy", n_jobs=1)
     return search.fit(train["text"], train["target"])
@@ -170,19 +170,20 @@ class Baseline2020:
         # Its bug, kept: stop words were removed before case-folding, "not" and "no" among them.
         return [self.stem(t.lower()) for t in self.TOKEN.findall(text) if t not in self.stop_words]
 
-    def features(self, texts):
-        rows = [self.tokens(t) for t in texts]
+    def features(self, rows):
+        """Return each tweet's summed positive and negative counts, from its tokens."""
         return np.array([[sum(self.pos[w] for w in r), sum(self.neg[w] for w in r)] for r in rows])
 
     def fit(self, texts, y):
+        rows = [self.tokens(t) for t in texts]
         self.pos, self.neg = Counter(), Counter()
-        for tokens, label in zip(map(self.tokens, texts), y, strict=True):
+        for tokens, label in zip(rows, y, strict=True):
             (self.pos if label == 1 else self.neg).update(tokens)
-        self.lr = LinearRegression().fit(self.features(texts), y)
+        self.lr = LinearRegression().fit(self.features(rows), y)
         return self
 
     def scores(self, texts):
-        return self.lr.predict(self.features(texts))
+        return self.lr.predict(self.features([self.tokens(t) for t in texts]))
 
 
 def evaluate(y, scores):
@@ -308,10 +309,11 @@ def main(argv=None):
     df = read_data(args.data)
     train, test = reference_split(df)
     print(f"{len(df):,} tweets: {len(train):,} train, {len(test):,} test", flush=True)
-    search = choose(train)
+    english = nltk_stop_words()
+    search = choose(train, english)
     print(f"cross-validation chose {search.best_params_} ({search.best_score_:.4f})", flush=True)
     ours = search.best_estimator_.predict_proba(test["text"])[:, 1]
-    old = Baseline2020(nltk_stop_words())
+    old = Baseline2020(english)
     old = old.fit(train["text"], train["target"]).scores(test["text"])
     ours_figures, old_figures = evaluate(test["target"], ours), evaluate(test["target"], old)
 

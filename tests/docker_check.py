@@ -79,7 +79,7 @@ class Case:
         self.figures["seconds_for_docker_run"] = time.monotonic() - started
         try:
             self.wait_for_health(started)
-            self.token_value = self.token()
+            self.token_value = self.token(self)
             self.check_labels()
             self.check_user()
             self.stop_gracefully()
@@ -114,7 +114,7 @@ class Case:
         raise AssertionError(f"{self.name}: Docker's HEALTHCHECK never said healthy")
 
     def check_labels(self):
-        status, answer = https(self.predict_url(), cafile=self.cert(), body=PAYLOAD)
+        status, answer = https(self.predict_url(), cafile=self.cert(self), body=PAYLOAD)
         assert status == 200, (status, answer)
         assert list(answer) == list(PAYLOAD), answer
         assert list(answer.values()) == EXPECTED, answer
@@ -180,36 +180,31 @@ def main(image):
             "image": image,
             "run_args": ["-v", f"{project}:/external_lib"],
             "command": ["sh", "-c", "cd external_lib && make api-start"],
-            "cert": lambda: str(project / "server.crt"),
-            "token": lambda: (project / ".api_token").read_text().strip(),
+            "cert": lambda case: str(project / "server.crt"),
+            "token": lambda case: (project / ".api_token").read_text().strip(),
             "root_allowed": True,
         }
-        cases = [Case("mounted, with the 2020 certificate", **mounted)]
-        own_cert = Path(tmp) / "self-contained.crt"
 
-        def self_contained_cert():
-            if not own_cert.exists():
-                docker("cp", f"{cases[-1].container}:/run/api/server.crt", str(own_cert))
-            return str(own_cert)
+        def container_cert(case):
+            path = Path(tmp) / f"{case.container}.crt"
+            docker("cp", f"{case.container}:/run/api/server.crt", str(path))
+            return str(path)
 
-        cases.append(Case("mounted, no certificate", **mounted))
-        cases.append(
-            Case(
-                "self-contained",
-                image,
-                [],
-                [],
-                cert=self_contained_cert,
-                token=lambda: docker(
-                    "exec", cases[-1].container, "cat", "/run/api/.api_token"
-                ).stdout.strip(),
-                root_allowed=False,
-            )
-        )
-        for case in cases:
-            if case.name == "mounted, no certificate":
-                for name in ("server.crt", "server.key", ".api_token"):
-                    (project / name).unlink(missing_ok=True)
+        def container_token(case):
+            return docker("exec", case.container, "cat", "/run/api/.api_token").stdout.strip()
+
+        def without_certificate():
+            for name in ("server.crt", "server.key", ".api_token"):
+                (project / name).unlink(missing_ok=True)
+
+        cases = [
+            (None, Case("mounted, with the 2020 certificate", **mounted)),
+            (without_certificate, Case("mounted, no certificate", **mounted)),
+            (None, Case("self-contained", image, [], [], container_cert, container_token, False)),
+        ]
+        for prepare, case in cases:
+            if prepare:
+                prepare()
             case.run()
             print(f"docker-test: {case.name}: passed {json.dumps(case.figures)}", flush=True)
         assert (project / "server.key").stat().st_mode & 0o777 == 0o600
