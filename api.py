@@ -4,12 +4,13 @@ import hmac
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import prometheus_client
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
@@ -113,8 +114,8 @@ def create_app(config=None):
     app.extensions["openapi"] = openapi(settings)
     setup_logging()
 
-    app.before_request(start_request)
-    app.after_request(finish_request)
+    app.wsgi_app = Observed(app.wsgi_app)
+    app.after_request(note_route)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
     # Another method gets 405 whatever the token, which says nothing about the token.
@@ -183,7 +184,7 @@ def predict():
             f"Content-Type must be application/json, got {request.mimetype or 'none'}"
         )
     tweets = parse_body()
-    g.tweets = len(tweets)
+    request.environ["api.tweets"] = len(tweets)
     settings = current_app.extensions["settings"]
     check_tweets(tweets, settings)
     classifier = current_app.extensions["model"]
@@ -360,63 +361,82 @@ def http_error(error):
 
 
 def unexpected_error(error):
-    request_id = g.get("request_id", "-")
+    request_id = request.environ.get("api.request_id", "-")
     log.error(
         "unexpected error", exc_info=error, extra={"request_id": request_id, "route": route()}
     )
     return error_response(InternalServerError(f"an unexpected error; request id {request_id}"))
 
 
-# Request ids and one JSON log line per request: never the token (routes are logged as their
-# rule), never a tweet.
+# Request ids, metrics and one JSON log line per request: never the token (routes are logged as
+# their rule), never a tweet.
 
 
-def start_request():
-    g.start = time.perf_counter()
-    given = request.headers.get("X-Request-ID", "")
-    valid = 0 < len(given) <= REQUEST_ID_MAX and given.isascii() and given.isprintable()
-    g.request_id = given if valid else uuid.uuid4().hex
+class Observed:
+    """WSGI middleware: give each request an id, and count, time and log it once answered."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        start = time.perf_counter()
+        given = environ.get("HTTP_X_REQUEST_ID", "")
+        valid = 0 < len(given) <= REQUEST_ID_MAX and given.isascii() and given.isprintable()
+        request_id = environ["api.request_id"] = given if valid else uuid.uuid4().hex
+        status = []
+
+        def start_response_with_id(status_line, headers, exc_info=None):
+            status.append(int(status_line[:3]))
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status_line, headers, exc_info)
+
+        response = self.wsgi_app(environ, start_response_with_id)
+        seconds = time.perf_counter() - start
+        rule, method = environ.get("api.route", "<unmatched>"), environ["REQUEST_METHOD"]
+        REQUESTS.labels(rule, method, status[-1]).inc()
+        LATENCY.labels(rule).observe(seconds)
+        if log.isEnabledFor(logging.INFO):
+            fields = {
+                "request_id": request_id,
+                "method": method,
+                "route": rule,
+                "status": status[-1],
+                "latency_ms": round(seconds * 1000, 3),
+                "tweets": environ.get("api.tweets", 0),
+            }
+            sys.stderr.write(json_line("info", "request", fields))
+        return response
 
 
-def finish_request(response):
-    state = g._get_current_object()
-    response.headers["X-Request-ID"] = state.request_id
-    seconds, rule, method = time.perf_counter() - state.start, route(), request.method
-    REQUESTS.labels(rule, method, response.status_code).inc()
-    LATENCY.labels(rule).observe(seconds)
-    if log.isEnabledFor(logging.INFO):
-        fields = {
-            "request_id": state.request_id,
-            "method": method,
-            "route": rule,
-            "status": response.status_code,
-            "latency_ms": round(seconds * 1000, 3),
-            "tweets": state.get("tweets", 0),
-        }
-        log.info("request", extra=fields)
+def note_route(response):
+    """Keep the route for the log line and metrics."""
+    request.environ["api.route"] = route()
     return response
 
 
 def route():
     """The matched route's rule, which names the token as <token>; never the raw path."""
-    return request.url_rule.rule if request.url_rule else "<unmatched>"
+    rule = request.url_rule
+    return rule.rule if rule else "<unmatched>"
+
+
+def json_line(level, message, fields):
+    """Return a log line: one JSON object with the time, level, message and fields."""
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "level": level, "message": message}
+    line.update(fields)
+    return json.dumps(line) + "\n"
 
 
 class JSONFormatter(logging.Formatter):
-    """Format a record as one JSON line with its extra fields."""
+    """Format a record as one JSON line with its extra fields, as request lines are written."""
 
-    FIELDS = ("request_id", "method", "route", "status", "latency_ms", "tweets")
+    FIELDS = ("request_id", "route")
 
     def format(self, record):
-        line = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "message": record.getMessage(),
-        }
-        line.update({f: getattr(record, f) for f in self.FIELDS if hasattr(record, f)})
+        fields = {f: getattr(record, f) for f in self.FIELDS if hasattr(record, f)}
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line)
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.levelname.lower(), record.getMessage(), fields).rstrip("\n")
 
 
 def setup_logging():

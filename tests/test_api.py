@@ -352,26 +352,33 @@ def test_unexpected_error_is_a_json_500_and_the_server_keeps_serving(app, client
 
 
 def test_log_lines_name_the_route_never_the_token_or_the_tweet(client, capfd):
-    records = []
-    handler = logging.Handler()
-    handler.setFormatter(api.JSONFormatter())
-    handler.emit = lambda record: records.append(handler.format(record))
-    api.log.addHandler(handler)
-    try:
-        post(client, {"1": "my secret tweet"}, headers={"X-Request-ID": "logged-1"})
-        post(client, {"1": "x"}, path="/api/v1/wrong-token-xyz/predict")
-        client.get("/wrong-token-xyz/elsewhere")
-    finally:
-        api.log.removeHandler(handler)
-    lines = [json.loads(r) for r in records]
+    capfd.readouterr()
+    post(client, {"1": "my secret tweet"}, headers={"X-Request-ID": "logged-1"})
+    post(client, {"1": "x"}, path="/api/v1/wrong-token-xyz/predict")
+    client.get("/wrong-token-xyz/elsewhere")
+    out, err = capfd.readouterr()
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert len(lines) == 3
     assert lines[0]["request_id"] == "logged-1"
     assert lines[0]["route"] == "/api/v1/<token>/predict"
     assert (lines[0]["status"], lines[0]["tweets"], lines[0]["method"]) == (200, 1, "POST")
     assert (lines[1]["route"], lines[1]["status"]) == ("/api/v1/<token>/predict", 404)
     assert (lines[2]["route"], lines[2]["status"]) == ("<unmatched>", 404)
-    everything = "".join(records) + "".join(capfd.readouterr())
+    assert all(line["level"] == "info" and line["message"] == "request" for line in lines)
+    assert lines[1]["request_id"] != lines[2]["request_id"]
     for secret in (TOKEN, "wrong-token-xyz", "my secret tweet"):
-        assert secret not in everything
+        assert secret not in out + err
+
+
+def test_log_level_above_info_silences_request_lines(client, capfd):
+    level = api.log.level
+    api.log.setLevel(logging.WARNING)
+    try:
+        capfd.readouterr()
+        assert post(client, {"1": "a"}).status_code == 200
+        assert capfd.readouterr().err == ""
+    finally:
+        api.log.setLevel(level)
 
 
 # Settings and start-up
