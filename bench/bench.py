@@ -1,10 +1,13 @@
 """Measure the model in-process, and the HTTPS service against the bare server stack, in one run.
 
-    make bench                       # or: .venv-dev/bin/python bench/bench.py --seconds 10
+    make bench                  # or: .venv-dev/bin/python bench/bench.py --rounds 3 --seconds 5
 
 Prints a table and writes it to bench/results.json and bench/RESULTS.md. The service is started as
 `make api-start` starts it; the floor is the same gunicorn configuration and certificate serving a
-Flask app that answers the predict route with a constant (bench/floor.py). Load comes from wrk.
+Flask app that answers the predict route with a constant (bench/floor.py), and "model only" the same
+again serving the model with no API around it (bench/model_only.py). The three run side by side and
+are loaded in turn, round after round, so that a slow spell of the machine falls on all of them.
+Load comes from wrk.
 """
 
 import argparse
@@ -202,67 +205,86 @@ def wrk(url, body_file, connections, seconds):
     }
 
 
-def serve_and_load(name, command, folder, big_body, seconds):
-    server = Server(name, command, folder)
-    try:
-        figures = {"seconds_to_first_answer": server.seconds_to_first_answer}
+def load_in_rounds(servers, rounds, seconds):
+    """Load each server in turn with payload.json, round after round; keep every round's figures."""
+    figures = {name: {"payload_c1": [], "payload_c16": []} for name in servers}
+    for round_number in range(1, rounds + 1):
+        print(f"  round {round_number} of {rounds}", flush=True)
         for connections in (1, 16):
-            figures[f"payload_c{connections}"] = wrk(server.url, PAYLOAD, connections, seconds)
-        if big_body:
-            big = wrk(server.url, big_body, 4, seconds)
-            big["tweets_per_s"] = big["requests_per_s"] * 1000
-            figures["tweets1000_c4"] = big
-        figures["workers"] = server.worker_memory()
-        return figures
-    finally:
-        server.stop()
+            for name, server in servers.items():
+                run = wrk(server.url, PAYLOAD, connections, seconds)
+                figures[name][f"payload_c{connections}"].append(run)
+    return figures
+
+
+def median_run(runs):
+    """Return the median of each figure over the rounds, and the totals of requests and errors."""
+    keys = ("requests_per_s", "p50_ms", "p99_ms", "mean_ms")
+    summary = {k: statistics.median(r[k] for r in runs) for k in keys}
+    summary["requests"] = sum(r["requests"] for r in runs)
+    summary["errors"] = sum(r["errors"] for r in runs)
+    summary["rounds"] = runs
+    return summary
 
 
 def table(results):
     """Return the results as a Markdown table."""
-    m, s, f = results["in_process"], results["service"], results["floor"]
+    m, s, o, f = (results[k] for k in ("in_process", "service", "model_only", "floor"))
+
+    def ratio(x, y):
+        """x's requests/s over y's: the medians', then each round's."""
+        rounds = ", ".join(
+            f"{a['requests_per_s'] / b['requests_per_s']:.0%}"
+            for a, b in zip(x["rounds"], y["rounds"], strict=True)
+        )
+        return f"{x['requests_per_s'] / y['requests_per_s']:.0%} (rounds: {rounds})"
 
     def load_rows(key, label):
-        a, b = s[key], f[key]
-        ratio = a["requests_per_s"] / b["requests_per_s"]
+        a, b, c = s[key], o[key], f[key]
         return [
             (f"{label}: requests/s", f"{a['requests_per_s']:,.0f}", f"{b['requests_per_s']:,.0f}",
-             f"{ratio:.0%}"),
+             f"{c['requests_per_s']:,.0f}", ratio(a, c), ratio(b, c)),
             (f"{label}: p50 / p99 latency (ms)", f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f}",
-             f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f}", ""),
+             f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f}", f"{c['p50_ms']:.2f} / {c['p99_ms']:.2f}"),
             (f"{label}: failed requests", f"{a['errors']} of {a['requests']:,}",
-             f"{b['errors']} of {b['requests']:,}", ""),
+             f"{b['errors']} of {b['requests']:,}", f"{c['errors']} of {c['requests']:,}"),
         ]  # fmt: skip
 
     big = s["tweets1000_c4"]
-    rss = lambda figures: ", ".join(f"{w['rss_mb']:.0f}" for w in figures["workers"])  # noqa: E731
-    pss = lambda figures: ", ".join(f"{w['pss_mb']:.0f}" for w in figures["workers"])  # noqa: E731
+
+    def memory(key):
+        return [", ".join(f"{w[key]:.0f}" for w in x["workers"]) for x in (s, o, f)]
+
     rows = [
         ("In-process `model.run`, one tweet: p50 / p99 (µs)",
-         f"{m['single_us_p50']:.1f} / {m['single_us_p99']:.1f}", "", ""),
-        ("In-process, batch of 8: tweets/s", f"{m['batch_8_tweets_per_s']:,.0f}", "", ""),
-        ("In-process, batch of 1,000: tweets/s", f"{m['batch_1000_tweets_per_s']:,.0f}", "", ""),
-        ("In-process, batch of 10,000: tweets/s", f"{m['batch_10000_tweets_per_s']:,.0f}", "", ""),
+         f"{m['single_us_p50']:.1f} / {m['single_us_p99']:.1f}"),
+        ("In-process, batch of 8: tweets/s", f"{m['batch_8_tweets_per_s']:,.0f}"),
+        ("In-process, batch of 1,000: tweets/s", f"{m['batch_1000_tweets_per_s']:,.0f}"),
+        ("In-process, batch of 10,000: tweets/s", f"{m['batch_10000_tweets_per_s']:,.0f}"),
         ("In-process, batch of 10,000, cold token cache: tweets/s",
-         f"{m['batch_10000_cold_tweets_per_s']:,.0f}", "", ""),
+         f"{m['batch_10000_cold_tweets_per_s']:,.0f}"),
         *load_rows("payload_c1", "`payload.json`, 1 connection"),
         *load_rows("payload_c16", "`payload.json`, 16 connections"),
-        ("1,000-tweet requests, 4 connections: tweets/s", f"{big['tweets_per_s']:,.0f}", "", ""),
+        ("1,000-tweet requests, 4 connections: tweets/s", f"{big['tweets_per_s']:,.0f}"),
         ("1,000-tweet requests: p50 / p99 latency (ms)",
-         f"{big['p50_ms']:.1f} / {big['p99_ms']:.1f}", "", ""),
-        ("Worker RSS after load (MB)", rss(s), rss(f), ""),
-        ("Worker PSS after load (MB)", pss(s), pss(f), ""),
-        ("Start to first 200 answer (s)", f"{s['seconds_to_first_answer']:.2f}",
-         f"{f['seconds_to_first_answer']:.2f}", ""),
+         f"{big['p50_ms']:.1f} / {big['p99_ms']:.1f}"),
+        ("Worker RSS after load (MB)", *memory("rss_mb")),
+        ("Worker PSS after load (MB)", *memory("pss_mb")),
+        ("Start to first 200 answer (s)",
+         *(f"{x['seconds_to_first_answer']:.2f}" for x in (s, o, f))),
     ]  # fmt: skip
-    lines = ["| Measure | Service | Floor | Service / floor |", "| --- | --: | --: | --: |"]
-    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines = [
+        "| Measure | Service | Model only | Floor | Service / floor | Model only / floor |",
+        "| --- | --: | --: | --: | --: | --: |",
+    ]
+    lines += [f"| {' | '.join(row + ('',) * (6 - len(row)))} |" for row in rows]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="seconds of load per measure")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of load on each server")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds of load per measure")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install -y wrk (make bench installs it as root)")
@@ -271,6 +293,12 @@ def main(argv=None):
     print(f"in-process model on {source} ...", flush=True)
     results = {"in_process": in_process(tweets), "tweets": source}
 
+    gunicorn = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "gunicorn.conf.py"]
+    commands = {
+        "service": ["make", "--no-print-directory", "api-start"],
+        "model_only": [*gunicorn, "bench.model_only:app"],
+        "floor": [*gunicorn, "bench.floor:app"],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         env = {
@@ -281,16 +309,26 @@ def main(argv=None):
         subprocess.run(["make", "-s", "certs"], cwd=ROOT, env=env, check=True)
         big_body = folder / "tweets1000.json"
         big_body.write_text(json.dumps({str(i): t for i, t in enumerate(tweets[:1000])}))
-        print("service (make api-start) under load ...", flush=True)
-        results["service"] = serve_and_load(
-            "service", ["make", "--no-print-directory", "api-start"], folder, big_body, args.seconds
-        )
-        print("floor (constant answer, same gunicorn) under load ...", flush=True)
-        gunicorn = str(ROOT / ".venv" / "bin" / "gunicorn")
-        results["floor"] = serve_and_load(
-            "floor", [gunicorn, "--config", "gunicorn.conf.py", "bench.floor:app"], folder, None,
-            args.seconds,
-        )  # fmt: skip
+        servers = {}
+        try:
+            for name, command in commands.items():
+                print(f"starting {name} ...", flush=True)
+                servers[name] = Server(name, command, folder)
+            print(f"payload.json, 1 and 16 connections, {args.seconds} s each ...", flush=True)
+            loads = load_in_rounds(servers, args.rounds, args.seconds)
+            print("1,000-tweet requests on the service ...", flush=True)
+            big = wrk(servers["service"].url, big_body, 4, 2 * args.seconds)
+            big["tweets_per_s"] = big["requests_per_s"] * 1000
+            for name, server in servers.items():
+                results[name] = {
+                    "seconds_to_first_answer": server.seconds_to_first_answer,
+                    **{key: median_run(runs) for key, runs in loads[name].items()},
+                    "workers": server.worker_memory(),
+                }
+            results["service"]["tweets1000_c4"] = big
+        finally:
+            for server in servers.values():
+                server.stop()
 
     results["machine"] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -301,6 +339,7 @@ def main(argv=None):
         .stdout.splitlines()[0]
         .split(" [")[0],
         "seconds_per_measure": args.seconds,
+        "rounds": args.rounds,
     }
     text = table(results)
     print()
@@ -318,20 +357,25 @@ def cpu_name():
 
 def write_results_md(results, text):
     machine = results["machine"]
+    rounds, seconds = machine["rounds"], machine["seconds_per_measure"]
     (ROOT / "bench" / "RESULTS.md").write_text(
         f"""# Benchmark results
 
 Latest `make bench`: {machine["date"]}, {machine["cores"]} cores ({machine["cpu"]}), Python
-{machine["python"]}, load from {machine["load_generator"]} ({machine["seconds_per_measure"]} s per
-measure, keep-alive connections, HTTPS). In-process figures use {results["tweets"]}.
+{machine["python"]}, load from {machine["load_generator"]} (keep-alive connections, HTTPS).
+`payload.json` figures are medians of {rounds} rounds of {seconds} s per server; in each round the
+three servers, running side by side, are loaded in turn. In-process figures use {results["tweets"]}.
 
 {text}
 
 The floor is the same gunicorn configuration, workers and certificate serving a Flask app that
 answers the predict route with a constant (`bench/floor.py`): what the server stack costs with an
-instant model. The load generator shares the machine's cores with the server, equally for both.
-RSS counts pages shared with the gunicorn master (the preloaded app); PSS divides them among the
-processes that share them.
+instant model. "Model only" is the same again, parsing the body and answering with `model.run`,
+with no token check, validation, request id, log line or metrics (`bench/model_only.py`): the gap
+between it and the floor is the model's own cost, the gap between the service and it the API's.
+The load generator shares the machine's cores with the servers, equally for all three. RSS counts
+pages shared with the gunicorn master (the preloaded app); PSS divides them among the processes
+that share them.
 
 Reproduce: `make bench` (installs wrk as root if absent; needs the runtime `.venv`, which
 `make api-start` makes). Figures go to `bench/results.json` too.
