@@ -480,6 +480,17 @@ def test_metrics_count_requests_tweets_and_labels(client, shipped):
     assert TOKEN not in text
 
 
+def test_metrics_count_unknown_methods_as_other(client):
+    """A client inventing methods must not grow the metrics by a label value each."""
+    before = metric(client, "api_requests_total", route="<unmatched>", method="other", status="405")
+    for method in ("BREW", "WHEN", "XYZZY"):
+        assert client.open("/health", method=method).status_code == 405
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert "BREW" not in text and "XYZZY" not in text
+    after = metric(client, "api_requests_total", route="<unmatched>", method="other", status="405")
+    assert after == before + 3
+
+
 def test_metrics_need_the_token(client):
     response = client.get("/metrics")
     assert response.status_code == 401
