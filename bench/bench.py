@@ -11,7 +11,9 @@ Load comes from wrk.
 """
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import os
 import platform
@@ -74,6 +76,55 @@ def in_process(tweets):
         figures[f"batch_{size}_tweets_per_s"] = size / best
     figures["batch_10000_cold_tweets_per_s"] = cold_rate
     return figures
+
+
+def wsgi_costs(rounds=10, calls=1_000):
+    """Time one payload.json request through each app's WSGI callable, in this process: what each
+    app costs per request without network, TLS or gunicorn. Best of the rounds, in µs."""
+    body = PAYLOAD.read_bytes()
+
+    def environ():
+        return {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/api/v1/{TOKEN}/predict",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "5000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.url_scheme": "https",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+        }
+
+    def start_response(status, headers, exc_info=None):
+        if not status.startswith("200"):
+            raise RuntimeError(f"payload.json got {status} in-process")
+
+    with tempfile.TemporaryDirectory() as metrics, open(os.devnull, "w", buffering=1) as log:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics  # as under gunicorn
+        import floor
+        import model_only
+
+        import api
+
+        apps = {
+            "service": api.create_app({"API_TOKEN": TOKEN}),
+            "model_only": model_only.app,
+            "floor": floor.app,
+        }
+        best = dict.fromkeys(apps, float("inf"))
+        with contextlib.redirect_stderr(log):  # the service's log lines, written as in service
+            for _ in range(rounds):
+                for name, app in apps.items():
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        response = app(environ(), start_response)
+                        b"".join(response)
+                        response.close()
+                    best[name] = min(best[name], (time.perf_counter() - start) / calls)
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
 def timed(function, argument):
@@ -263,6 +314,8 @@ def table(results):
         ("In-process, batch of 10,000: tweets/s", f"{m['batch_10000_tweets_per_s']:,.0f}"),
         ("In-process, batch of 10,000, cold token cache: tweets/s",
          f"{m['batch_10000_cold_tweets_per_s']:,.0f}"),
+        ("In-process, one `payload.json` request through the app, no server (µs)",
+         *(f"{x['wsgi_us']:.0f}" for x in (s, o, f))),
         *load_rows("payload_c1", "`payload.json`, 1 connection"),
         *load_rows("payload_c16", "`payload.json`, 16 connections"),
         ("1,000-tweet requests, 8 connections: tweets/s", f"{big['tweets_per_s']:,.0f}"),
@@ -331,6 +384,9 @@ def main(argv=None):
         finally:
             for server in servers.values():
                 server.stop()
+    print("one payload.json request through each app, in-process ...", flush=True)
+    for name, microseconds in wsgi_costs().items():
+        results[name]["wsgi_us"] = microseconds
 
     results["machine"] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
