@@ -81,25 +81,22 @@ def in_process(tweets):
 def wsgi_costs(rounds=10, calls=1_000):
     """Time one payload.json request through each app's WSGI callable, in this process: what each
     app costs per request without network, TLS or gunicorn. Best of the rounds, in µs."""
-    body = PAYLOAD.read_bytes()
+    from werkzeug.test import EnvironBuilder
 
-    def environ():
-        return {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": f"/api/v1/{TOKEN}/predict",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "5000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)),
-            "wsgi.url_scheme": "https",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-        }
+    body = PAYLOAD.read_bytes()
+    environ = EnvironBuilder(
+        path=f"/api/v1/{TOKEN}/predict", method="POST", data=body, content_type="application/json"
+    ).get_environ()
 
     def start_response(status, headers, exc_info=None):
         if not status.startswith("200"):
             raise RuntimeError(f"payload.json got {status} in-process")
+
+    def requests(app):
+        for _ in range(calls):
+            response = app({**environ, "wsgi.input": io.BytesIO(body)}, start_response)
+            b"".join(response)
+            response.close()
 
     with tempfile.TemporaryDirectory() as metrics, open(os.devnull, "w", buffering=1) as log:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics  # as under gunicorn
@@ -117,12 +114,7 @@ def wsgi_costs(rounds=10, calls=1_000):
         with contextlib.redirect_stderr(log):  # the service's log lines, written as in service
             for _ in range(rounds):
                 for name, app in apps.items():
-                    start = time.perf_counter()
-                    for _ in range(calls):
-                        response = app(environ(), start_response)
-                        b"".join(response)
-                        response.close()
-                    best[name] = min(best[name], (time.perf_counter() - start) / calls)
+                    best[name] = min(best[name], timed(requests, app) / calls)
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     return {name: seconds * 1e6 for name, seconds in best.items()}
 
