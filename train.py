@@ -41,6 +41,13 @@ TRAIN_FRACTION = 0.8  # per class, the first 80% of rows in file order: 4,000 of
 MIN_COUNT = 2  # a term seen in one training tweet only is noise, and bloats the artifacts
 GRID = {"nb__alpha": [0.5, 1.0], "lr__C": [0.1, 0.3, 1.0]}
 CV = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+# Stored numbers are rounded to DECIMALS places so that retraining gives the same bytes on any
+# machine. OpenBLAS (which L-BFGS calls) and NumPy (log, exp) pick SIMD kernels for the CPU they
+# find at run time, and different kernels round differently: the same fit differed by up to
+# 7e-13 between kernel sets here. A value closer than ROUNDING_MARGIN to a rounding boundary
+# could round either way on another machine, so training refuses to write it (see rounded()).
+DECIMALS = 4
+ROUNDING_MARGIN = 1e-11
 CARD_FILE = "MODEL_CARD.md"
 PLOT_FILE = "evaluation.png"
 
@@ -59,8 +66,23 @@ class Analyzer:
         return self.name
 
 
+def rounded(values):
+    """Round to DECIMALS places; return the values and each one's distance to a rounding boundary.
+
+    The distance says how far a value is from rounding the other way: if it is within the noise
+    that run-time kernel choice adds, another machine could store a different number.
+    """
+    scaled = np.asarray(values, dtype=float) * 10**DECIMALS
+    distance = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) / 10**DECIMALS
+    return np.round(scaled) / 10**DECIMALS + 0.0, distance  # + 0.0: no -0.0
+
+
 class NBWeighting(TransformerMixin, BaseEstimator):
-    """Scale each binary term feature by its smoothed log-count ratio, positive over negative."""
+    """Scale each binary term feature by its smoothed log-count ratio, positive over negative.
+
+    The ratios are rounded (see DECIMALS); ratio_margins_ keeps how near each came to rounding the
+    other way.
+    """
 
     def __init__(self, alpha=1.0):
         self.alpha = alpha
@@ -71,11 +93,37 @@ class NBWeighting(TransformerMixin, BaseEstimator):
         self.negative_counts_ = np.asarray(X[y == 0].sum(axis=0)).ravel()
         p = self.alpha + self.positive_counts_
         q = self.alpha + self.negative_counts_
-        self.ratios_ = np.log(p / p.sum()) - np.log(q / q.sum())
+        self.ratios_, self.ratio_margins_ = rounded(np.log(p / p.sum()) - np.log(q / q.sum()))
         return self
 
     def transform(self, X):
         return X.multiply(self.ratios_).tocsr()
+
+
+class RoundedLogisticRegression(LogisticRegression):
+    """scikit-learn's logistic regression, its coefficients and intercept rounded after fitting."""
+
+    def fit(self, X, y, sample_weight=None):
+        super().fit(X, y, sample_weight)
+        self.coef_, coef_margins = rounded(self.coef_)
+        self.intercept_, intercept_margins = rounded(self.intercept_)
+        self.margins_ = np.concatenate([coef_margins.ravel(), intercept_margins])
+        return self
+
+
+def check_rounding(fitted):
+    """Stop unless every stored number is clear of a rounding boundary by ROUNDING_MARGIN."""
+    vec, nb, lr = (fitted.named_steps[k] for k in ("vec", "nb", "lr"))
+    names = [*vec.get_feature_names_out(), "(intercept)"]
+    for kind, margins in (("log-count ratio", nb.ratio_margins_), ("coefficient", lr.margins_)):
+        i = int(np.argmin(margins))
+        if margins[i] < ROUNDING_MARGIN:
+            sys.exit(
+                f"the {kind} of {names[i]!r} lies {margins[i]:.1e} from a rounding boundary at "
+                f"{DECIMALS} decimals, within the run-time noise of BLAS and NumPy kernels "
+                f"({ROUNDING_MARGIN:g}): another machine could store a different number. Change "
+                "DECIMALS in train.py (and say so in the model card)."
+            )
 
 
 def read_data(path):
@@ -125,7 +173,7 @@ def pipeline():
         [
             ("vec", CountVectorizer(binary=True, min_df=MIN_COUNT)),
             ("nb", NBWeighting()),
-            ("lr", LogisticRegression(max_iter=2000)),
+            ("lr", RoundedLogisticRegression(max_iter=2000)),
         ]
     )
 
@@ -278,6 +326,8 @@ Chosen by {CV.get_n_splits()}-fold cross-validation on the training rows only (m
 Fixed: terms seen in fewer than {MIN_COUNT} training tweets are dropped; URLs, @mentions and HTML
 entities are dropped; text is case-folded, apostrophes folded ("don't" = "dont"), letters repeated
 three or more times cut to two, emoticons, "!" and "?" kept as tokens, words Porter-stemmed.
+Log-count ratios, coefficients and the intercept are rounded to {DECIMALS} decimal places, in
+cross-validation as in the shipped model, so that retraining gives the same files on any machine.
 
 ## The shipped model
 Fitted with those choices on all {len(df):,} rows: {len(weights["terms"]):,} terms. Scores are
@@ -318,6 +368,7 @@ def main(argv=None):
     ours_figures, old_figures = evaluate(test["target"], ours), evaluate(test["target"], old)
 
     shipped = pipeline().set_params(**search.best_params_).fit(df["text"], df["target"])
+    check_rounding(shipped)
     weights = to_weights(shipped)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / model.PREPROCESSING_FILE, search.best_params_["vec__analyzer"].settings)

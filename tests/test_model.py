@@ -2,7 +2,12 @@
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -251,52 +256,71 @@ def test_training_reproduces_the_shipped_artifacts(data_path, tmp_path, capsys):
     assert (tmp_path / train.PLOT_FILE).stat().st_size > 10_000
 
 
-# The shipped model's behaviour.
+def kernel_sets():
+    """Two sets of run-time kernels this CPU can run: OpenBLAS's and NumPy's SIMD dispatch.
+
+    One takes OpenBLAS's Haswell kernels (AVX2) where the CPU has AVX2, else its own choice, and
+    NumPy's best; the other OpenBLAS's Prescott kernels (SSE3, every x86-64 CPU since 2005) and
+    NumPy's baseline only, as an older CPU would.
+    """
+    import numpy as np
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    newest = {"OPENBLAS_CORETYPE": "Haswell"} if " avx2 " in flags else {}
+    dispatched = np.__config__.CONFIG["SIMD Extensions"].get("found", [])
+    oldest = {"OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": " ".join(dispatched)}
+    return {"newest": newest, "oldest": oldest}
 
 
-@pytest.mark.parametrize(
-    "tweet, label",
-    [
-        ("I love you so much, best day ever!", "Positive"),
-        ("thank you so much, this is awesome", "Positive"),
-        ("so happy today :)", "Positive"),
-        ("I hate this, worst day ever", "Negative"),
-        ("I am so sad and lonely", "Negative"),
-        ("my phone broke again, this sucks", "Negative"),
-    ],
-)
-def test_obvious_tweets_get_obvious_labels(shipped, tweet, label):
-    assert shipped.run([tweet]) == [label]
+@pytest.mark.slow
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the forced kernel sets are x86-64's")
+def test_training_is_byte_identical_whatever_kernels_run(data_path, tmp_path):
+    """Two trainings under different BLAS and NumPy kernels give the committed artifacts."""
+    runs = {}
+    for name, forced in kernel_sets().items():
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")
+        }
+        command = [
+            sys.executable,
+            "train.py",
+            "--data",
+            str(data_path),
+            "--out",
+            str(tmp_path / name),
+        ]
+        runs[name] = subprocess.Popen(
+            command,
+            cwd=model.ARTIFACTS_DIR.parent,
+            env={**env, **forced},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    for name, process in runs.items():
+        output = process.communicate(timeout=900)[0]
+        assert process.returncode == 0, f"training with the {name} kernels failed:\n{output}"
+    for path in sorted(model.ARTIFACTS_DIR.iterdir()):
+        for name in runs:
+            made = (tmp_path / name / path.name).read_bytes()
+            assert made == path.read_bytes(), f"{path.name} differs with the {name} kernels"
 
 
-@pytest.mark.parametrize(
-    "worse, better",
-    [("not good", "good"), ("not happy", "happy"), ("I don't like it", "I like it")],
-)
-def test_negation_lowers_the_score(shipped, worse, better):
-    assert shipped.scores([worse])[0] < shipped.scores([better])[0]
+def test_rounding_measures_the_distance_to_a_boundary():
+    values, margins = train.rounded([0.12344, 0.00005 + 1e-13, -0.00016])
+    assert values.tolist() == [0.1234, 0.0001, -0.0002]
+    assert margins[0] > 1e-6 and margins[1] < train.ROUNDING_MARGIN
 
 
-def sample(data_path, n=300):
-    df = pd.read_csv(data_path, keep_default_na=False)
-    return df["text"].sample(n, random_state=0).tolist()
+def test_training_stops_on_a_number_too_near_a_boundary():
+    import numpy as np
 
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        lambda t: t + " http://t.co/Ab12",
-        lambda t: "@someone " + t,
-        lambda t: t.upper(),
-        lambda t: t.swapcase(),
-    ],
-    ids=["url", "mention", "upper", "swapcase"],
-)
-def test_invariance_on_real_tweets(shipped, data_path, change):
-    tweets = [t for t in sample(data_path) if t.isascii()]
-    assert shipped.run([change(t) for t in tweets]) == shipped.run(tweets)
-
-
-def test_invariance_on_payload(shipped):
-    changed = [f"@fan {t.upper()} https://example.com/x" for t in PAYLOAD_TWEETS]
-    assert shipped.run(changed) == shipped.run(PAYLOAD_TWEETS)
+    steps = {
+        "vec": SimpleNamespace(get_feature_names_out=lambda: ["good", "bad"]),
+        "nb": SimpleNamespace(ratio_margins_=np.array([1e-5, 1e-5])),
+        "lr": SimpleNamespace(margins_=np.array([1e-5, 1e-13, 1e-5])),
+    }
+    with pytest.raises(SystemExit, match="coefficient of 'bad' lies 1.0e-13 from a rounding"):
+        train.check_rounding(SimpleNamespace(named_steps=steps))
