@@ -1,5 +1,6 @@
 """The HTTP API: validate requests, ask model.py for labels, format answers and errors as JSON."""
 
+import contextlib
 import functools
 import hmac
 import json
@@ -11,7 +12,8 @@ import uuid
 from pathlib import Path
 
 import prometheus_client
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask_sock import Sock
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
@@ -22,10 +24,10 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     ServiceUnavailable,
     Unauthorized,
-    UnprocessableEntity,
     UnsupportedMediaType,
 )
 
+import contract
 import model
 
 ROOT = Path(__file__).resolve().parent
@@ -34,13 +36,19 @@ DEFAULTS = {
     "API_TOKEN": "",  # comma-separated; empty means: read API_TOKEN_FILE
     "API_TOKEN_FILE": str(ROOT / ".api_token"),
     "ARTIFACTS_DIR": str(model.ARTIFACTS_DIR),
-    "MAX_TWEETS": 10_000,
-    "MAX_TWEET_CHARS": 5_000,
-    "MAX_BODY_BYTES": 8 * 1024 * 1024,
+    **contract.LIMITS,
+    "MAX_BODY_BYTES": 8 * 1024 * 1024,  # a REST body, or a websocket message
+    "WS_MAX_CONNECTIONS": 500,  # open websockets per worker; gunicorn's pool is 1,000 connections
+    "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
+    "WS_PING_SECONDS": 25,  # a silent websocket is pinged; no pong by the next ping closes it
 }
-OPTIONS = ("scores", "explain")
-MAX_IDS_NAMED = 10  # an error names at most this many ids, then says how many more
+OPTIONS = contract.OPTIONS
 REQUEST_ID_MAX = 128
+# The web page's policy: nothing from another host, no inline script or style.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 log = logging.getLogger("api")
 
@@ -64,6 +72,13 @@ PREDICTIONS = Counter("api_predictions", "Labels given, by label", ["label"])
 # Metric labels take few values, so that a client cannot grow the metrics: routes are rules,
 # statuses the app's own, and methods outside this set are counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+WS_OPEN = Gauge("api_websockets_open", "Websockets open", multiprocess_mode="livesum")
+WS_MESSAGES = Counter("api_websocket_messages", "Websocket replies, by type", ["type"])
+WS_LATENCY = Histogram(
+    "api_websocket_message_seconds",
+    "Seconds from a websocket message to its reply",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 MODEL_INFO = Gauge(
     "api_model_info",
     "The model being served: 1, labelled with its version",
@@ -113,14 +128,23 @@ def create_app(config=None):
     app.json.compact = True
     settings = Settings.load(config)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "max_message_size": settings["MAX_BODY_BYTES"],  # over it: closed with 1009
+        "ping_interval": settings["WS_PING_SECONDS"],
+        # One read takes a whole TLS record (16 KiB at most), so that no decrypted data waits in
+        # the TLS layer where the reader's select() cannot see it.
+        "receive_bytes": 65536,
+    }
     app.extensions["settings"] = settings
     reload(app)
     app.extensions["openapi"] = openapi(settings)
     setup_logging()
 
     app.wsgi_app = Observed(app.wsgi_app)
+    app.before_request(before_upgrade)
     app.after_request(note_route)
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(contract.PredictionError, prediction_error)
     app.register_error_handler(Exception, unexpected_error)
     # Another method gets 405 whatever the token, which says nothing about the token.
     app.add_url_rule(
@@ -135,6 +159,9 @@ def create_app(config=None):
         methods=["POST"],
         provide_automatic_options=False,
     )
+    app.add_url_rule("/api/v1/model", view_func=model_metadata)
+    Sock(app).route("/api/v1/ws")(websocket)
+    app.add_url_rule("/", view_func=page)
     app.add_url_rule("/health", view_func=health)
     app.add_url_rule("/ready", view_func=ready)
     app.add_url_rule("/openapi.json", view_func=lambda: current_app.extensions["openapi"])
@@ -187,30 +214,20 @@ def predict():
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, got {request.mimetype or 'none'}"
         )
-    tweets = parse_body()
+    tweets = contract.batch(contract.parse_json(read_body()))
     request.environ["api.tweets"] = len(tweets)
-    settings = current_app.extensions["settings"]
-    check_tweets(tweets, settings)
-    classifier = current_app.extensions["model"]
-    ids, texts = list(tweets), list(tweets.values())
-    scores = classifier.scores(texts)
-    labels = [model.postprocess(s) for s in scores]
+    return jsonify(answer(tweets, **options))
+
+
+def answer(tweets, scores=False, explain=False):
+    """Ask the contract, and count the tweets and labels."""
+    settings, classifier = current_app.extensions["settings"], current_app.extensions["model"]
+    predictions = contract.predict(classifier, tweets, settings, scores=scores, explain=explain)
+    labels = contract.labels_of(predictions)
     TWEETS.observe(len(labels))
     for label in model.LABELS:
         predictions_metric(label).inc(labels.count(label))
-    if not any(options.values()):
-        return jsonify(dict(zip(ids, labels, strict=True)))
-    answer = {}
-    for i, text, score, label in zip(ids, texts, scores, labels, strict=True):
-        answer[i] = {"label": label}
-        if options["scores"]:
-            answer[i]["score"] = round(score, 6)
-        if options["explain"]:
-            answer[i]["explanation"] = {
-                side: [{"term": t, "weight": round(w, 6)} for t, w in pulls]
-                for side, pulls in classifier.explain(text).items()
-            }
-    return jsonify(answer)
+    return predictions
 
 
 def parse_options():
@@ -229,88 +246,34 @@ def parse_options():
     return options
 
 
-class Pairs(list):
-    """A JSON object as its (key, value) pairs, so that duplicate ids can be seen."""
-
-
-def refuse_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_body():
-    """Return the body's JSON object as a dict; 400 for anything else."""
+def read_body():
+    """Return the body as text; 413 over the size limit, 400 unless UTF-8."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     try:
-        text = request.get_data(cache=False).decode("utf-8")
+        return request.get_data(cache=False).decode("utf-8")
     except RequestEntityTooLarge:
         size = request.content_length
         got = f", got {size}" if size else ""
         raise RequestEntityTooLarge(f"the body must be at most {limit} bytes{got}") from None
     except UnicodeDecodeError as e:
         raise BadRequest(f"the body is not valid UTF-8: {e.reason} at byte {e.start}") from None
-    try:
-        document = json.loads(text, object_pairs_hook=Pairs, parse_constant=refuse_constant)
-    except ValueError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
-    except RecursionError:
-        raise BadRequest("the body is not valid JSON: it is nested too deeply") from None
-    if not isinstance(document, Pairs):
-        raise BadRequest(
-            'the body must be a JSON object of {"id": "tweet text", ...}, '
-            f"got {json_type(document)}"
-        )
-    if not document:
-        raise BadRequest('the body must hold at least one tweet: {"id": "tweet text", ...}')
-    tweets = dict(document)
-    if len(tweets) < len(document):
-        seen, repeated = set(), []
-        for key, _ in document:
-            if key in seen and key not in repeated:
-                repeated.append(key)
-            seen.add(key)
-        raise BadRequest(f"each id must appear once; repeated: {name_ids(repeated)}")
-    return tweets
 
 
-def check_tweets(tweets, settings):
-    """Enforce the count limit (413), then string values and the length limit (422)."""
-    if len(tweets) > settings["MAX_TWEETS"]:
-        raise RequestEntityTooLarge(
-            f"at most {settings['MAX_TWEETS']} tweets per request, got {len(tweets)}"
-        )
-    wrong = {i: json_type(t) for i, t in tweets.items() if not isinstance(t, str)}
-    if wrong:
-        kinds = sorted(set(wrong.values()))
-        raise UnprocessableEntity(
-            f"each tweet must be a string; not a string ({', '.join(kinds)}): {name_ids(wrong)}"
-        )
-    limit = settings["MAX_TWEET_CHARS"]
-    long = [i for i, t in tweets.items() if len(t) > limit]
-    if long:
-        raise UnprocessableEntity(
-            f"each tweet must be at most {limit} characters: {name_ids(long)}"
-        )
+def model_metadata():
+    """The model's version, labels, limits, input schema, training data and figures."""
+    require_bearer_token()
+    settings = current_app.extensions["settings"]
+    classifier = current_app.extensions["model"]
+    return contract.metadata(classifier, settings, settings["MAX_BODY_BYTES"])
 
 
-def json_type(value):
-    """Return the JSON name of a parsed value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "object" if isinstance(value, Pairs) else "array"
-
-
-def name_ids(ids):
-    """Name the first ids, and how many more there are."""
-    ids = list(ids)
-    named = ", ".join(json.dumps(i, ensure_ascii=False) for i in ids[:MAX_IDS_NAMED])
-    more = len(ids) - MAX_IDS_NAMED
-    return named + (f" and {more} more" if more > 0 else "")
+def page():
+    """The web page: try the model in a browser. It loads without a token."""
+    response = Response(render_template("index.html"))
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 def health():
@@ -346,6 +309,146 @@ def openapi(settings):
     return document
 
 
+# The websocket door: {"type": "prediction_request", ...} in, prediction_response or
+# prediction_error out, one connection for many requests. The contract does the rest.
+
+WS_FIELDS = {"type", "request_id", "tweets", *OPTIONS}
+WS_POLL_SECONDS = 0.5  # how often an idle handler looks whether the worker is stopping
+
+
+class Websockets:
+    """This worker's count of open websockets, and whether it is stopping (gunicorn.conf.py)."""
+
+    open = 0
+    stopping = False
+
+
+def websocket(ws):
+    """Authenticate, then answer each message until the client leaves or the worker stops."""
+    settings = current_app.extensions["settings"]
+    Websockets.open += 1
+    WS_OPEN.inc()
+    try:
+        if authenticate(ws, settings["WS_AUTH_SECONDS"]):
+            converse(ws)
+    finally:
+        Websockets.open -= 1
+        WS_OPEN.dec()
+
+
+def before_upgrade():
+    """Refuse a websocket with a bad token, or over the bound, with an HTTP error."""
+    if request.endpoint != "websocket":
+        return
+    if "Authorization" in request.headers:
+        require_bearer_token()
+    if (
+        Websockets.stopping
+        or Websockets.open >= current_app.extensions["settings"]["WS_MAX_CONNECTIONS"]
+    ):
+        raise ServiceUnavailable("this worker has too many open websockets; try again")
+
+
+def authenticate(ws, seconds):
+    """A valid Bearer token on the upgrade, or a first message {"type": "auth", "token": ...}."""
+    if "Authorization" in request.headers:
+        return True  # checked by before_upgrade
+    first = ws.receive(timeout=seconds)
+    document = None
+    with contextlib.suppress(ValueError, TypeError):
+        document = json.loads(first)
+    if not isinstance(document, dict) or document.get("type") != "auth":
+        ws.close(1008, f'send {{"type": "auth", "token": ...}} first, within {seconds} s')
+        return False
+    token = document.get("token")
+    if not isinstance(token, str) or not token_is_valid(token):
+        ws.close(1008, "invalid token")
+        return False
+    ws.send(
+        json.dumps({"type": "auth_ok", "model_version": current_app.extensions["model"].version})
+    )
+    ws_message_done("auth", 0, 0.0)
+    return True
+
+
+def converse(ws):
+    """Answer every message; when the worker stops, answer what has arrived, then close 1001."""
+    while True:
+        message = ws.receive(timeout=0 if Websockets.stopping else WS_POLL_SECONDS)
+        if message is None:
+            if Websockets.stopping:
+                ws.close(1001, "the server is restarting; reconnect")
+                return
+            continue
+        start = time.perf_counter()
+        kind, reply, tweets = ws_reply(message)
+        ws.send(json.dumps(reply, ensure_ascii=False))
+        ws_message_done(kind, tweets, time.perf_counter() - start)
+
+
+def ws_reply(message):
+    """Return the kind of message (for metrics and logs), the reply and the number of tweets."""
+    request_id = None
+    try:
+        if not isinstance(message, str):
+            raise contract.BadInput("messages must be JSON text, got a binary message")
+        document = contract.parse_json(message, "the message")
+        if not isinstance(document, contract.Pairs):
+            raise contract.BadInput(
+                f"the message must be a JSON object, got {contract.json_type(document)}"
+            )
+        fields = dict(document)
+        request_id = fields.get("request_id")
+        kind = fields.get("type")
+        if kind != "prediction_request":
+            raise contract.BadInput(
+                'missing field "type"'
+                if kind is None
+                else f"unknown message type {kind!r}; expected prediction_request"
+            )
+        unknown = sorted(set(fields) - WS_FIELDS)
+        if unknown:
+            raise contract.BadInput(f"unknown field(s) {unknown}; allowed: {sorted(WS_FIELDS)}")
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= REQUEST_ID_MAX:
+            raise contract.BadInput(
+                f'field "request_id" must be a string of 1 to {REQUEST_ID_MAX} characters'
+                + ("" if "request_id" in fields else "; it is missing")
+            )
+        options = {}
+        for name in OPTIONS:
+            value = fields.get(name, False)
+            if not isinstance(value, bool):
+                raise contract.BadInput(
+                    f'field "{name}" must be true or false, got {contract.json_type(value)}'
+                )
+            options[name] = value
+        if "tweets" not in fields:
+            raise contract.BadInput('missing field "tweets": {"id": "tweet text", ...}')
+        tweets = contract.batch(fields["tweets"], 'field "tweets"')
+        predictions = answer(tweets, **options)
+    except contract.PredictionError as e:
+        error = {"error": e.status, "text": e.text, "detail": e.detail}
+        reply = {"type": "prediction_error", "request_id": request_id, **error}
+        return "prediction_error", reply, 0
+    reply = {"type": "prediction_response", "request_id": request_id, "predictions": predictions}
+    return "prediction_response", reply, len(predictions)
+
+
+def ws_message_done(kind, tweets, seconds):
+    """Count, time and log one message: its kind and size, never its token or tweets."""
+    ws_metrics(kind).inc()
+    WS_LATENCY.observe(seconds)
+    if log.isEnabledFor(logging.INFO):
+        fields = {
+            "request_id": request.environ.get("api.request_id", "-"),
+            "route": "/api/v1/ws",
+            "reply": kind,
+            "latency_ms": round(seconds * 1000, 3),
+            "tweets": tweets,
+        }
+        sys.stderr.write(json_line("info", "websocket message", fields))
+
+
 # Errors: one JSON shape, {"error": status, "text": reason phrase, "detail": what was wrong}.
 
 
@@ -355,6 +458,12 @@ def error_response(error):
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             response.headers[name] = value
+    return response
+
+
+def prediction_error(error):
+    response = jsonify(error=error.status, text=error.text, detail=error.detail)
+    response.status_code = error.status
     return response
 
 
@@ -394,10 +503,19 @@ class Observed:
             headers.append(("X-Request-ID", request_id))
             return start_response(status_line, headers, exc_info)
 
-        response = self.wsgi_app(environ, start_response_with_id)
+        try:
+            response = self.wsgi_app(environ, start_response_with_id)
+        except StopIteration:  # a websocket has ended (flask-sock under gunicorn): 101, its life
+            self.observe(environ, request_id, 101, start)
+            raise
+        self.observe(environ, request_id, status[-1], start)
+        return response
+
+    @staticmethod
+    def observe(environ, request_id, status, start):
         seconds = time.perf_counter() - start
         rule, method = environ.get("api.route", "<unmatched>"), environ["REQUEST_METHOD"]
-        requests, latency = request_metrics(rule, method, status[-1])
+        requests, latency = request_metrics(rule, method, status)
         requests.inc()
         latency.observe(seconds)
         if log.isEnabledFor(logging.INFO):
@@ -405,12 +523,11 @@ class Observed:
                 "request_id": request_id,
                 "method": method,
                 "route": rule,
-                "status": status[-1],
+                "status": status,
                 "latency_ms": round(seconds * 1000, 3),
                 "tweets": environ.get("api.tweets", 0),
             }
             sys.stderr.write(json_line("info", "request", fields))
-        return response
 
 
 # The metrics' children, looked up once per label values: prometheus_client's labels() takes a lock
@@ -421,6 +538,11 @@ class Observed:
 def request_metrics(rule, method, status):
     method = method if method in METHODS else "other"
     return REQUESTS.labels(rule, method, status), LATENCY.labels(rule)
+
+
+@functools.cache
+def ws_metrics(kind):
+    return WS_MESSAGES.labels(kind)
 
 
 @functools.cache

@@ -54,6 +54,13 @@ class FairGeventWorker(ggevent.GeventWorker):
     serves them in turn, at no cost in throughput.
     """
 
+    def handle_exit(self, sig, frame):
+        """On TERM (a stop, or a HUP's old workers): websockets answer, then close with 1001."""
+        super().handle_exit(sig, frame)
+        import api  # already imported: the app is preloaded
+
+        api.Websockets.stopping = True
+
     def handle_request(self, *args):
         try:
             return super().handle_request(*args)

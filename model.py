@@ -24,6 +24,7 @@ ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 MANIFEST_FILE = "MANIFEST.sha256"
 PREPROCESSING_FILE = "preprocessing.json"
 MODEL_FILE = "model.json"
+EVALUATION_FILE = "evaluation.json"  # the model card's figures, for clients to read
 FORMAT_VERSION = 1
 # Tweets repeat words, so normalised tokens are cached: up to a bound, so odd input cannot grow
 # the cache forever.
@@ -106,9 +107,10 @@ def default_settings(stop_words=()):
 class Model:
     """A trained model: preprocessing, log-count ratios and logistic-regression coefficients."""
 
-    def __init__(self, preprocessing, weights, version="unversioned"):
+    def __init__(self, preprocessing, weights, version="unversioned", evaluation=None):
         self.preprocessor = Preprocessor(preprocessing)
         self.version = version
+        self.evaluation = evaluation or {}
         self.intercept = weights["intercept"]
         terms = weights["terms"]
         self.ratios = dict(zip(terms, weights["log_count_ratios"], strict=True))
@@ -179,7 +181,7 @@ def load(directory=ARTIFACTS_DIR):
     directory = Path(directory)
     manifest, version = read_manifest(directory)
     documents = {}
-    for name in (PREPROCESSING_FILE, MODEL_FILE):
+    for name in (PREPROCESSING_FILE, MODEL_FILE, EVALUATION_FILE):
         path = directory / name
         if name not in manifest:
             raise ArtifactError(f"{directory / MANIFEST_FILE} does not list {name}")
@@ -197,8 +199,10 @@ def load(directory=ARTIFACTS_DIR):
             raise ArtifactError(f"{path} is not valid JSON: {e}") from None
     preprocessing, weights = documents[PREPROCESSING_FILE], documents[MODEL_FILE]
     check_weights(weights, directory / MODEL_FILE)
+    if not isinstance(documents[EVALUATION_FILE], dict):
+        raise ArtifactError(f"{directory / EVALUATION_FILE} is malformed: not a JSON object")
     try:
-        return Model(preprocessing, weights, version)
+        return Model(preprocessing, weights, version, documents[EVALUATION_FILE])
     except (KeyError, TypeError, ValueError, re.error) as e:
         raise ArtifactError(f"{directory / PREPROCESSING_FILE} is malformed: {e!r}") from None
 

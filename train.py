@@ -266,6 +266,35 @@ def plot(path, y, ours, old):
     plt.close(fig)
 
 
+def evaluation(data_path, data_sha, df, train, test, search, ours, old):
+    """Return the model card's figures as data: evaluation.json, which /api/v1/model serves."""
+    keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+    best = search.best_params_
+    return {
+        "training_data": {
+            "file": data_path.name,
+            "sha256": data_sha,
+            "tweets": len(df),
+            "source": "Sentiment140 (April-June 2009), labelled by emoticons",
+            "reference_split": {"train": len(train), "test": len(test)},
+        },
+        "figures": {
+            "test_rows": len(test),
+            "this_model": {k: round(float(ours[k]), 4) for k in keys},
+            "approach_2020": {k: round(float(old[k]), 4) for k in keys},
+        },
+        "cross_validation": {
+            "folds": CV.get_n_splits(),
+            "mean_accuracy": round(float(search.best_score_), 4),
+            "chosen": {
+                "stop_words": repr(best["vec__analyzer"]),
+                "alpha": best["nb__alpha"],
+                "C": best["lr__C"],
+            },
+        },
+    }
+
+
 def card(data_path, data_sha, df, train, test, search, ours, old, weights):
     """Return the model card in Markdown."""
     rows = [
@@ -373,14 +402,16 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / model.PREPROCESSING_FILE, search.best_params_["vec__analyzer"].settings)
     write_json(args.out / model.MODEL_FILE, weights)
+    data_sha = hashlib.sha256(args.data.read_bytes()).hexdigest()
+    figures = evaluation(args.data, data_sha, df, train, test, search, ours_figures, old_figures)
+    write_json(args.out / model.EVALUATION_FILE, figures)
     digests = {
         name: hashlib.sha256((args.out / name).read_bytes()).hexdigest()
-        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE)
+        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
     }
     manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
     (args.out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
     plot(args.out / PLOT_FILE, test["target"], ours, old)
-    data_sha = hashlib.sha256(args.data.read_bytes()).hexdigest()
     text = card(args.data, data_sha, df, train, test, search, ours_figures, old_figures, weights)
     (args.out / CARD_FILE).write_text(text, encoding="utf-8")
 

@@ -495,3 +495,54 @@ def test_metrics_need_the_token(client):
     response = client.get("/metrics")
     assert response.status_code == 401
     assert response.json["error"] == 401
+
+
+# Model metadata and the web page
+
+
+def test_model_metadata_matches_the_spec_and_the_apps_limits(client, shipped):
+    response = client.get("/api/v1/model", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    check_schema(response.json, "#/components/schemas/ModelMetadata")
+    assert response.json["version"] == shipped.version
+    assert response.json["limits"] == {
+        "max_tweets": 50,
+        "max_tweet_chars": 280,
+        "max_body_bytes": 64 * 1024,
+    }
+    assert response.json["figures"] == shipped.evaluation["figures"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+def test_model_metadata_needs_the_token(client, headers):
+    response = client.get("/api/v1/model", headers=headers)
+    assert response.status_code == 401
+    assert response.json["error"] == 401
+
+
+def test_page_loads_without_a_token_under_a_strict_policy(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy
+    assert "unsafe-inline" not in policy
+    html = response.text
+    assert "<script>" not in html and " on" + "click=" not in html  # no inline script
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert f'"{asset}"' in html
+        asset_response = client.get(asset)
+        asset_response.close()  # a file: close it, or it warns
+        assert asset_response.status_code == 200
+
+
+def test_page_script_inserts_text_never_html():
+    script = (Path(api.ROOT) / "static" / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script
+
+
+def test_websocket_path_without_an_upgrade_is_a_json_400(client):
+    response = client.get("/api/v1/ws")
+    assert response.status_code == 400
+    assert response.json["error"] == 400

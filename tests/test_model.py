@@ -158,7 +158,7 @@ def reseal(directory):
     """Rewrite the manifest to match the files, as if the damage were done before sealing."""
     digests = {
         n: model.hashlib.sha256((directory / n).read_bytes()).hexdigest()
-        for n in (model.PREPROCESSING_FILE, model.MODEL_FILE)
+        for n in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
     }
     lines = (f"{d}  {n}\n" for n, d in digests.items())
     (directory / model.MANIFEST_FILE).write_text("".join(lines))
@@ -168,7 +168,10 @@ def test_copied_artifacts_load(artifacts):
     assert model.load(artifacts).run(["I love it"]) == ["Positive"]
 
 
-@pytest.mark.parametrize("name", [model.MODEL_FILE, model.PREPROCESSING_FILE, model.MANIFEST_FILE])
+@pytest.mark.parametrize(
+    "name",
+    [model.MODEL_FILE, model.PREPROCESSING_FILE, model.EVALUATION_FILE, model.MANIFEST_FILE],
+)
 def test_missing_artifact_is_named(artifacts, name):
     (artifacts / name).unlink()
     with pytest.raises(model.ArtifactError, match=f"{name}"):
@@ -210,6 +213,7 @@ def test_altered_weight_is_caught(artifacts):
             "model.json is malformed: a ratio, coefficient or the intercept",
         ),
         (model.PREPROCESSING_FILE, '{"ngrams": 2}', "preprocessing.json is malformed"),
+        (model.EVALUATION_FILE, "[]", "evaluation.json is malformed: not a JSON object"),
     ],
 )
 def test_malformed_artifact_is_named(artifacts, name, content, message):
@@ -251,6 +255,7 @@ def test_training_reproduces_the_shipped_artifacts(data_path, tmp_path, capsys):
     accuracy_line = next(line for line in printed.splitlines() if line.startswith("accuracy"))
     assert accuracy_line.split()[1:] == [f"{figures[k]['accuracy']:.4f}" for k in ("ours", "2020")]
     names = [model.PREPROCESSING_FILE, model.MODEL_FILE, model.MANIFEST_FILE, train.CARD_FILE]
+    names.append(model.EVALUATION_FILE)
     for name in names:
         assert (tmp_path / name).read_bytes() == (model.ARTIFACTS_DIR / name).read_bytes(), name
     assert (tmp_path / train.PLOT_FILE).stat().st_size > 10_000

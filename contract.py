@@ -1,0 +1,164 @@
+"""The prediction contract every door calls: the input, the limits, the answer and the error kinds.
+
+A door parses its own protocol, calls predict() with a batch {id: text} and the options, and turns
+a PredictionError into its protocol's own error form (an HTTP status and JSON body, a websocket
+prediction_error message, ...). The rules live here once.
+"""
+
+import json
+
+import model
+
+LIMITS = {"MAX_TWEETS": 10_000, "MAX_TWEET_CHARS": 5_000}
+OPTIONS = ("scores", "explain")
+MAX_IDS_NAMED = 10  # an error names at most this many ids, then says how many more
+DECIMALS = 6  # scores and explanation weights in answers
+
+
+class PredictionError(Exception):
+    """Bad input. status is its kind, the HTTP status the REST door answers with."""
+
+    status, text = 400, "Bad Request"
+
+    def __init__(self, detail):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadInput(PredictionError):
+    """Not the shape the contract takes: not JSON, not an object, repeated ids, bad options."""
+
+
+class TooLarge(PredictionError):
+    """More tweets than the limit."""
+
+    status, text = 413, "Request Entity Too Large"
+
+
+class Unprocessable(PredictionError):
+    """Well-formed, but a tweet is not a string or is too long."""
+
+    status, text = 422, "Unprocessable Entity"
+
+
+class Pairs(list):
+    """A JSON object as its (key, value) pairs, so that duplicate ids can be seen."""
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(text, what="the body"):
+    """Parse JSON text, objects as Pairs; BadInput naming what was not valid JSON."""
+    try:
+        return json.loads(text, object_pairs_hook=Pairs, parse_constant=_refuse_constant)
+    except ValueError as e:
+        raise BadInput(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BadInput(f"{what} is not valid JSON: it is nested too deeply") from None
+
+
+def batch(document, what="the body"):
+    """Return a parsed JSON object of tweets as a dict; BadInput unless a non-empty object."""
+    if not isinstance(document, Pairs):
+        shape = '{"id": "tweet text", ...}'
+        raise BadInput(f"{what} must be a JSON object of {shape}, got {json_type(document)}")
+    if not document:
+        raise BadInput(f'{what} must hold at least one tweet: {{"id": "tweet text", ...}}')
+    tweets = dict(document)
+    if len(tweets) < len(document):
+        seen, repeated = set(), []
+        for key, _ in document:
+            if key in seen and key not in repeated:
+                repeated.append(key)
+            seen.add(key)
+        raise BadInput(f"each id must appear once; repeated: {name_ids(repeated)}")
+    return tweets
+
+
+def check(tweets, limits):
+    """Enforce the count limit (413), then string values and the length limit (422)."""
+    if len(tweets) > limits["MAX_TWEETS"]:
+        raise TooLarge(f"at most {limits['MAX_TWEETS']} tweets per request, got {len(tweets)}")
+    wrong = {i: json_type(t) for i, t in tweets.items() if not isinstance(t, str)}
+    if wrong:
+        kinds = sorted(set(wrong.values()))
+        raise Unprocessable(
+            f"each tweet must be a string; not a string ({', '.join(kinds)}): {name_ids(wrong)}"
+        )
+    limit = limits["MAX_TWEET_CHARS"]
+    long = [i for i, t in tweets.items() if len(t) > limit]
+    if long:
+        raise Unprocessable(f"each tweet must be at most {limit} characters: {name_ids(long)}")
+
+
+def predict(classifier, tweets, limits, scores=False, explain=False):
+    """Label a batch {id: text}, keeping ids and order: {id: label}, or with options
+    {id: {"label", "score"?, "explanation"?}}. PredictionError for bad input."""
+    check(tweets, limits)
+    ids, texts = list(tweets), list(tweets.values())
+    probabilities = classifier.scores(texts)
+    labels = [model.postprocess(p) for p in probabilities]
+    if not (scores or explain):
+        return dict(zip(ids, labels, strict=True))
+    answer = {}
+    for i, text, probability, label in zip(ids, texts, probabilities, labels, strict=True):
+        answer[i] = {"label": label}
+        if scores:
+            answer[i]["score"] = round(probability, DECIMALS)
+        if explain:
+            answer[i]["explanation"] = {
+                side: [{"term": t, "weight": round(w, DECIMALS)} for t, w in pulls]
+                for side, pulls in classifier.explain(text).items()
+            }
+    return answer
+
+
+def labels_of(answer):
+    """Return the labels of an answer, whichever shape predict() gave it."""
+    return [a if isinstance(a, str) else a["label"] for a in answer.values()]
+
+
+def metadata(classifier, limits, max_bytes):
+    """Describe the model and the contract: what /api/v1/model answers and other doors serve."""
+    return {
+        "name": "tweet-sentiment",
+        "version": classifier.version,
+        "labels": list(model.LABELS),
+        "limits": {
+            "max_tweets": limits["MAX_TWEETS"],
+            "max_tweet_chars": limits["MAX_TWEET_CHARS"],
+            "max_body_bytes": max_bytes,
+        },
+        "options": list(OPTIONS),
+        "input": {
+            "type": "object",
+            "description": "tweets by id: {id: text}, answered in the same order",
+            "minProperties": 1,
+            "maxProperties": limits["MAX_TWEETS"],
+            "additionalProperties": {"type": "string", "maxLength": limits["MAX_TWEET_CHARS"]},
+        },
+        **classifier.evaluation,
+    }
+
+
+def json_type(value):
+    """Return the JSON name of a parsed value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "object" if isinstance(value, Pairs | dict) else "array"
+
+
+def name_ids(ids):
+    """Name the first ids, and how many more there are."""
+    ids = list(ids)
+    named = ", ".join(json.dumps(i, ensure_ascii=False) for i in ids[:MAX_IDS_NAMED])
+    more = len(ids) - MAX_IDS_NAMED
+    return named + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,196 @@
+// The web page: one websocket to /api/v1/ws, the token typed once and kept in this tab's session
+// storage. Tweet text is only ever inserted as text (textContent), never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "sentiment-token";
+let socket = null;
+let sequence = 0;
+const pending = new Map(); // request_id -> function taking the reply
+let rows = []; // the table's rows: {id, tweet, label, score}
+let sortKey = null;
+let sortAscending = true;
+
+function show(element, text) {
+  element.textContent = text;
+}
+
+function setStatus(text, connected) {
+  show($("status"), text);
+  $("status").classList.toggle("connected", connected);
+}
+
+async function loadCard(token) {
+  const response = await fetch("/api/v1/model", { headers: { Authorization: `Bearer ${token}` } });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+  const ours = body.figures.this_model;
+  const old = body.figures.approach_2020;
+  show($("card"), `Model ${body.version}: ${(ours.accuracy * 100).toFixed(1)}% accurate on ` +
+    `${body.figures.test_rows.toLocaleString()} test tweets, against ` +
+    `${(old.accuracy * 100).toFixed(1)}% for the 2020 approach. Up to ` +
+    `${body.limits.max_tweets.toLocaleString()} tweets a request, ` +
+    `${body.limits.max_tweet_chars.toLocaleString()} characters each.`);
+  $("tweet").maxLength = body.limits.max_tweet_chars;
+}
+
+function connect(token) {
+  if (socket) socket.close();
+  const ws = new WebSocket(`wss://${location.host}/api/v1/ws`);
+  socket = ws;
+  setStatus("connecting…", false);
+  ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token }));
+  ws.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "auth_ok") {
+      setStatus(`connected, model ${message.model_version}`, true);
+      show($("error"), "");
+      predictTyped();
+      return;
+    }
+    const reply = pending.get(message.request_id);
+    pending.delete(message.request_id);
+    if (message.type === "prediction_error") {
+      show($("error"), `${message.error} ${message.text}: ${message.detail}`);
+    } else if (reply) {
+      show($("error"), "");
+      reply(message.predictions);
+    }
+  };
+  ws.onclose = (event) => {
+    if (socket !== ws) return;
+    socket = null;
+    setStatus(`not connected (${event.code}${event.reason ? ": " + event.reason : ""})`, false);
+    // 1001: the server is restarting; come back to a new worker.
+    if (event.code === 1001) setTimeout(() => connect(token), 500);
+  };
+}
+
+function request(tweets, options, reply) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    show($("error"), "Not connected: enter the API token first.");
+    return;
+  }
+  const id = String(++sequence);
+  pending.set(id, reply);
+  socket.send(JSON.stringify({ type: "prediction_request", request_id: id, tweets, ...options }));
+}
+
+// The typed tweet: label, score and the terms coloured by their pull.
+
+let typedTimer = null;
+let latestTyped = 0;
+
+function predictTyped() {
+  const text = $("tweet").value;
+  if (!text.trim()) {
+    show($("label"), "–");
+    show($("score"), "");
+    $("terms").replaceChildren();
+    return;
+  }
+  const mine = ++latestTyped;
+  request({ typed: text }, { scores: true, explain: true }, (predictions) => {
+    if (mine !== latestTyped) return; // an older answer arriving late
+    const answer = predictions.typed;
+    show($("label"), answer.label);
+    $("label").className = `label ${answer.label}`;
+    show($("score"), `score ${answer.score.toFixed(3)}`);
+    const terms = [...answer.explanation.Positive, ...answer.explanation.Negative];
+    const strongest = Math.max(0.0001, ...terms.map((t) => Math.abs(t.weight)));
+    $("terms").replaceChildren(...terms.map((t) => {
+      const span = document.createElement("span");
+      span.textContent = t.term;
+      span.title = `pull ${t.weight > 0 ? "+" : ""}${t.weight.toFixed(3)}`;
+      span.className = t.weight > 0 ? "term Positive" : "term Negative";
+      const alpha = (0.15 + 0.6 * Math.abs(t.weight) / strongest).toFixed(2);
+      span.style.backgroundColor = t.weight > 0 ? `rgba(26,127,55,${alpha})` : `rgba(198,40,40,${alpha})`;
+      return span;
+    }));
+  });
+}
+
+// Many lines: a sortable table, downloadable as CSV.
+
+function labelLines() {
+  const lines = $("lines").value.split("\n").filter((line) => line.trim());
+  if (!lines.length) return;
+  const tweets = Object.fromEntries(lines.map((line, i) => [String(i + 1), line]));
+  request(tweets, { scores: true }, (predictions) => {
+    rows = Object.entries(predictions).map(([id, answer]) => (
+      { id: Number(id), tweet: tweets[id], label: answer.label, score: answer.score }));
+    sortKey = null;
+    renderTable();
+    $("download").disabled = false;
+  });
+}
+
+function renderTable() {
+  const sorted = [...rows];
+  if (sortKey) {
+    sorted.sort((a, b) => (a[sortKey] < b[sortKey] ? -1 : a[sortKey] > b[sortKey] ? 1 : 0));
+    if (!sortAscending) sorted.reverse();
+  }
+  $("table").tBodies[0].replaceChildren(...sorted.map((row) => {
+    const tr = document.createElement("tr");
+    for (const key of ["id", "tweet", "label", "score"]) {
+      const td = document.createElement("td");
+      td.textContent = key === "score" ? row.score.toFixed(3) : String(row[key]);
+      if (key === "label") td.className = row.label;
+      tr.append(td);
+    }
+    return tr;
+  }));
+  for (const th of $("table").tHead.rows[0].cells) {
+    th.classList.toggle("asc", th.dataset.key === sortKey && sortAscending);
+    th.classList.toggle("desc", th.dataset.key === sortKey && !sortAscending);
+  }
+  $("table").hidden = false;
+}
+
+function csvField(value) {
+  const text = String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+function downloadCsv() {
+  const lines = ["id,tweet,label,score", ...rows.map((r) =>
+    [r.id, r.tweet, r.label, r.score].map(csvField).join(","))];
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
+  link.download = "labels.csv";
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("token-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token").value = "";
+    try {
+      await loadCard(token);
+      connect(token);
+    } catch (error) {
+      show($("error"), `The model's card could not be read: ${error.message}`);
+      setStatus("not connected", false);
+    }
+  });
+  $("tweet").addEventListener("input", () => {
+    clearTimeout(typedTimer);
+    typedTimer = setTimeout(predictTyped, 120);
+  });
+  $("label-lines").addEventListener("click", labelLines);
+  $("download").addEventListener("click", downloadCsv);
+  for (const th of $("table").tHead.rows[0].cells) {
+    th.addEventListener("click", () => {
+      sortAscending = sortKey === th.dataset.key ? !sortAscending : true;
+      sortKey = th.dataset.key;
+      renderTable();
+    });
+  }
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) loadCard(saved).then(() => connect(saved)).catch(() => sessionStorage.removeItem(TOKEN_KEY));
+});

@@ -1,0 +1,105 @@
+"""The prediction contract on its own: input, limits, answers and error kinds."""
+
+import pytest
+
+import contract
+import model
+
+LIMITS = {"MAX_TWEETS": 3, "MAX_TWEET_CHARS": 10}
+
+
+def parsed(text):
+    return contract.batch(contract.parse_json(text))
+
+
+@pytest.mark.parametrize(
+    "text, kind, status, detail",
+    [
+        ("{bad", contract.BadInput, 400, "the body is not valid JSON: Expecting property name"),
+        ('{"1": NaN}', contract.BadInput, 400, "NaN is not valid JSON"),
+        ("[" * 100_000, contract.BadInput, 400, "nested too deeply"),
+        (
+            '["a"]',
+            contract.BadInput,
+            400,
+            'must be a JSON object of {"id": "tweet text", ...}, got array',
+        ),
+        ('"a"', contract.BadInput, 400, "got string"),
+        ("null", contract.BadInput, 400, "got null"),
+        ("{}", contract.BadInput, 400, "must hold at least one tweet"),
+        ('{"1": "a", "1": "b", "2": "c"}', contract.BadInput, 400, 'repeated: "1"'),
+        (
+            '{"1": "a", "2": "b", "3": "c", "4": "d"}',
+            contract.TooLarge,
+            413,
+            "at most 3 tweets per request, got 4",
+        ),
+        (
+            '{"1": 7, "2": null, "3": "ok"}',
+            contract.Unprocessable,
+            422,
+            'not a string (null, number): "1", "2"',
+        ),
+        ('{"1": {"text": "a"}}', contract.Unprocessable, 422, 'not a string (object): "1"'),
+        (
+            '{"1": "x", "2": "eleven char"}',
+            contract.Unprocessable,
+            422,
+            'at most 10 characters: "2"',
+        ),
+    ],
+)
+def test_bad_input_raises_one_error_type_with_its_kind(text, kind, status, detail):
+    with pytest.raises(kind) as caught:
+        contract.predict(model.default_model(), parsed(text), LIMITS)
+    assert isinstance(caught.value, contract.PredictionError)
+    assert caught.value.status == status
+    assert detail in caught.value.detail
+
+
+def test_errors_name_at_most_ten_ids_then_count_the_rest():
+    tweets = {str(i): i for i in range(14)}
+    with pytest.raises(contract.Unprocessable, match='"9" and 4 more$'):
+        contract.check(tweets, {"MAX_TWEETS": 100, "MAX_TWEET_CHARS": 10})
+
+
+def test_what_names_the_part_that_was_wrong():
+    with pytest.raises(contract.BadInput, match='^field "tweets" must be a JSON object'):
+        contract.batch(contract.parse_json("[1]"), 'field "tweets"')
+
+
+@pytest.mark.parametrize(
+    "options, shape",
+    [
+        ({}, lambda a: isinstance(a, str)),
+        ({"scores": True}, lambda a: set(a) == {"label", "score"}),
+        ({"explain": True}, lambda a: set(a) == {"label", "explanation"}),
+        ({"scores": True, "explain": True}, lambda a: set(a) == {"label", "score", "explanation"}),
+    ],
+)
+def test_answer_keeps_ids_and_order_in_the_rest_shape(shipped, options, shape):
+    tweets = {"z": "I love it", "a": "not good at all", "m": ""}
+    answer = contract.predict(shipped, tweets, contract.LIMITS, **options)
+    assert list(answer) == ["z", "a", "m"]
+    assert all(shape(a) for a in answer.values())
+    assert contract.labels_of(answer) == shipped.run(list(tweets.values()))
+
+
+def test_scores_and_weights_are_the_models_rounded(shipped):
+    answer = contract.predict(shipped, {"1": "so happy :)"}, contract.LIMITS, True, True)["1"]
+    assert answer["score"] == round(shipped.scores(["so happy :)"])[0], 6)
+    explained = shipped.explain("so happy :)")
+    assert answer["explanation"]["Positive"] == [
+        {"term": t, "weight": round(w, 6)} for t, w in explained["Positive"]
+    ]
+
+
+def test_metadata_describes_the_model_and_the_limits(shipped):
+    meta = contract.metadata(shipped, LIMITS, 1000)
+    assert meta["version"] == shipped.version
+    assert meta["labels"] == list(model.LABELS)
+    assert meta["limits"] == {"max_tweets": 3, "max_tweet_chars": 10, "max_body_bytes": 1000}
+    assert meta["input"]["maxProperties"] == 3
+    assert meta["input"]["additionalProperties"]["maxLength"] == 10
+    assert meta["figures"]["this_model"]["accuracy"] > meta["figures"]["approach_2020"]["accuracy"]
+    assert meta["training_data"]["tweets"] == 10_000
