@@ -146,3 +146,25 @@ def running_server(folder, **env):
         yield {"port": port, "folder": folder, "log": log_path, "process": process}
     finally:
         stop(process)
+
+
+def gunicorn_master(server):
+    """The gunicorn master: make's child."""
+    children = Path(f"/proc/{server['process'].pid}/task/{server['process'].pid}/children")
+    return int(children.read_text().split()[0])
+
+
+def workers(master):
+    return sorted(
+        int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    )
+
+
+def wait_for_workers(master, count, exclude=(), seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        current = [w for w in workers(master) if w not in exclude]
+        if len(current) == count and len(workers(master)) == count:
+            return current
+        time.sleep(0.1)
+    raise AssertionError(f"workers did not settle: {workers(master)}")

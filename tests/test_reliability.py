@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import FIGURES, TOKEN, running_server
+from conftest import FIGURES, TOKEN, gunicorn_master, running_server, wait_for_workers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -190,28 +190,6 @@ class Load:
             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
             "max_ms": round(latencies[-1] * 1000, 1),
         }
-
-
-def gunicorn_master(server):
-    """The gunicorn master: make's child."""
-    children = Path(f"/proc/{server['process'].pid}/task/{server['process'].pid}/children")
-    return int(children.read_text().split()[0])
-
-
-def workers(master):
-    return sorted(
-        int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    )
-
-
-def wait_for_workers(master, count, exclude=(), seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        current = [w for w in workers(master) if w not in exclude]
-        if len(current) == count and len(workers(master)) == count:
-            return current
-        time.sleep(0.1)
-    raise AssertionError(f"workers did not settle: {workers(master)}")
 
 
 def report(name, figures):

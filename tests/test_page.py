@@ -1,0 +1,116 @@
+"""The web page in a real browser: Debian's chromium, headless, driven by Playwright."""
+
+import os
+import re
+import shutil
+
+import pytest
+from conftest import TOKEN, running_server
+from playwright.sync_api import expect, sync_playwright
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium")
+# Flags for a machine with no network but loopback: no background fetches, no GPU, as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TWEET = "so happy today, best day ever :)"
+LINES = ["I love this song", "worst day ever, I hate it", "<img src=x onerror=window.pwned=1>"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM:
+        message = "Debian's chromium is absent: apt-get install chromium (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("page"), API_TOKEN=TOKEN) as started:
+        yield started
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.problems = []  # console errors (a CSP violation among them) and uncaught exceptions
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.goto(f"https://127.0.0.1:{server['port']}/")
+    yield page
+    context.close()
+
+
+def connect(page):
+    page.fill("#token", TOKEN)
+    page.click("#token-form button")
+    expect(page.locator("#status")).to_have_text(re.compile("^connected"))
+
+
+def test_typing_a_tweet_shows_its_label_score_and_coloured_terms(page, shipped, tmp_path):
+    assert page.title() == "Tweet sentiment"
+    connect(page)
+    assert shipped.version in page.text_content("#card")
+    assert "2020 approach" in page.text_content("#card")
+    page.click("#tweet")
+    page.keyboard.type(TWEET, delay=5)  # as a person types: a request per pause
+    expect(page.locator("#score")).to_have_text(f"score {shipped.scores([TWEET])[0]:.3f}")
+    assert page.text_content("#label") == shipped.run([TWEET])[0] == "Positive"
+    terms = page.locator("#terms span")
+    positive = shipped.explain(TWEET)["Positive"]
+    assert terms.count() == len(positive) + len(shipped.explain(TWEET)["Negative"])
+    assert terms.first.text_content() == positive[0][0]
+    assert "Positive" in terms.first.get_attribute("class")
+    assert terms.first.evaluate("e => getComputedStyle(e).backgroundColor").startswith(
+        "rgba(26, 127, 55"
+    )
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    if os.environ.get("PAGE_SCREENSHOT"):  # README's picture: PAGE_SCREENSHOT=docs/page.png
+        page.fill("#lines", "\n".join(LINES))
+        page.click("#label-lines")
+        expect(page.locator("#table tbody tr")).to_have_count(3)
+        page.screenshot(path=os.environ["PAGE_SCREENSHOT"], full_page=True)
+    assert page.problems == []
+
+
+def test_pasted_lines_become_a_sortable_table_and_markup_stays_text(page, shipped):
+    connect(page)
+    page.fill("#lines", "\n".join(LINES))
+    page.click("#label-lines")
+    rows = page.locator("#table tbody tr")
+    expect(rows).to_have_count(3)
+    cells = [rows.nth(i).locator("td").all_text_contents() for i in range(3)]
+    assert [c[1] for c in cells] == LINES  # the markup shows as text
+    assert [c[2] for c in cells] == shipped.run(LINES)
+    assert page.locator("#table img").count() == 0
+    assert page.evaluate("window.pwned") is None
+    page.click("th[data-key=score]")
+    scores = [float(rows.nth(i).locator("td").nth(3).text_content()) for i in range(3)]
+    assert scores == sorted(scores)
+    with page.expect_download() as download:
+        page.click("#download")
+    lines = download.value.path().read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "id,tweet,label,score" and len(lines) == 4
+    assert any(line.startswith("3,<img src=x onerror=window.pwned=1>,") for line in lines)
+    assert page.problems == []
+
+
+def test_a_wrong_token_says_so_and_nothing_connects(page):
+    page.fill("#token", "wrong-token")
+    page.click("#token-form button")
+    expect(page.locator("#error")).to_contain_text("send a valid token")
+    assert not page.text_content("#status").startswith("connected")
