@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import doors  # noqa: E402  (bench/ is on the path: this script's folder)
+
 import model  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tweet_sentiment_10K.csv"
@@ -318,6 +320,17 @@ def table(results):
         ("Start to first 200 answer (s)",
          *(f"{x['seconds_to_first_answer']:.2f}" for x in (s, o, f))),
     ]  # fmt: skip
+    rest, sock = results["doors"]["rest"], results["doors"]["websocket"]
+    rows += [
+        ("One tweet, REST on a kept-alive connection (Python client): p50 / p99 (ms)",
+         f"{rest['p50_ms']:.3f} / {rest['p99_ms']:.3f}"),
+        ("One tweet, websocket message (Python client): p50 / p99 (ms)",
+         f"{sock['p50_ms']:.3f} / {sock['p99_ms']:.3f}"),
+        ("One tweet, 16 connections (Python client): REST requests/s",
+         f"{rest['per_s']:,.0f} ({rest['errors']} errors)"),
+        ("One tweet, 16 connections (Python client): websocket messages/s",
+         f"{sock['per_s']:,.0f} ({sock['errors']} errors)"),
+    ]  # fmt: skip
     lines = [
         "| Measure | Service | Model only | Floor | Service / floor | Model only / floor |",
         "| --- | --: | --: | --: | --: | --: |",
@@ -366,6 +379,9 @@ def main(argv=None):
             # with 4 it held all of them now and then, leaving the other worker idle.
             big = wrk(servers["service"].url, big_body, 8, 10)
             big["tweets_per_s"] = big["requests_per_s"] * 1000
+            print("one tweet: the websocket beside REST, the same Python client ...", flush=True)
+            cafile = str(folder / "server.crt")
+            results["doors"] = doors.measure(servers["service"].port, TOKEN, cafile, args.seconds)
             for name, server in servers.items():
                 results[name] = {
                     "seconds_to_first_answer": server.seconds_to_first_answer,

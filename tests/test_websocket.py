@@ -3,8 +3,11 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -298,3 +301,18 @@ def test_metrics_and_logs_count_messages_without_token_or_tweet(server):
     log = server["log"].read_text()
     assert '"message": "websocket message"' in log
     assert TOKEN not in log and "zebras" not in log
+
+
+def test_readme_python_example_prints_what_the_readme_says(server, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- websocket example: tests/test_websocket.py runs it -->", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    printed = section.split("```json\n", 1)[1].split("```", 1)[0]
+    (tmp_path / ".api_token").write_text(TOKEN + "\n")
+    shutil.copy(server["sslopt"]["ca_certs"], tmp_path / "server.crt")
+    script = code.replace("localhost:5000", f"localhost:{server['port']}")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == printed
