@@ -445,6 +445,10 @@ each round's ratio, rather than the absolute figures. 1,000-tweet requests use 8
 a gunicorn worker accepts a burst of new connections at once, and with 4 it sometimes held all of
 them while the other worker stood idle, halving the figure. RSS counts pages shared with the
 gunicorn master (the preloaded app); PSS divides them among the processes that share them.
+The last rows compare the doors on equal terms: one tweet per websocket message or REST request,
+sent by the same Python client (`bench/doors.py`), one at a time on one kept-alive connection, then
+over 16 connections from 2 client processes; that client costs more CPU than wrk, so those
+throughputs are lower than wrk's and are to be read against each other.
 
 Reproduce: `make bench` (installs wrk as root if absent; needs the runtime `.venv`, which
 `make api-start` makes). Figures go to `bench/results.json` too.
