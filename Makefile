@@ -31,11 +31,12 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start certs token test lint format train bench docker-build docker-run \
+.PHONY: help api-start rpc-start certs token test lint format train bench docker-build docker-run \
 	docker-test clean
 
 help:
 	@echo "make api-start   serve HTTPS on $(HOST):$(PORT) (installs, makes a certificate and token)"
+	@echo "make rpc-start   serve the model over ZeroRPC on RPC_BIND (default tcp://127.0.0.1:4242)"
 	@echo "make test        install the dev tools and run every test"
 	@echo "make lint        ruff check and format check"
 	@echo "make train       retrain artifacts/ from DATA=$(DATA)"
@@ -88,6 +89,10 @@ api-start: $(RUNTIME) certs token
 		echo "  token=\$$(docker exec <container> cat $(abspath $(API_TOKEN_FILE)))"; \
 	fi
 	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+# The ZeroRPC door (rpc.py): RPC_BIND=tcp://127.0.0.1:4242 by default, loopback only.
+rpc-start: $(RUNTIME)
+	exec $(BIN)/python rpc.py
 
 # Docker: the image, the self-contained container, and the check of both ways to run it.
 # Here containers have no bridge network: make docker-run DOCKER_RUN_ARGS=--network=host

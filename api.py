@@ -9,7 +9,6 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import prometheus_client
 from flask import Flask, Response, current_app, jsonify, render_template, request
@@ -29,15 +28,12 @@ from werkzeug.exceptions import (
 
 import contract
 import model
+import service
 
-ROOT = Path(__file__).resolve().parent
+ROOT = service.ROOT
 OPENAPI_FILE = ROOT / "openapi.json"
 DEFAULTS = {
-    "API_TOKEN": "",  # comma-separated; empty means: read API_TOKEN_FILE
-    "API_TOKEN_FILE": str(ROOT / ".api_token"),
-    "ARTIFACTS_DIR": str(model.ARTIFACTS_DIR),
-    **contract.LIMITS,
-    "MAX_BODY_BYTES": 8 * 1024 * 1024,  # a REST body, or a websocket message
+    **service.SHARED,
     "WS_MAX_CONNECTIONS": 500,  # open websockets per worker; gunicorn's pool is 1,000 connections
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
     "WS_PING_SECONDS": 25,  # a silent websocket is pinged; no pong by the next ping closes it
@@ -87,46 +83,12 @@ MODEL_INFO = Gauge(
 )
 
 
-class Settings(dict):
-    """The app's settings: defaults, then the environment, then what the caller passes."""
-
-    @classmethod
-    def load(cls, config=None):
-        settings = cls(DEFAULTS)
-        for key in DEFAULTS.keys() & os.environ.keys():
-            value = os.environ[key]
-            if isinstance(DEFAULTS[key], int):
-                if not value.isdigit() or int(value) < 1:
-                    raise RuntimeError(f"{key} must be a whole number above 0, got {value!r}")
-                value = int(value)
-            settings[key] = value
-        settings.update(config or {})
-        return settings
-
-    def tokens(self):
-        """Return the valid tokens: API_TOKEN, or else the lines or commas of API_TOKEN_FILE."""
-        raw = self["API_TOKEN"]
-        if not raw:
-            path = Path(self["API_TOKEN_FILE"])
-            try:
-                raw = path.read_text(encoding="utf-8")
-            except OSError as e:
-                raise RuntimeError(
-                    f"no API token: set API_TOKEN or create {path} (make api-start does): "
-                    f"{e.strerror}"
-                ) from None
-        tokens = [t.strip() for t in raw.replace("\n", ",").split(",") if t.strip()]
-        if not tokens:
-            raise RuntimeError("no API token: API_TOKEN and the token file are empty")
-        return [t.encode() for t in tokens]
-
-
 def create_app(config=None):
     """Build the app: settings, the checked model, the routes and the JSON error handler."""
     app = Flask(__name__)
     app.json.sort_keys = False  # answers keep the request's order
     app.json.compact = True
-    settings = Settings.load(config)
+    settings = service.Settings.load(DEFAULTS, config)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.config["SOCK_SERVER_OPTIONS"] = {
         "max_message_size": settings["MAX_BODY_BYTES"],  # over it: closed with 1009
@@ -138,7 +100,7 @@ def create_app(config=None):
     app.extensions["settings"] = settings
     reload(app)
     app.extensions["openapi"] = openapi(settings)
-    setup_logging()
+    service.setup_logging(log)
 
     app.wsgi_app = Observed(app.wsgi_app)
     app.before_request(before_upgrade)
@@ -446,7 +408,7 @@ def ws_message_done(kind, tweets, seconds):
             "latency_ms": round(seconds * 1000, 3),
             "tweets": tweets,
         }
-        sys.stderr.write(json_line("info", "websocket message", fields))
+        sys.stderr.write(service.json_line("info", "websocket message", fields))
 
 
 # Errors: one JSON shape, {"error": status, "text": reason phrase, "detail": what was wrong}.
@@ -527,7 +489,7 @@ class Observed:
                 "latency_ms": round(seconds * 1000, 3),
                 "tweets": environ.get("api.tweets", 0),
             }
-            sys.stderr.write(json_line("info", "request", fields))
+            sys.stderr.write(service.json_line("info", "request", fields))
 
 
 # The metrics' children, looked up once per label values: prometheus_client's labels() takes a lock
@@ -560,32 +522,3 @@ def route():
     """The matched route's rule, which names the token as <token>; never the raw path."""
     rule = request.url_rule
     return rule.rule if rule else "<unmatched>"
-
-
-def json_line(level, message, fields):
-    """Return a log line: one JSON object with the time, level, message and fields."""
-    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "level": level, "message": message}
-    line.update(fields)
-    return json.dumps(line) + "\n"
-
-
-class JSONFormatter(logging.Formatter):
-    """Format a record as one JSON line with its extra fields, as request lines are written."""
-
-    FIELDS = ("request_id", "route")
-
-    def format(self, record):
-        fields = {f: getattr(record, f) for f in self.FIELDS if hasattr(record, f)}
-        if record.exc_info:
-            fields["exception"] = self.formatException(record.exc_info)
-        return json_line(record.levelname.lower(), record.getMessage(), fields).rstrip("\n")
-
-
-def setup_logging():
-    """Send the api logger's records to standard error as JSON lines, once."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(JSONFormatter())
-        log.addHandler(handler)
-        log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
-        log.propagate = False

@@ -60,8 +60,11 @@ def parse_json(text, what="the body"):
 
 
 def batch(document, what="the body"):
-    """Return a parsed JSON object of tweets as a dict; BadInput unless a non-empty object."""
-    if not isinstance(document, Pairs):
+    """Return tweets {id: text} from a parsed JSON object (Pairs) or a decoded map (dict).
+
+    BadInput unless it is a non-empty object, each id appearing once.
+    """
+    if not isinstance(document, Pairs | dict):
         shape = '{"id": "tweet text", ...}'
         raise BadInput(f"{what} must be a JSON object of {shape}, got {json_type(document)}")
     if not document:
@@ -153,6 +156,8 @@ def json_type(value):
         return "number"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, bytes):
+        return "binary"
     return "object" if isinstance(value, Pairs | dict) else "array"
 
 

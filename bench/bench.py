@@ -320,17 +320,21 @@ def table(results):
         ("Start to first 200 answer (s)",
          *(f"{x['seconds_to_first_answer']:.2f}" for x in (s, o, f))),
     ]  # fmt: skip
-    rest, sock = results["doors"]["rest"], results["doors"]["websocket"]
+    d = results["doors"]
+
+    def door_rows(name, label, unit):
+        x = d[name]
+        return [
+            (f"{label}: p50 / p99 (ms)", f"{x['p50_ms']:.3f} / {x['p99_ms']:.3f}"),
+            (f"{label}, 16 connections: {unit}/s", f"{x['per_s']:,.0f} ({x['errors']} errors)"),
+        ]
+
     rows += [
-        ("One tweet, REST on a kept-alive connection (Python client): p50 / p99 (ms)",
-         f"{rest['p50_ms']:.3f} / {rest['p99_ms']:.3f}"),
-        ("One tweet, websocket message (Python client): p50 / p99 (ms)",
-         f"{sock['p50_ms']:.3f} / {sock['p99_ms']:.3f}"),
-        ("One tweet, 16 connections (Python client): REST requests/s",
-         f"{rest['per_s']:,.0f} ({rest['errors']} errors)"),
-        ("One tweet, 16 connections (Python client): websocket messages/s",
-         f"{sock['per_s']:,.0f} ({sock['errors']} errors)"),
-    ]  # fmt: skip
+        *door_rows("rest_one_tweet", "One tweet, REST on a kept-alive connection", "requests"),
+        *door_rows("websocket_one_tweet", "One tweet, websocket message", "messages"),
+        *door_rows("rest_payload", "`payload.json`, REST (Python client)", "requests"),
+        *door_rows("rpc_payload", "`payload.json`, ZeroRPC call", "calls"),
+    ]
     lines = [
         "| Measure | Service | Model only | Floor | Service / floor | Model only / floor |",
         "| --- | --: | --: | --: | --: | --: |",
@@ -379,7 +383,7 @@ def main(argv=None):
             # with 4 it held all of them now and then, leaving the other worker idle.
             big = wrk(servers["service"].url, big_body, 8, 10)
             big["tweets_per_s"] = big["requests_per_s"] * 1000
-            print("one tweet: the websocket beside REST, the same Python client ...", flush=True)
+            print("the websocket and ZeroRPC beside REST, the same Python client ...", flush=True)
             cafile = str(folder / "server.crt")
             results["doors"] = doors.measure(servers["service"].port, TOKEN, cafile, args.seconds)
             for name, server in servers.items():

@@ -1,44 +1,60 @@
-"""The websocket beside REST, measured with the same Python client on the same running service.
+"""The other doors beside REST, measured with the same Python client on the same machine.
 
-Both doors get one tweet per message or request: round trips one at a time on one kept-alive
-connection (p50 / p99), then messages per second over 16 connections, spread over 2 client
-processes of 8 threads (the client shares the machine's cores with the server, alike for both).
+The websocket and REST get one tweet per message or request; ZeroRPC and REST get payload.json
+(8 tweets) per call. Round trips one at a time on one kept-alive connection (p50 / p99), then calls
+per second over 16 connections, spread over 2 client processes of 8 threads (greenlets for ZeroRPC,
+whose client is gevent's); the client shares the machine's cores with the servers, alike for all.
 """
 
+import contextlib
 import http.client
 import json
 import multiprocessing
+import os
+import socket
 import ssl
 import statistics
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import websocket
 
+ROOT = Path(__file__).resolve().parent.parent
 TWEET = {"1": "I love this new song, it made my whole day :)"}
+PAYLOAD = json.loads((ROOT / "payload.json").read_text())
 
 
 class Door:
     """One connection to the service: send one tweet, wait for the answer."""
 
-    def __init__(self, kind, port, token, cafile):
+    def __init__(self, kind, port, token, cafile, tweets=TWEET):
         self.kind = kind
-        if kind == "websocket":
+        if kind == "rpc":
+            import zerorpc
+
+            self.rpc, self.tweets = zerorpc.Client(timeout=30), tweets
+            self.rpc.connect(f"tcp://127.0.0.1:{port}")
+        elif kind == "websocket":
             self.ws = websocket.create_connection(
                 f"wss://127.0.0.1:{port}/api/v1/ws",
                 header=[f"Authorization: Bearer {token}"],
                 sslopt={"ca_certs": cafile},
             )
             self.message = json.dumps(
-                {"type": "prediction_request", "request_id": "b", "tweets": TWEET}
+                {"type": "prediction_request", "request_id": "b", "tweets": tweets}
             )
         else:
             context = ssl.create_default_context(cafile=cafile)
             self.http = http.client.HTTPSConnection("127.0.0.1", port, context=context)
-            self.path, self.body = f"/api/v1/{token}/predict", json.dumps(TWEET)
+            self.path, self.body = f"/api/v1/{token}/predict", json.dumps(tweets)
             self.headers = {"Content-Type": "application/json"}
 
     def ask(self):
+        if self.kind == "rpc":
+            return self.rpc.predict(self.tweets)
         if self.kind == "websocket":
             self.ws.send(self.message)
             return json.loads(self.ws.recv())["predictions"]
@@ -46,12 +62,14 @@ class Door:
         return json.loads(self.http.getresponse().read())
 
     def close(self):
-        (self.ws if self.kind == "websocket" else self.http).close()
+        {"rpc": getattr(self, "rpc", None), "websocket": getattr(self, "ws", None)}.get(
+            self.kind, getattr(self, "http", None)
+        ).close()
 
 
-def round_trips(kind, port, token, cafile, count=3_000):
-    """Time one-tweet round trips one after another on one connection; return p50 and p99 (ms)."""
-    door = Door(kind, port, token, cafile)
+def round_trips(kind, port, token, cafile, tweets=TWEET, count=3_000):
+    """Time round trips one after another on one connection; return p50 and p99 (ms)."""
+    door = Door(kind, port, token, cafile, tweets)
     for _ in range(200):  # warm up
         door.ask()
     times = []
@@ -67,8 +85,8 @@ def round_trips(kind, port, token, cafile, count=3_000):
 
 
 def _client_process(args):
-    kind, port, token, cafile, threads, seconds = args
-    doors = [Door(kind, port, token, cafile) for _ in range(threads)]
+    kind, port, token, cafile, tweets, threads, seconds = args
+    doors = [Door(kind, port, token, cafile, tweets) for _ in range(threads)]
     counts, errors = [0] * threads, [0]
     deadline = time.monotonic() + seconds
 
@@ -81,19 +99,24 @@ def _client_process(args):
                 errors[0] += 1
                 return
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    if kind == "rpc":  # zerorpc's client is gevent's: greenlets, not threads
+        import gevent
+
+        gevent.joinall([gevent.spawn(run, i) for i in range(threads)])
+    else:
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
     for door in doors:
         door.close()
     return sum(counts), errors[0]
 
 
-def throughput(kind, port, token, cafile, connections=16, seconds=5, processes=2):
-    """Messages (or requests) per second over `connections`, one tweet each."""
-    args = (kind, port, token, cafile, connections // processes, seconds)
+def throughput(kind, port, token, cafile, tweets=TWEET, connections=16, seconds=5, processes=2):
+    """Calls (messages, requests) per second over `connections`."""
+    args = (kind, port, token, cafile, tweets, connections // processes, seconds)
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         results = pool.map(_client_process, [args] * processes)
     done = sum(r[0] for r in results)
@@ -101,10 +124,53 @@ def throughput(kind, port, token, cafile, connections=16, seconds=5, processes=2
 
 
 def measure(port, token, cafile, seconds):
-    """Both doors, side by side: round trips, then throughput, REST and websocket in turn."""
+    """Each door beside REST, in turn: round trips, then throughput."""
     figures = {}
-    for kind in ("rest", "websocket"):
-        figures[kind] = round_trips(kind, port, token, cafile)
-    for kind in ("rest", "websocket"):
-        figures[kind].update(throughput(kind, port, token, cafile, seconds=seconds))
+    with rpc_server() as rpc_port:
+        for name, kind, where, tweets in (
+            ("rest_one_tweet", "rest", port, TWEET),
+            ("websocket_one_tweet", "websocket", port, TWEET),
+            ("rest_payload", "rest", port, PAYLOAD),
+            ("rpc_payload", "rpc", rpc_port, PAYLOAD),
+        ):
+            figures[name] = round_trips(kind, where, token, cafile, tweets)
+            figures[name].update(throughput(kind, where, token, cafile, tweets, seconds=seconds))
     return figures
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def rpc_server():
+    """rpc.py on a free port, as `make rpc-start` runs it; yields the port once it answers."""
+    port, metrics = free_port(), free_port()
+    env = {**os.environ, "RPC_BIND": f"tcp://127.0.0.1:{port}", "RPC_METRICS_PORT": str(metrics)}
+    python = ROOT / ".venv" / "bin" / "python"
+    process = subprocess.Popen(
+        [str(python if python.exists() else sys.executable), "rpc.py"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        door = None
+        deadline = time.monotonic() + 60
+        while door is None:
+            try:
+                door = Door("rpc", port, None, None)
+                door.rpc._timeout = 1
+                door.rpc.health()
+            except Exception:  # noqa: BLE001 - not up yet
+                door = None
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("rpc.py did not start") from None
+                time.sleep(0.2)
+        door.close()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)

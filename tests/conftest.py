@@ -148,8 +148,8 @@ def running_server(folder, **env):
         stop(process)
 
 
-def gunicorn_master(server):
-    """The gunicorn master: make's child."""
+def make_child(server):
+    """The process `make ...-start` runs: gunicorn's master, rpc.py. Signals go to it, not make."""
     children = Path(f"/proc/{server['process'].pid}/task/{server['process'].pid}/children")
     return int(children.read_text().split()[0])
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import FIGURES, TOKEN, gunicorn_master, running_server, wait_for_workers
+from conftest import FIGURES, TOKEN, make_child, running_server, wait_for_workers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -241,7 +241,7 @@ def test_metrics_add_up_across_workers(server):
 @pytest.mark.slow
 @pytest.mark.parametrize("fresh", [False, True], ids=["keep-alive", "connection-per-request"])
 def test_hup_under_load_fails_no_request_and_rotates_the_token(server, fresh):
-    master = gunicorn_master(server)
+    master = make_child(server)
     old_workers = wait_for_workers(master, 2)
     token_file = server["folder"] / ".api_token"
     with Load(server["port"], "first-token", clients=6, fresh=fresh) as load:
@@ -264,7 +264,7 @@ def test_hup_under_load_fails_no_request_and_rotates_the_token(server, fresh):
 
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_loses_at_most_its_requests_in_flight(server):
-    master = gunicorn_master(server)
+    master = make_child(server)
     before = wait_for_workers(master, 2)
     clients = 6
     with Load(server["port"], "first-token", clients=clients) as load:
@@ -373,7 +373,7 @@ def test_term_finishes_the_request_in_flight_and_exits(server):
     sender = threading.Thread(target=send)
     sender.start()
     time.sleep(0.05)
-    master = gunicorn_master(server)
+    master = make_child(server)
     started = time.monotonic()
     os.kill(master, signal.SIGTERM)
     sender.join(15)

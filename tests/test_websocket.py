@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 import websocket
-from conftest import ROOT, TOKEN, gunicorn_master, running_server, wait_for_workers
+from conftest import ROOT, TOKEN, make_child, running_server, wait_for_workers
 
 pytestmark = pytest.mark.slow
 PAYLOAD = json.loads((ROOT / "payload.json").read_text())
@@ -265,7 +265,7 @@ def test_hup_answers_what_was_sent_then_closes_with_1001(server):
                 )
             )
             sent[i] += 1
-    master = gunicorn_master(server)
+    master = make_child(server)
     old_workers = wait_for_workers(master, 2)
     os.kill(master, signal.SIGHUP)
     for i, ws in enumerate(sockets):

@@ -1,0 +1,222 @@
+"""The ZeroRPC door: the model as a remote procedure, MessagePack over ZeroMQ.
+
+    make rpc-start                          # RPC_BIND=tcp://127.0.0.1:4242
+
+Methods: predict(tweets, options=None), get_model(), health(). A contract error arrives at the
+client as a RemoteError named after its kind (BadInput, TooLarge, Unprocessable) whose message
+names the ids; never a traceback. TERM stops accepting, answers the calls in flight and exits 0;
+HUP loads the artifacts again. ZeroRPC has no authentication and no encryption: binding anything
+but loopback needs RPC_ALLOW_UNAUTHENTICATED_NETWORK=yes.
+"""
+
+import functools
+import inspect
+import ipaddress
+import logging
+import signal
+import sys
+import time
+
+import gevent
+import prometheus_client
+import zerorpc
+import zmq
+from prometheus_client import Counter, Gauge, Histogram
+
+import contract
+import model
+import service
+
+DEFAULTS = {
+    **service.SHARED,
+    "RPC_BIND": "tcp://127.0.0.1:4242",
+    "RPC_ALLOW_UNAUTHENTICATED_NETWORK": "no",
+    "RPC_HEARTBEAT_SECONDS": 5,  # a client silent for twice this is taken for dead
+    "RPC_METRICS_PORT": 9242,  # Prometheus metrics, on RPC_METRICS_HOST
+    "RPC_METRICS_HOST": "127.0.0.1",
+}
+log = logging.getLogger("rpc")
+
+CALLS = Counter("rpc_calls", "Calls answered, by method and outcome", ["method", "outcome"])
+LATENCY = Histogram(
+    "rpc_call_seconds",
+    "Seconds from call to answer, by method",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+TWEETS = Counter("rpc_tweets", "Tweets labelled")
+MODEL_INFO = Gauge(
+    "rpc_model_info", "The model being served: 1, labelled with its version", ["version"]
+)
+
+
+def remote(method):
+    """Count, time and log a call (never its tweets), and tell zerorpc its arguments.
+
+    zerorpc 0.6.3 lists a method's arguments with inspect.getargspec, which Python 3.11 removed;
+    it asks the function's own _zerorpc_args first, which this provides.
+    """
+    names = [p for p in inspect.signature(method).parameters if p != "self"]
+    defaults = tuple(
+        p.default
+        for p in inspect.signature(method).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    )
+
+    @functools.wraps(method)
+    def observed(self, *args):
+        start, outcome, tweets = time.perf_counter(), "ok", 0
+        try:
+            answer = method(self, *args)
+            tweets = len(answer) if method.__name__ == "predict" else 0
+            return answer
+        except contract.PredictionError as e:
+            outcome = type(e).__name__
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            seconds = time.perf_counter() - start
+            CALLS.labels(method.__name__, outcome).inc()
+            LATENCY.labels(method.__name__).observe(seconds)
+            TWEETS.inc(tweets)
+            if log.isEnabledFor(logging.INFO):
+                fields = {
+                    "method": method.__name__,
+                    "outcome": outcome,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "tweets": tweets,
+                }
+                sys.stderr.write(service.json_line("info", "rpc call", fields))
+
+    observed._zerorpc_args = lambda: (names, None, None, defaults or None)
+    return observed
+
+
+class Sentiment:
+    """Tweet sentiment: is each tweet Positive or Negative?"""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.model = self.load()
+
+    def load(self):
+        loaded = model.load(self.settings["ARTIFACTS_DIR"])
+        loaded.run(["a model that cannot answer does not replace the one in service"])
+        MODEL_INFO.labels(loaded.version).set(1)
+        return loaded
+
+    def reload(self):
+        """On HUP: load the artifacts again; keep the model in service if they are broken."""
+        try:
+            self.model = self.load()
+            log.info("reloaded the model, version %s", self.model.version)
+        except model.ArtifactError as e:
+            log.error("reload failed; keeping the model in use: %s", e)
+
+    @remote
+    def predict(self, tweets, options=None):
+        """Label tweets {id: text} as POST /api/v1/predict does, options {"scores", "explain"}.
+
+        Answers {id: label}, or with an option {id: {"label", "score"?, "explanation"?}}.
+        """
+        flags = parse_options(options)
+        return contract.predict(
+            self.model, contract.batch(tweets, "tweets"), self.settings, **flags
+        )
+
+    @remote
+    def get_model(self):
+        """The model's version, labels, limits, input schema, training data and figures."""
+        return contract.metadata(self.model, self.settings, self.settings["MAX_BODY_BYTES"])
+
+    @remote
+    def health(self):
+        """{"status": "ok", "model_version": ...} while the service answers."""
+        return {"status": "ok", "model_version": self.model.version}
+
+
+def parse_options(options):
+    """Return the options as booleans; BadInput for anything else."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        shape = '{"scores": bool, "explain": bool}'
+        raise contract.BadInput(f"options must be a map {shape}, got {contract.json_type(options)}")
+    unknown = sorted(map(str, set(options) - set(contract.OPTIONS)))
+    if unknown:
+        raise contract.BadInput(f"unknown option(s) {unknown}; allowed: {list(contract.OPTIONS)}")
+    for name, value in options.items():
+        if not isinstance(value, bool):
+            raise contract.BadInput(
+                f"option {name} must be true or false, got {contract.json_type(value)}"
+            )
+    return options
+
+
+class Server(zerorpc.Server):
+    """zerorpc's server, sending errors without tracebacks: a kind, and a message naming the ids."""
+
+    def _print_traceback(self, protocol_v1, exc_infos):
+        error = exc_infos[1]
+        if isinstance(error, contract.PredictionError):
+            name, message = type(error).__name__, f"{error.status} {error.text}: {error.detail}"
+        elif isinstance(error, NameError):  # an unknown method
+            name, message = "NameError", f"no such method: {error}"
+        else:
+            log.error("unexpected error", exc_info=tuple(exc_infos))
+            name, message = "InternalError", "an unexpected error; the server's log has it"
+        return (message,) if protocol_v1 else (name, message, "")
+
+
+def check_bind(settings):
+    """Refuse to bind beyond loopback unless the operator has accepted the risk by name."""
+    address = settings["RPC_BIND"]
+    if address.startswith(("ipc://", "inproc://")):
+        return
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and settings["RPC_ALLOW_UNAUTHENTICATED_NETWORK"] != "yes":
+        raise RuntimeError(
+            f"RPC_BIND={address} is reachable from other machines, and ZeroRPC has no "
+            "authentication or encryption: anyone who can reach it can use it. Bind loopback, put "
+            "it behind something that authenticates, or set RPC_ALLOW_UNAUTHENTICATED_NETWORK=yes."
+        )
+
+
+def main(config=None):
+    service.setup_logging(log)
+    service.setup_logging(logging.getLogger("zerorpc"))
+    settings = service.Settings.load(DEFAULTS, config)
+    check_bind(settings)
+    sentiment = Sentiment(settings)
+    methods = {name: getattr(sentiment, name) for name in ("predict", "get_model", "health")}
+    server = Server(methods, name="sentiment", heartbeat=settings["RPC_HEARTBEAT_SECONDS"])
+    server._events.setsockopt(zmq.MAXMSGSIZE, settings["MAX_BODY_BYTES"])
+    server._events.setsockopt(zmq.LINGER, 2000)  # answers in flight leave before the socket closes
+    server.bind(settings["RPC_BIND"])
+    prometheus_client.start_http_server(settings["RPC_METRICS_PORT"], settings["RPC_METRICS_HOST"])
+    gevent.signal_handler(signal.SIGTERM, server.stop)
+    gevent.signal_handler(signal.SIGINT, server.stop)
+    gevent.signal_handler(signal.SIGHUP, sentiment.reload)
+    log.info(
+        "serving ZeroRPC on %s, metrics on %s:%s, model %s",
+        settings["RPC_BIND"],
+        settings["RPC_METRICS_HOST"],
+        settings["RPC_METRICS_PORT"],
+        sentiment.model.version,
+    )
+    server.run()  # returns on TERM once the calls in flight are answered
+    server.close()
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (RuntimeError, model.ArtifactError) as e:
+        sys.exit(f"rpc: {e}")

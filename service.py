@@ -1,0 +1,88 @@
+"""What every door's process shares: settings from the environment, and JSON log lines.
+
+Each door (api.py, rpc.py, ...) adds its own settings to SHARED; the rules of a prediction live in
+contract.py, not here.
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import contract
+import model
+
+ROOT = Path(__file__).resolve().parent
+SHARED = {
+    "API_TOKEN": "",  # comma-separated; empty means: read API_TOKEN_FILE
+    "API_TOKEN_FILE": str(ROOT / ".api_token"),
+    "ARTIFACTS_DIR": str(model.ARTIFACTS_DIR),
+    **contract.LIMITS,
+    "MAX_BODY_BYTES": 8 * 1024 * 1024,  # a REST body, a websocket message, an RPC call
+}
+
+
+class Settings(dict):
+    """A door's settings: its defaults, then the environment, then what the caller passes."""
+
+    @classmethod
+    def load(cls, defaults, config=None):
+        settings = cls(defaults)
+        for key in defaults.keys() & os.environ.keys():
+            value = os.environ[key]
+            if isinstance(defaults[key], int):
+                if not value.isdigit() or int(value) < 1:
+                    raise RuntimeError(f"{key} must be a whole number above 0, got {value!r}")
+                value = int(value)
+            settings[key] = value
+        settings.update(config or {})
+        return settings
+
+    def tokens(self):
+        """Return the valid tokens: API_TOKEN, or else the lines or commas of API_TOKEN_FILE."""
+        raw = self["API_TOKEN"]
+        if not raw:
+            path = Path(self["API_TOKEN_FILE"])
+            try:
+                raw = path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise RuntimeError(
+                    f"no API token: set API_TOKEN or create {path} (make api-start does): "
+                    f"{e.strerror}"
+                ) from None
+        tokens = [t.strip() for t in raw.replace("\n", ",").split(",") if t.strip()]
+        if not tokens:
+            raise RuntimeError("no API token: API_TOKEN and the token file are empty")
+        return [t.encode() for t in tokens]
+
+
+def json_line(level, message, fields):
+    """Return a log line: one JSON object with the time, level, message and fields."""
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "level": level, "message": message}
+    line.update(fields)
+    return json.dumps(line) + "\n"
+
+
+class JSONFormatter(logging.Formatter):
+    """Format a record as one JSON line with its extra fields, as request lines are written."""
+
+    FIELDS = ("request_id", "route", "method")
+
+    def format(self, record):
+        fields = {f: getattr(record, f) for f in self.FIELDS if hasattr(record, f)}
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.levelname.lower(), record.getMessage(), fields).rstrip("\n")
+
+
+def setup_logging(log):
+    """Send a logger's records to standard error as JSON lines, once."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JSONFormatter())
+        log.addHandler(handler)
+        log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+        log.propagate = False
+    return log
