@@ -31,12 +31,14 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start rpc-start certs token test lint format train bench docker-build docker-run \
+.PHONY: help api-start rpc-start score spark-score bench-files certs token test lint format train bench docker-build docker-run \
 	docker-test clean
 
 help:
 	@echo "make api-start   serve HTTPS on $(HOST):$(PORT) (installs, makes a certificate and token)"
 	@echo "make rpc-start   serve the model over ZeroRPC on RPC_BIND (default tcp://127.0.0.1:4242)"
+	@echo "make score IN=tweets.csv OUT=labels.csv         label a file on every core"
+	@echo "make spark-score IN=tweets.csv OUT=labels.parquet  the same on Spark"
 	@echo "make test        install the dev tools and run every test"
 	@echo "make lint        ruff check and format check"
 	@echo "make train       retrain artifacts/ from DATA=$(DATA)"
@@ -94,6 +96,17 @@ api-start: $(RUNTIME) certs token
 rpc-start: $(RUNTIME)
 	exec $(BIN)/python rpc.py
 
+# Files: score a CSV or JSON Lines file on every core; or on Spark (local[*] unless SPARK_MASTER).
+SPARK_MASTER ?= local[*]
+score: $(RUNTIME)
+	@[ -n "$(IN)" ] && [ -n "$(OUT)" ] || { echo "usage: make score IN=tweets.csv OUT=labels.csv"; exit 2; }
+	$(BIN)/python -m score "$(IN)" "$(OUT)"
+
+spark-score: $(DEV)
+	@[ -n "$(IN)" ] && [ -n "$(OUT)" ] || { echo "usage: make spark-score IN=in.csv OUT=out.parquet"; exit 2; }
+	PYSPARK_PYTHON=$(abspath $(DEV_BIN)/python) $(DEV_BIN)/spark-submit --master "$(SPARK_MASTER)" \
+		spark_score.py "$(IN)" "$(OUT)"
+
 # Docker: the image, the self-contained container, and the check of both ways to run it.
 # Here containers have no bridge network: make docker-run DOCKER_RUN_ARGS=--network=host
 DOCKER_RUN_ARGS ?= -p $(PORT):5000
@@ -131,6 +144,10 @@ bench: $(DEV) $(VENV)/.installed
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(DEV_BIN)/python bench/bench.py
+
+# The command line and Spark on 1,000,000 rows, by cores (minutes).
+bench-files: $(DEV) $(VENV)/.installed
+	$(DEV_BIN)/python bench/files.py
 
 clean:
 	rm -rf $(VENV) $(DEV_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json

@@ -10,6 +10,7 @@ saying so, when no Docker engine answers.
 """
 
 import json
+import secrets
 import shutil
 import socket
 import ssl
@@ -158,6 +159,48 @@ class Case:
             assert tweet not in self.output, f"{self.name}: a tweet is in the log"
 
 
+def as_kubernetes_runs_it(image, tmp):
+    """The pod of k8s/deployment.yaml: its user from the first process, read-only root, its
+    command, its settings, and the Secrets' files where the manifest mounts them."""
+    import yaml
+
+    pod = yaml.safe_load((ROOT / "k8s" / "deployment.yaml").read_text())["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    security = pod["spec"]["securityContext"]
+    token = secrets.token_hex(16)
+    tls = tmp / "tls"
+    tls.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", "tls.key", "-out", "tls.crt"],
+        cwd=tls, check=True, capture_output=True,
+    )  # fmt: skip
+    for path in (tls, tls / "tls.key", tls / "tls.crt"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the pod reads them as user 10001
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "tls")
+    env = [
+        f"{e['name']}={e['value']}"
+        for e in container["env"]
+        if "value" in e and e["name"] != "PORT"
+    ]
+    run_args = [
+        "--user", f"{security['runAsUser']}:{security['runAsGroup']}",
+        "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+        "-v", f"{tls}:{mount}:ro", "-e", f"API_TOKEN={token}",
+        *[arg for e in env for arg in ("-e", e)],
+    ]  # fmt: skip
+    return Case(
+        "as k8s/deployment.yaml runs it",
+        image,
+        run_args,
+        container["args"],
+        lambda case: str(tls / "tls.crt"),
+        lambda case: token,
+        False,
+    )
+
+
 def main(image):
     if docker("info", check=False).returncode != 0:
         print("docker-test: no Docker engine answers here (docker info failed): NOTHING WAS TESTED")
@@ -201,6 +244,7 @@ def main(image):
             (None, Case("mounted, with the 2020 certificate", **mounted)),
             (without_certificate, Case("mounted, no certificate", **mounted)),
             (None, Case("self-contained", image, [], [], container_cert, container_token, False)),
+            (None, as_kubernetes_runs_it(image, Path(tmp))),
         ]
         for prepare, case in cases:
             if prepare:
@@ -208,7 +252,7 @@ def main(image):
             case.run()
             print(f"docker-test: {case.name}: passed {json.dumps(case.figures)}", flush=True)
         assert (project / "server.key").stat().st_mode & 0o777 == 0o600
-    print(f"docker-test: image {image}: {size / 1e6:.0f} MB; both ways passed")
+    print(f"docker-test: image {image}: {size / 1e6:.0f} MB; every way passed")
     return 0
 
 

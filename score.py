@@ -1,0 +1,181 @@
+"""Label a file of tweets: CSV or JSON Lines in, `id,label,score` CSV out, in input order.
+
+    python -m score tweets.csv labels.csv          # or: make score IN=tweets.csv OUT=labels.csv
+    python -m score tweets.jsonl labels.csv --processes 1
+
+The input has columns (CSV, with a header row) or keys (JSON Lines) `id` and `text`; other
+columns are ignored, so the training CSV works as it is. The file is read and written in chunks,
+in bounded memory whatever its size, and the chunks are labelled on every core. A row that cannot
+be labelled (no text, text not a string, invalid UTF-8, too long) goes to the errors file,
+`line,id,reason`, and the exit status is 1; 0 when every row was labelled, 2 when the file itself
+cannot be read.
+"""
+
+import argparse
+import collections
+import csv
+import json
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+import contract
+import model
+import service
+
+CHUNK = 5_000  # rows labelled per task
+WINDOW = 4  # tasks in flight per process: what bounds memory
+
+
+class InputError(Exception):
+    """The file itself cannot be read as tweets."""
+
+
+def rows(path):
+    """Yield (line number, id, text or an error reason) for each row of a CSV or JSON Lines file."""
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        yield from json_lines(path)
+    else:
+        yield from csv_rows(path)
+
+
+def csv_rows(path):
+    # surrogateescape: a row with invalid UTF-8 is reported, not the whole file refused.
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("id", "text") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: no column {' or '.join(missing)} in the header row")
+        for row in reader:
+            yield checked(reader.line_num, row.get("id"), row.get("text"))
+
+
+def json_lines(path):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                yield number, None, contract.BadInput("the line is not valid UTF-8")
+                continue
+            except ValueError as e:
+                yield number, None, contract.BadInput(f"the line is not valid JSON: {e}")
+                continue
+            if not isinstance(record, dict):
+                yield number, None, contract.BadInput("the line is not a JSON object")
+                continue
+            yield checked(number, record.get("id"), record.get("text"))
+
+
+def checked(number, id_, text):
+    """Return (line, id, text), or (line, id, error) when the row cannot be labelled."""
+    id_ = None if id_ is None else str(id_)
+    if text is None:
+        return number, id_, contract.BadInput("no text")
+    if isinstance(text, str) and any("\udc80" <= c <= "\udcff" for c in text):
+        return number, id_, contract.BadInput("the text is not valid UTF-8")
+    return number, id_, text
+
+
+def label(chunk):
+    """Label one chunk [(line, id, text or error)] by the contract every door keeps, row by row.
+
+    Returns [(line, id, label, score)] and [(line, id, reason)].
+    """
+    classifier, limits = LOADED
+    tweets, errors = {}, []
+    for number, id_, text in chunk:
+        try:
+            if isinstance(text, contract.PredictionError):
+                raise text
+            contract.check({id_: text}, limits)
+        except contract.PredictionError as e:
+            errors.append((number, id_, e.detail))
+            continue
+        tweets[str(number)] = (id_, text)
+    answer = contract.predict(
+        classifier, {k: t for k, (_, t) in tweets.items()}, limits, scores=True
+    )
+    labelled = [(int(k), i, answer[k]["label"], answer[k]["score"]) for k, (i, _) in tweets.items()]
+    return labelled, errors
+
+
+LOADED = None  # (model, limits) in each process: loaded once, before the workers fork
+
+
+def chunks(iterable):
+    chunk = []
+    for row in iterable:
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def score(source, target, errors_path, processes):
+    """Label source into target, and refused rows into errors_path; return both counts."""
+    global LOADED
+    settings = service.Settings.load(service.SHARED)
+    LOADED = (model.load(settings["ARTIFACTS_DIR"]), {**settings, "MAX_TWEETS": CHUNK})
+    counts = {"labelled": 0, "refused": 0}
+    with (
+        target.open("w", newline="", encoding="utf-8") as out,
+        errors_path.open("w", newline="", encoding="utf-8") as err,
+        tqdm(unit=" rows", unit_scale=True, disable=None, file=sys.stderr) as progress,
+    ):
+        writer, errors = csv.writer(out), csv.writer(err)
+        writer.writerow(["id", "label", "score"])
+        errors.writerow(["line", "id", "reason"])
+
+        def write(result):  # chunks arrive in input order
+            labelled, refused = result
+            writer.writerows(row[1:] for row in labelled)
+            errors.writerows(refused)
+            counts["labelled"] += len(labelled)
+            counts["refused"] += len(refused)
+            progress.update(len(labelled) + len(refused))
+
+        if processes == 1:
+            for chunk in chunks(rows(source)):
+                write(label(chunk))
+        else:
+            with multiprocessing.get_context("fork").Pool(processes) as pool:
+                pending = collections.deque()
+                for chunk in chunks(rows(source)):
+                    pending.append(pool.apply_async(label, (chunk,)))
+                    if len(pending) >= WINDOW * processes:
+                        write(pending.popleft().get())
+                while pending:
+                    write(pending.popleft().get())
+    return counts["labelled"], counts["refused"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="CSV or JSON Lines (.jsonl) with id and text")
+    parser.add_argument("target", type=Path, help="CSV to write: id,label,score")
+    parser.add_argument("--errors", type=Path, help="default: TARGET with .errors.csv")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    errors = args.errors or args.target.with_suffix(".errors.csv")
+    try:
+        done, refused = score(args.source, args.target, errors, max(1, args.processes))
+    except (OSError, InputError, model.ArtifactError) as e:
+        print(f"score: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"labelled {done:,} rows into {args.target}; {refused:,} refused, in {errors}",
+        file=sys.stderr,
+    )
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

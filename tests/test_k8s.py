@@ -1,0 +1,112 @@
+"""The Kubernetes manifests: valid against a pinned Kubernetes schema, and true to the service."""
+
+import re
+
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import ROOT
+
+import api
+import service
+
+K8S = ROOT / "k8s"
+KUBERNETES = "1.32"  # the schema version the manifests are checked against
+MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def load(name):
+    return yaml.safe_load((K8S / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def pod():
+    return load("deployment.yaml")["spec"]["template"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_manifest_is_valid_kubernetes(path):
+    for document in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def test_the_validation_would_catch_a_mistake():
+    deployment = load("deployment.yaml")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pth"] = (
+        "/"
+    )
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+
+
+def test_kustomization_lists_every_manifest():
+    assert sorted(load("kustomization.yaml")["resources"]) == [p.name for p in MANIFESTS]
+
+
+def test_probes_point_at_real_routes_on_the_served_port(pod, app):
+    container = pod["spec"]["containers"][0]
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert str(ports["https"]) == env["PORT"]
+    expected = {"readinessProbe": "/ready", "livenessProbe": "/health", "startupProbe": "/health"}
+    for probe, path in expected.items():
+        get = container[probe]["httpGet"]
+        assert get["path"] == path and path in routes
+        assert get["port"] in ports and get["scheme"] == "HTTPS"
+
+
+def test_the_pod_runs_as_the_images_user_read_only(pod):
+    uid = re.search(r"useradd .*--uid (\d+)", (ROOT / "Dockerfile").read_text()).group(1)
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == int(uid)
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "setpriv" not in container["args"]  # it starts as the user; nothing to drop
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+
+
+def test_secrets_give_what_the_service_reads(pod):
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert "API_TOKEN" in service.SHARED
+    token = env["API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert (token["name"], token["key"]) == ("sentiment-token", "api-token")
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    tls = next(m for m in container["volumeMounts"] if m["name"] == "tls")
+    assert volumes["tls"]["secret"]["secretName"] == "sentiment-tls"
+    # A kubernetes.io/tls Secret holds tls.crt and tls.key; gunicorn.conf.py reads these names.
+    conf = (ROOT / "gunicorn.conf.py").read_text()
+    for variable, key in (("TLS_CERT", "tls.crt"), ("TLS_KEY", "tls.key")):
+        assert f'"{variable}"' in conf
+        assert env[variable]["value"] == f"{tls['mountPath']}/{key}"
+    readme = (ROOT / "README.md").read_text()
+    assert "kubectl create secret tls sentiment-tls" in readme
+    assert "kubectl create secret generic sentiment-token --from-file=api-token=" in readme
+
+
+def test_replicas_autoscaling_disruption_budget_and_drain(pod):
+    deployment, hpa, pdb, svc = (load(f"{n}.yaml") for n in ("deployment", "hpa", "pdb", "service"))
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] >= 2 and hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert svc["spec"]["ports"][0]["targetPort"] == "https"
+    container = pod["spec"]["containers"][0]
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    graceful = int(
+        re.search(r'"GRACEFUL_TIMEOUT", (\d+)', (ROOT / "gunicorn.conf.py").read_text())[1]
+    )
+    assert pause + graceful < pod["spec"]["terminationGracePeriodSeconds"]
+    resources = container["resources"]
+    assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
+
+
+def test_the_app_reads_the_settings_the_manifest_sets(pod):
+    names = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+    known = set(api.DEFAULTS) | {"TLS_CERT", "TLS_KEY", "WORKERS", "PORT", "HOST"}
+    assert names <= known
