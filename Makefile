@@ -31,12 +31,13 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start rpc-start score spark-score bench-files certs token test lint format train bench docker-build docker-run \
+.PHONY: help api-start rpc-start stream-start score spark-score bench-files certs token test lint format train bench docker-build docker-run \
 	docker-test clean
 
 help:
 	@echo "make api-start   serve HTTPS on $(HOST):$(PORT) (installs, makes a certificate and token)"
 	@echo "make rpc-start   serve the model over ZeroRPC on RPC_BIND (default tcp://127.0.0.1:4242)"
+	@echo "make stream-start label tweets from Kafka (KAFKA_BOOTSTRAP_SERVERS, KAFKA_INPUT_TOPIC, ...)"
 	@echo "make score IN=tweets.csv OUT=labels.csv         label a file on every core"
 	@echo "make spark-score IN=tweets.csv OUT=labels.parquet  the same on Spark"
 	@echo "make test        install the dev tools and run every test"
@@ -95,6 +96,10 @@ api-start: $(RUNTIME) certs token
 # The ZeroRPC door (rpc.py): RPC_BIND=tcp://127.0.0.1:4242 by default, loopback only.
 rpc-start: $(RUNTIME)
 	exec $(BIN)/python rpc.py
+
+# The Kafka door (stream.py): KAFKA_BOOTSTRAP_SERVERS=localhost:9092 by default.
+stream-start: $(RUNTIME)
+	exec $(BIN)/python stream.py
 
 # Files: score a CSV or JSON Lines file on every core; or on Spark (local[*] unless SPARK_MASTER).
 SPARK_MASTER ?= local[*]

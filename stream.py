@@ -1,0 +1,288 @@
+"""The Kafka door: tweets in on one topic, labels out on another, bad messages to an error topic.
+
+    make stream-start                       # KAFKA_BOOTSTRAP_SERVERS=localhost:9092
+    python stream.py --check                # is the running processor connected and assigned?
+
+Input: a message whose value is UTF-8 JSON {"id": "...", "text": "..."}. Output: the same key and
+headers, value {"id", "label", "score", "model_version"}. A message that cannot be labelled goes to
+the error topic byte for byte, with headers error.kind, error.status and error.detail. Messages are
+taken in batches and labelled in one call. Offsets are committed only after every output of the
+batch is acknowledged by the broker: at least once, so a crash can repeat a batch, never lose one.
+TERM finishes the batch in hand, commits, leaves the group and exits 0.
+"""
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+import urllib.request
+
+import prometheus_client
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+import contract
+import model
+import service
+
+DEFAULTS = {
+    **service.SHARED,
+    "KAFKA_BOOTSTRAP_SERVERS": "localhost:9092",
+    "KAFKA_INPUT_TOPIC": "tweet-sentiment-inputs",
+    "KAFKA_OUTPUT_TOPIC": "tweet-sentiment-outputs",
+    "KAFKA_ERROR_TOPIC": "tweet-sentiment-errors",
+    "KAFKA_GROUP_ID": "tweet-sentiment",
+    # The client's security settings, for a TLS or SASL cluster; empty: librdkafka's defaults.
+    "KAFKA_SECURITY_PROTOCOL": "",  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    "KAFKA_SASL_MECHANISM": "",  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    "KAFKA_SASL_USERNAME": "",
+    "KAFKA_SASL_PASSWORD": "",
+    "KAFKA_SSL_CA_LOCATION": "",
+    "KAFKA_SESSION_TIMEOUT_MS": 10_000,
+    "STREAM_BATCH": 500,  # messages taken and labelled at once
+    "STREAM_METRICS_PORT": 9243,
+    "STREAM_METRICS_HOST": "127.0.0.1",
+}
+SECURITY = {
+    "KAFKA_SECURITY_PROTOCOL": "security.protocol",
+    "KAFKA_SASL_MECHANISM": "sasl.mechanism",
+    "KAFKA_SASL_USERNAME": "sasl.username",
+    "KAFKA_SASL_PASSWORD": "sasl.password",
+    "KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
+}
+log = logging.getLogger("stream")
+
+MESSAGES = Counter("stream_messages", "Messages, by outcome: in, out, error", ["outcome"])
+BATCH_SECONDS = Histogram(
+    "stream_batch_seconds",
+    "Seconds from taking a batch to committing it",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LAG = Gauge("stream_consumer_lag", "Messages not yet processed on the assigned partitions")
+ASSIGNED = Gauge("stream_assigned_partitions", "Input partitions assigned to this processor")
+CONNECTED = Gauge("stream_connected", "1 once the broker has answered")
+
+
+class Unlabelled(Exception):
+    """A message that goes to the error topic: its kind and a detail (never its text)."""
+
+    def __init__(self, kind, status, detail):
+        super().__init__(detail)
+        self.kind, self.status, self.detail = kind, status, detail
+
+
+def parse(value, limits):
+    """Return (id, text) of a message's value, or raise Unlabelled saying what is wrong."""
+    try:
+        document = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, AttributeError):
+        raise Unlabelled("not_utf8", 400, "the value is not UTF-8 text") from None
+    except ValueError as e:
+        raise Unlabelled("not_json", 400, f"the value is not valid JSON: {e}") from None
+    if not isinstance(document, dict):
+        kind = contract.json_type(document)
+        raise Unlabelled("not_an_object", 400, f'the value must be {{"id", "text"}}, got {kind}')
+    id_, text = document.get("id"), document.get("text")
+    if not isinstance(id_, str) or not id_:
+        raise Unlabelled("no_id", 400, 'the value needs "id", a non-empty string')
+    if "text" not in document:
+        raise Unlabelled("no_text", 400, 'the value has no "text"')
+    try:
+        contract.check({id_: text}, limits)
+    except contract.PredictionError as e:
+        kind = "too_long" if isinstance(text, str) else "text_not_string"
+        raise Unlabelled(kind, e.status, e.detail) from None
+    return id_, text
+
+
+class Processor:
+    """Consume, label in batches, produce, and commit what the broker has acknowledged."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.model = model.load(settings["ARTIFACTS_DIR"])
+        self.running = True
+        self.assignment = []
+        common = {"bootstrap.servers": settings["KAFKA_BOOTSTRAP_SERVERS"]}
+        common.update({SECURITY[k]: settings[k] for k in SECURITY if settings[k]})
+        self.consumer = Consumer(
+            {
+                **common,
+                "group.id": settings["KAFKA_GROUP_ID"],
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings["KAFKA_SESSION_TIMEOUT_MS"],
+                "heartbeat.interval.ms": max(100, settings["KAFKA_SESSION_TIMEOUT_MS"] // 10),
+                "error_cb": self.on_error,
+            }
+        )
+        self.producer = Producer(
+            {**common, "enable.idempotence": True, "linger.ms": 5, "error_cb": self.on_error}
+        )
+
+    def on_error(self, error):
+        log.error("kafka: %s", error)
+
+    def on_assign(self, consumer, partitions):
+        self.assignment = partitions
+        ASSIGNED.set(len(partitions))
+        log.info("assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def on_revoke(self, consumer, partitions):
+        # Each batch is committed before the next poll, so nothing is in hand here: what was
+        # done is committed before the partitions move.
+        self.assignment = []
+        ASSIGNED.set(0)
+        log.info("revoked %s", [f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def run(self):
+        topic = self.settings["KAFKA_INPUT_TOPIC"]
+        self.consumer.subscribe([topic], on_assign=self.on_assign, on_revoke=self.on_revoke)
+        last_lag = 0.0
+        while self.running:
+            messages = self.consumer.consume(self.settings["STREAM_BATCH"], timeout=0.5)
+            CONNECTED.set(1)
+            if messages:
+                self.process(messages)
+            if time.monotonic() - last_lag > 5:
+                self.measure_lag()
+                last_lag = time.monotonic()
+        self.consumer.close()  # leaves the group at once: its partitions move without a wait
+        log.info("stopped")
+
+    def process(self, messages):
+        """Label a batch, produce every answer, wait for the broker's acks, then commit."""
+        start = time.perf_counter()
+        good, failures = [], []
+        for message in messages:
+            if message.error():
+                if message.error().fatal():
+                    raise KafkaException(message.error())
+                log.warning("consume: %s", message.error())
+                continue
+            MESSAGES.labels("in").inc()
+            try:
+                good.append((message, *parse(message.value(), self.settings)))
+            except Unlabelled as e:
+                failures.append((message, e))
+        tweets = {str(n): text for n, (_, _, text) in enumerate(good)}
+        answer = (
+            contract.predict(
+                self.model, tweets, {**self.settings, "MAX_TWEETS": len(tweets)}, scores=True
+            )
+            if tweets
+            else {}
+        )
+        delivery = {"failed": []}
+
+        def delivered(error, _):
+            if error is not None:
+                delivery["failed"].append(error)
+
+        for n, (message, id_, _) in enumerate(good):
+            value = {"id": id_, **answer[str(n)], "model_version": self.model.version}
+            self.producer.produce(
+                self.settings["KAFKA_OUTPUT_TOPIC"], json.dumps(value).encode(),
+                key=message.key(), headers=message.headers(), on_delivery=delivered,
+            )  # fmt: skip
+        for message, error in failures:
+            headers = [
+                *(message.headers() or []),
+                ("error.kind", error.kind.encode()),
+                ("error.status", str(error.status).encode()),
+                ("error.detail", error.detail.encode()),
+            ]
+            self.producer.produce(
+                self.settings["KAFKA_ERROR_TOPIC"], message.value(), key=message.key(),
+                headers=headers, on_delivery=delivered,
+            )  # fmt: skip
+        if self.producer.flush(30) or delivery["failed"]:
+            # Not acknowledged: commit nothing, and stop; a restart takes the batch again.
+            raise KafkaException(f"outputs not acknowledged: {delivery['failed'][:3]}")
+        offsets = {}
+        for message in messages:
+            if not message.error():
+                offsets[(message.topic(), message.partition())] = message.offset() + 1
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+        )
+        MESSAGES.labels("out").inc(len(good))
+        MESSAGES.labels("error").inc(len(failures))
+        seconds = time.perf_counter() - start
+        BATCH_SECONDS.observe(seconds)
+        if log.isEnabledFor(logging.INFO):
+            fields = {
+                "messages": len(messages),
+                "labelled": len(good),
+                "errors": len(failures),
+                "latency_ms": round(seconds * 1000, 3),
+            }
+            sys.stderr.write(service.json_line("info", "stream batch", fields))
+
+    def measure_lag(self):
+        lag = 0
+        try:
+            positions = self.consumer.position(self.assignment) if self.assignment else []
+            for p in positions:
+                _, high = self.consumer.get_watermark_offsets(p, timeout=2, cached=False)
+                lag += max(0, high - p.offset) if p.offset >= 0 else high
+        except KafkaException as e:
+            log.warning("lag: %s", e)
+            return
+        LAG.set(lag)
+
+    def stop(self, *_):
+        self.running = False
+
+
+def check(settings):
+    """Exit 0 if the running processor reports that it is connected and assigned."""
+    url = f"http://{settings['STREAM_METRICS_HOST']}:{settings['STREAM_METRICS_PORT']}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError as e:
+        print(f"not running: {url}: {e}")
+        return 1
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("stream_connected ", "stream_assigned_partitions ")):
+            name, value = line.split()
+            values[name] = float(value)
+    connected = values.get("stream_connected", 0) == 1
+    assigned = int(values.get("stream_assigned_partitions", 0))
+    print(f"connected: {'yes' if connected else 'no'}; partitions assigned: {assigned}")
+    return 0 if connected and assigned else 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="probe the running processor")
+    args = parser.parse_args(argv)
+    settings = service.Settings.load(DEFAULTS)
+    if args.check:
+        return check(settings)
+    service.setup_logging(log)
+    processor = Processor(settings)
+    prometheus_client.start_http_server(
+        settings["STREAM_METRICS_PORT"], settings["STREAM_METRICS_HOST"]
+    )
+    signal.signal(signal.SIGTERM, processor.stop)
+    signal.signal(signal.SIGINT, processor.stop)
+    log.info(
+        "consuming %s from %s, model %s",
+        settings["KAFKA_INPUT_TOPIC"],
+        settings["KAFKA_BOOTSTRAP_SERVERS"],
+        processor.model.version,
+    )
+    processor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (RuntimeError, model.ArtifactError, KafkaException) as e:
+        sys.exit(f"stream: {e}")
