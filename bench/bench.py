@@ -435,7 +435,11 @@ def cpu_name():
 def write_results_md(results, text):
     machine = results["machine"]
     rounds, seconds = machine["rounds"], machine["seconds_per_measure"]
-    (ROOT / "bench" / "RESULTS.md").write_text(
+    path = ROOT / "bench" / "RESULTS.md"
+    # make bench-files keeps its own section at the end; it is carried over as it is.
+    kept = path.read_text().partition("## Files at scale")
+    files = kept[1] + kept[2] if kept[1] else ""
+    path.write_text(
         f"""# Benchmark results
 
 Latest `make bench`: {machine["date"]}, {machine["cores"]} cores ({machine["cpu"]}), Python
@@ -463,7 +467,9 @@ throughputs are lower than wrk's and are to be read against each other.
 
 Reproduce: `make bench` (installs wrk as root if absent; needs the runtime `.venv`, which
 `make api-start` makes). Figures go to `bench/results.json` too.
+
 """
+        + files
     )
 
 

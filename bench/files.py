@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,9 +89,35 @@ def main():
         (f"Spark, local[1] ({s1['seconds']:.0f} s)", s1["tweets_per_s"], 1.0, ""),
         (f"Spark, local[2] ({s2['seconds']:.0f} s)", s2["tweets_per_s"], spark_gain, ""),
     ]  # fmt: skip
-    print(f"\n| {ROWS:,} rows | tweets/s | x one core | peak RSS (MB) |\n| --- | --: | --: | --: |")
-    for name, rate, gain, rss in rows:
-        print(f"| {name} | {rate:,.0f} | {gain:.2f} | {rss} |")
+    table = [
+        f"| {ROWS:,} rows | tweets/s | x one core | peak RSS (MB) |",
+        "| --- | --: | --: | --: |",
+    ]
+    table += [f"| {name} | {rate:,.0f} | {gain:.2f} | {rss} |" for name, rate, gain, rss in rows]
+    print("\n" + "\n".join(table))
+    write_section("\n".join(table), figures)
+
+
+SECTION = "## Files at scale"
+
+
+def write_section(table, figures):
+    """Put the table in bench/RESULTS.md under its own heading, which make bench keeps."""
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    text = text.split(SECTION)[0].rstrip("\n")
+    path.write_text(
+        f"""{text}
+
+{SECTION}
+
+Latest `make bench-files`: {date.today()}, {figures["cores"]} cores, {figures["tweets"]}. The
+command line is timed from start to exit, its peak RSS is the largest process of its tree; the Spark
+job is timed from `spark-submit` to exit, its start-up (about 10 s) included.
+
+{table}
+"""
+    )
 
 
 if __name__ == "__main__":

@@ -112,6 +112,20 @@ def stop(process):
             process.wait()
 
 
+def start_make(target, env, log_path):
+    """`make <target>` in a session of its own (its group can be signalled), output to a log."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            ["make", "--no-print-directory", target],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 @contextlib.contextmanager
 def running_server(folder, **env):
     """`make api-start` on a free port with its certificate and token file in folder.
@@ -131,16 +145,7 @@ def running_server(folder, **env):
         **env,
     )
     log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["make", "--no-print-directory", "api-start"],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    process = start_make("api-start", environment, log_path)
     try:
         wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
         yield {"port": port, "folder": folder, "log": log_path, "process": process}

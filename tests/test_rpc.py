@@ -12,7 +12,7 @@ import urllib.request
 import gevent
 import pytest
 import zerorpc
-from conftest import ROOT, TOKEN, free_port, make_child
+from conftest import ROOT, TOKEN, free_port, make_child, start_make
 
 import contract
 
@@ -32,16 +32,7 @@ def rpc_server(folder, **env):
         **env,
     }
     log_path = folder / "rpc.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["make", "--no-print-directory", "rpc-start"],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    process = start_make("rpc-start", environment, log_path)
     address = f"tcp://127.0.0.1:{port}"
     started = {"address": address, "metrics": metrics, "log": log_path, "process": process}
     try:

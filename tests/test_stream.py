@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import FIGURES, ROOT, TOKEN, free_port, make_child
+from conftest import FIGURES, ROOT, TOKEN, free_port, make_child, start_make
 
 pytestmark = pytest.mark.slow
 kafka = pytest.importorskip("confluent_kafka", reason="confluent-kafka is in requirements.txt")
@@ -88,11 +88,7 @@ def processor(topics, folder, name="p"):
         "STREAM_METRICS_PORT": str(metrics),
     }
     log_path = folder / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["make", "--no-print-directory", "stream-start"], cwd=ROOT, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process = start_make("stream-start", env, log_path)
     started = {"process": process, "log": log_path, "env": env}
     try:
         yield started
