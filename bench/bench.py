@@ -460,10 +460,13 @@ each round's ratio, rather than the absolute figures. 1,000-tweet requests use 8
 a gunicorn worker accepts a burst of new connections at once, and with 4 it sometimes held all of
 them while the other worker stood idle, halving the figure. RSS counts pages shared with the
 gunicorn master (the preloaded app); PSS divides them among the processes that share them.
-The last rows compare the doors on equal terms: one tweet per websocket message or REST request,
-sent by the same Python client (`bench/doors.py`), one at a time on one kept-alive connection, then
-over 16 connections from 2 client processes; that client costs more CPU than wrk, so those
-throughputs are lower than wrk's and are to be read against each other.
+The last rows compare the doors on equal terms, with the same Python client (`bench/doors.py`):
+one tweet per websocket message or REST request, and `payload.json` per ZeroRPC call or REST
+request, one at a time on one kept-alive connection, then over 16 connections from 2 client
+processes; that client costs more CPU than wrk, so those throughputs are lower than wrk's and are to
+be read against each other. ZeroRPC is one process (one core), REST two workers. Kafka: 100,000
+one-tweet messages produced to a 4-partition topic on a tansu broker, timed until every label is
+read back from the output topic, with 1 and then 2 processors in one group.
 
 Reproduce: `make bench` (installs wrk as root if absent; needs the runtime `.venv`, which
 `make api-start` makes). Figures go to `bench/results.json` too.
