@@ -276,6 +276,7 @@ def openapi(settings):
 
 WS_FIELDS = {"type", "request_id", "tweets", *OPTIONS}
 WS_POLL_SECONDS = 0.5  # how often an idle handler looks whether the worker is stopping
+WS_DRAIN_SECONDS = 2  # how long a stopping worker answers a client that goes on sending
 
 
 class Websockets:
@@ -334,16 +335,31 @@ def authenticate(ws, seconds):
 
 
 def converse(ws):
-    """Answer every message; when the worker stops, answer what has arrived, then close 1001."""
+    """Answer every message; when the worker stops, answer what has arrived, then close 1001.
+
+    A client that goes on sending while the worker stops gets WS_DRAIN_SECONDS of answers, so
+    that it cannot hold the old worker until gunicorn's graceful time-out kills it.
+    """
+    drain_until = None
     while True:
-        message = ws.receive(timeout=0 if Websockets.stopping else WS_POLL_SECONDS)
-        if message is None:
-            if Websockets.stopping:
+        if Websockets.stopping and drain_until is None:
+            drain_until = time.monotonic() + WS_DRAIN_SECONDS
+        message = ws.receive(timeout=0 if drain_until else WS_POLL_SECONDS)
+        if message is None or (drain_until and time.monotonic() > drain_until):
+            if drain_until:
                 ws.close(1001, "the server is restarting; reconnect")
                 return
             continue
         start = time.perf_counter()
-        kind, reply, tweets = ws_reply(message)
+        try:
+            kind, reply, tweets = ws_reply(message)
+        except Exception as error:  # a bug: say so, log it, and keep the connection
+            request_id = request.environ.get("api.request_id", "-")
+            log.error("unexpected error", exc_info=error, extra={"request_id": request_id})
+            detail = f"an unexpected error; request id {request_id}"
+            kind, tweets = "prediction_error", 0
+            reply = {"type": kind, "request_id": None, "error": 500}
+            reply.update(text="Internal Server Error", detail=detail)
         ws.send(json.dumps(reply, ensure_ascii=False))
         ws_message_done(kind, tweets, time.perf_counter() - start)
 
