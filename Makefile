@@ -144,7 +144,15 @@ format: $(DEV)
 train: $(DEV)
 	$(DEV_BIN)/python train.py --data "$(DATA)"
 
-bench: $(DEV) $(VENV)/.installed
+# The benchmark's peers (FastAPI, BentoML) in an environment of their own.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: requirements.txt requirements-bench.txt
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/$(PIP_INSTALL) -r requirements-bench.txt
+	touch $@
+
+bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
@@ -155,5 +163,5 @@ bench-files: $(DEV) $(VENV)/.installed
 	$(DEV_BIN)/python bench/files.py
 
 clean:
-	rm -rf $(VENV) $(DEV_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json
+	rm -rf $(VENV) $(DEV_VENV) $(BENCH_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -7,7 +7,9 @@ Prints a table and writes it to bench/results.json and bench/RESULTS.md. The ser
 Flask app that answers the predict route with a constant (bench/floor.py), and "model only" the same
 again serving the model with no API around it (bench/model_only.py). The three run side by side and
 are loaded in turn, round after round, so that a slow spell of the machine falls on all of them.
-Load comes from wrk.
+Beside them run two peers, what a user might stand up instead, each serving the same model.py from
+an environment of its own (requirements-bench.txt, .venv-bench): FastAPI on uvicorn
+(bench/peer_fastapi.py) and BentoML (bench/peer_bentoml.py). Load comes from wrk.
 """
 
 import argparse
@@ -136,9 +138,11 @@ def free_port():
 class Server:
     """A gunicorn server on a free port, started by a command, timed to its first 200 answer."""
 
-    def __init__(self, name, command, folder):
+    def __init__(self, name, command, folder, path=None, body=PAYLOAD, big_body=None):
         self.name, self.port = name, free_port()
-        self.url = f"https://127.0.0.1:{self.port}/api/v1/{TOKEN}/predict"
+        self.url = f"https://127.0.0.1:{self.port}{path or f'/api/v1/{TOKEN}/predict'}"
+        self.body, self.big_body = body, big_body
+        command = command(self.port) if callable(command) else command
         env = {
             **os.environ,
             "PORT": str(self.port),
@@ -146,6 +150,7 @@ class Server:
             "TLS_CERT": str(folder / "server.crt"),
             "TLS_KEY": str(folder / "server.key"),
             "API_TOKEN": TOKEN,
+            "PYTHONPATH": str(ROOT),  # the peers import model.py and bench/ from here
         }
         self.log = (folder / f"{name}.log").open("wb")
         self.started = time.perf_counter()
@@ -162,7 +167,7 @@ class Server:
         self.seconds_to_first_answer = self.wait()
 
     def wait(self, seconds=120):
-        body = PAYLOAD.read_bytes()
+        body = self.body.read_bytes()
         headers = {"Content-Type": "application/json"}
         while time.perf_counter() - self.started < seconds:
             if self.process.poll() is not None:
@@ -250,6 +255,93 @@ def wrk(url, body_file, connections, seconds):
     }
 
 
+PEERS = ("fastapi", "bentoml")
+BENCH_BIN = ROOT / ".venv-bench" / "bin"  # make bench installs requirements-bench.txt there
+
+
+def peer_commands(folder, tweets):
+    """The peers' commands (by port) and request shapes, if their environment is installed."""
+    if not (BENCH_BIN / "bentoml").exists():
+        print("the peers' environment .venv-bench is absent: peers NOT measured", flush=True)
+        return {}
+    tls = [
+        "--ssl-certfile",
+        str(folder / "server.crt"),
+        "--ssl-keyfile",
+        str(folder / "server.key"),
+    ]
+    # BentoML takes the method's argument by name in the body.
+    bento_payload, bento_big = folder / "bento_payload.json", folder / "bento_big.json"
+    bento_payload.write_text(json.dumps({"tweets": json.loads(PAYLOAD.read_text())}))
+    bento_big.write_text(json.dumps({"tweets": {str(i): t for i, t in enumerate(tweets[:1000])}}))
+    big = folder / "tweets1000.json"
+    return {
+        "fastapi": (
+            lambda port: [str(BENCH_BIN / "uvicorn"), "bench.peer_fastapi:app", "--host",
+                          "127.0.0.1", "--port", str(port), "--workers", "2", "--loop", "uvloop",
+                          "--http", "httptools", "--no-access-log", *tls],
+            {"big_body": big},
+        ),
+        "bentoml": (
+            lambda port: [str(BENCH_BIN / "bentoml"), "serve", "bench.peer_bentoml:Sentiment",
+                          "--host", "127.0.0.1", "--port", str(port), *tls],
+            {"path": "/predict", "body": bento_payload, "big_body": bento_big},
+        ),
+    }  # fmt: skip
+
+
+def peers_table(results):
+    """The service beside what a user would run instead, as Markdown."""
+    names = [n for n in ("service", *PEERS) if n in results]
+    if len(names) == 1:
+        return "(The peers were not measured: `.venv-bench` is absent.)"
+
+    def ratio(key, field, peer):
+        x, y = results["service"][key][field], results[peer][key][field]
+        return f"{x / y:.2f}"
+
+    rows = []
+    for key, label in (("payload_c1", "1 connection"), ("payload_c16", "16 connections")):
+        rows.append(
+            (
+                f"`payload.json`, {label}: requests/s",
+                *(f"{results[n][key]['requests_per_s']:,.0f}" for n in names),
+                *(ratio(key, "requests_per_s", p) for p in PEERS),
+            )
+        )
+        rows.append(
+            (
+                f"`payload.json`, {label}: p50 / p99 (ms)",
+                *(
+                    f"{results[n][key]['p50_ms']:.2f} / {results[n][key]['p99_ms']:.2f}"
+                    for n in names
+                ),
+            )
+        )
+        rows.append(
+            (
+                f"`payload.json`, {label}: failed requests",
+                *(f"{results[n][key]['errors']} of {results[n][key]['requests']:,}" for n in names),
+            )
+        )
+    rows.append(
+        (
+            "1,000-tweet requests, 8 connections: tweets/s",
+            *(f"{results[n]['tweets1000_c8']['tweets_per_s']:,.0f}" for n in names),
+            *(ratio("tweets1000_c8", "tweets_per_s", p) for p in PEERS),
+        )
+    )
+    rows.append(("Start to first 200 answer (s)",
+                 *(f"{results[n]['seconds_to_first_answer']:.2f}" for n in names)))  # fmt: skip
+    lines = [
+        "| Measure | Service | FastAPI + uvicorn | BentoML "
+        "| Service / FastAPI | Service / BentoML |",
+        "| --- | --: | --: | --: | --: | --: |",
+    ]
+    lines += [f"| {' | '.join(row + ('',) * (6 - len(row)))} |" for row in rows]
+    return "\n".join(lines)
+
+
 def load_in_rounds(servers, rounds, seconds):
     """Load each server in turn with payload.json, round after round; keep every round's figures."""
     figures = {name: {"payload_c1": [], "payload_c16": []} for name in servers}
@@ -257,7 +349,7 @@ def load_in_rounds(servers, rounds, seconds):
         print(f"  round {round_number} of {rounds}", flush=True)
         for connections in (1, 16):
             for name, server in servers.items():
-                run = wrk(server.url, PAYLOAD, connections, seconds)
+                run = wrk(server.url, server.body, connections, seconds)
                 figures[name][f"payload_c{connections}"].append(run)
     return figures
 
@@ -380,14 +472,20 @@ def main(argv=None):
         try:
             for name, command in commands.items():
                 print(f"starting {name} ...", flush=True)
-                servers[name] = Server(name, command, folder)
+                servers[name] = Server(name, command, folder, big_body=big_body)
+            for name, (command, extra) in peer_commands(folder, tweets).items():
+                print(f"starting the peer {name} ...", flush=True)
+                servers[name] = Server(name, command, folder, **extra)
             print(f"payload.json, 1 and 16 connections, {args.seconds} s each ...", flush=True)
             loads = load_in_rounds(servers, args.rounds, args.seconds)
-            print("1,000-tweet requests on the service ...", flush=True)
+            print("1,000-tweet requests on the service and its peers ...", flush=True)
             # 8 connections: a worker's accept loop takes a burst of new connections at once, and
             # with 4 it held all of them now and then, leaving the other worker idle.
-            big = wrk(servers["service"].url, big_body, 8, 10)
-            big["tweets_per_s"] = big["requests_per_s"] * 1000
+            bigs = {}
+            for name in ("service", *PEERS):
+                if name in servers:
+                    bigs[name] = wrk(servers[name].url, servers[name].big_body, 8, 10)
+                    bigs[name]["tweets_per_s"] = bigs[name]["requests_per_s"] * 1000
             print("the websocket and ZeroRPC beside REST, the same Python client ...", flush=True)
             cafile = str(folder / "server.crt")
             results["doors"] = doors.measure(servers["service"].port, TOKEN, cafile, args.seconds)
@@ -395,9 +493,10 @@ def main(argv=None):
                 results[name] = {
                     "seconds_to_first_answer": server.seconds_to_first_answer,
                     **{key: median_run(runs) for key, runs in loads[name].items()},
-                    "workers": server.worker_memory(),
+                    "workers": server.worker_memory() if name in commands else [],
                 }
-            results["service"]["tweets1000_c8"] = big
+                if name in bigs:
+                    results[name]["tweets1000_c8"] = bigs[name]
         finally:
             for server in servers.values():
                 server.stop()
@@ -418,7 +517,9 @@ def main(argv=None):
         "seconds_per_measure": args.seconds,
         "rounds": args.rounds,
     }
-    text = table(results)
+    text = (
+        table(results) + "\n\n### Beside what a user would run instead\n\n" + peers_table(results)
+    )
     print()
     print(text)
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -448,6 +549,12 @@ Latest `make bench`: {machine["date"]}, {machine["cores"]} cores ({machine["cpu"
 three servers, running side by side, are loaded in turn. In-process figures use {results["tweets"]}.
 
 {text}
+
+The peers (last table) are what a user might stand up instead, loaded in the same rounds: FastAPI on
+uvicorn with uvloop and httptools, 2 workers, the token check and no limits or metrics
+(`bench/peer_fastapi.py`), and BentoML 1.4 as a service of 2 workers with its default access log
+(`bench/peer_bentoml.py`), both serving the same model.py with the same certificate, from their
+own environment (`requirements-bench.txt`, installed by `make bench` into `.venv-bench`).
 
 The floor is the same gunicorn configuration, workers and certificate serving a Flask app that
 answers the predict route with a constant (`bench/floor.py`): what the server stack costs with an
