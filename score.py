@@ -17,6 +17,7 @@ import csv
 import json
 import multiprocessing
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import model
 import service
 
 CHUNK = 5_000  # rows labelled per task
+UNDECODABLE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of invalid UTF-8
 WINDOW = 4  # tasks in flight per process: what bounds memory
 
 
@@ -77,32 +79,33 @@ def checked(number, id_, text):
     id_ = None if id_ is None else str(id_)
     if text is None:
         return number, id_, contract.BadInput("no text")
-    if isinstance(text, str) and any("\udc80" <= c <= "\udcff" for c in text):
+    if isinstance(text, str) and UNDECODABLE.search(text):
         return number, id_, contract.BadInput("the text is not valid UTF-8")
     return number, id_, text
 
 
 def label(chunk):
-    """Label one chunk [(line, id, text or error)] by the contract every door keeps, row by row.
+    """Label one chunk [(line, id, text or error)] by the contract every door keeps.
 
-    Returns [(line, id, label, score)] and [(line, id, reason)].
+    Returns [(line, id, label, score)] and [(line, id, reason)]. The chunk is checked whole; only
+    when that fails is each row checked on its own, to name the rows that failed and why.
     """
     classifier, limits = LOADED
-    tweets, errors = {}, []
-    for number, id_, text in chunk:
-        try:
-            if isinstance(text, contract.PredictionError):
-                raise text
-            contract.check({id_: text}, limits)
-        except contract.PredictionError as e:
-            errors.append((number, id_, e.detail))
-            continue
-        tweets[str(number)] = (id_, text)
-    answer = contract.predict(
-        classifier, {k: t for k, (_, t) in tweets.items()}, limits, scores=True
-    )
-    labelled = [(int(k), i, answer[k]["label"], answer[k]["score"]) for k, (i, _) in tweets.items()]
-    return labelled, errors
+    errors = [(n, i, t.detail) for n, i, t in chunk if isinstance(t, contract.PredictionError)]
+    rows = {str(n): (i, t) for n, i, t in chunk if not isinstance(t, contract.PredictionError)}
+    texts = {key: text for key, (_, text) in rows.items()}
+    try:
+        answer = contract.predict(classifier, texts, limits, scores=True) if texts else {}
+    except contract.PredictionError:
+        for key, (id_, text) in rows.items():
+            try:
+                contract.check({id_: text}, limits)
+            except contract.PredictionError as e:
+                errors.append((int(key), id_, e.detail))
+                del texts[key]
+        answer = contract.predict(classifier, texts, limits, scores=True) if texts else {}
+    labelled = [(int(k), rows[k][0], a["label"], a["score"]) for k, a in answer.items()]
+    return labelled, sorted(errors)
 
 
 LOADED = None  # (model, limits) in each process: loaded once, before the workers fork
