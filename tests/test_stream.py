@@ -74,7 +74,7 @@ def topics(broker):
 
 
 @contextlib.contextmanager
-def processor(topics, folder, name="p"):
+def processor(topics, folder, name="p", **settings):
     """`make stream-start` for these topics; waits until it is connected and assigned."""
     metrics = free_port()
     env = {
@@ -86,6 +86,7 @@ def processor(topics, folder, name="p"):
         "KAFKA_GROUP_ID": topics["group"],
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
         "STREAM_METRICS_PORT": str(metrics),
+        **settings,
     }
     log_path = folder / f"{name}.log"
     process = start_make("stream-start", env, log_path)
@@ -215,7 +216,12 @@ def test_every_bad_message_goes_to_the_error_topic_and_the_stream_goes_on(topics
 
 def test_two_processors_share_partitions_and_one_killed_loses_nothing(topics, tmp_path):
     sent = tweets(40_000)
-    with processor(topics, tmp_path, "a") as a, processor(topics, tmp_path, "b") as b:
+    # Small batches keep each processor busy for seconds, so that the kill lands mid-stream.
+    slow = {"STREAM_BATCH": "50"}
+    with (
+        processor(topics, tmp_path, "a", **slow) as a,
+        processor(topics, tmp_path, "b", **slow) as b,
+    ):
         wait_assigned(b)
         wait_assigned(a)  # both hold partitions: the group of two shares the 4 between them
         produce(
@@ -226,10 +232,18 @@ def test_two_processors_share_partitions_and_one_killed_loses_nothing(topics, tm
         reader = Reader(topics["broker"], topics["output"])
         reader.until(lambda m: len(m) >= 5_000)
         os.kill(make_child(a), signal.SIGKILL)  # mid-stream, no chance to commit
+        assert len(reader.messages) < len(sent) * 0.9, "the kill came after the stream was done"
         out = reader.until(lambda m: {json.loads(x.value())["id"] for x in m} >= set(sent), 120)
         reader.close()
-        took_over = [x for x in b["log"].read_text().splitlines() if '"assigned' in x][-1]
-        assert took_over.count(topics["input"]) == 4  # b holds every partition now
+
+        def b_holds_all():
+            lines = [x for x in b["log"].read_text().splitlines() if '"assigned' in x]
+            return lines and lines[-1].count(topics["input"]) == 4
+
+        deadline = time.monotonic() + 30
+        while not b_holds_all() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert b_holds_all()  # b took a's partitions over
     ids = [json.loads(m.value())["id"] for m in out]
     missing = set(sent) - set(ids)
     figures = {
