@@ -405,8 +405,7 @@ def ws_reply(message):
         tweets = contract.batch(fields["tweets"], 'field "tweets"')
         predictions = answer(tweets, **options)
     except contract.PredictionError as e:
-        error = {"error": e.status, "text": e.text, "detail": e.detail}
-        reply = {"type": "prediction_error", "request_id": request_id, **error}
+        reply = {"type": "prediction_error", "request_id": request_id, **e.as_dict()}
         return "prediction_error", reply, 0
     reply = {"type": "prediction_response", "request_id": request_id, "predictions": predictions}
     return "prediction_response", reply, len(predictions)
@@ -440,7 +439,7 @@ def error_response(error):
 
 
 def prediction_error(error):
-    response = jsonify(error=error.status, text=error.text, detail=error.detail)
+    response = jsonify(error.as_dict())
     response.status_code = error.status
     return response
 

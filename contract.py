@@ -24,6 +24,10 @@ class PredictionError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    def as_dict(self):
+        """The error as every door reports it: {"error": status, "text": ..., "detail": ...}."""
+        return {"error": self.status, "text": self.text, "detail": self.detail}
+
 
 class BadInput(PredictionError):
     """Not the shape the contract takes: not JSON, not an object, repeated ids, bad options."""
@@ -94,6 +98,26 @@ def check(tweets, limits):
     long = [i for i, t in tweets.items() if len(t) > limit]
     if long:
         raise Unprocessable(f"each tweet must be at most {limit} characters: {name_ids(long)}")
+
+
+def partition(tweets, limits):
+    """Split a batch into the tweets that pass the checks and {id: error} for those that do not.
+
+    For doors that label what they can and report the rest row by row (files, Spark): the batch
+    is checked whole, and only when that fails is each tweet checked on its own.
+    """
+    try:
+        check(tweets, {**limits, "MAX_TWEETS": len(tweets)})
+        return tweets, {}
+    except PredictionError:
+        good, refused = {}, {}
+        for i, text in tweets.items():
+            try:
+                check({i: text}, limits)
+                good[i] = text
+            except PredictionError as e:
+                refused[i] = e
+        return good, refused
 
 
 def predict(classifier, tweets, limits, scores=False, explain=False):

@@ -56,12 +56,9 @@ def remote(method):
     zerorpc 0.6.3 lists a method's arguments with inspect.getargspec, which Python 3.11 removed;
     it asks the function's own _zerorpc_args first, which this provides.
     """
-    names = [p for p in inspect.signature(method).parameters if p != "self"]
-    defaults = tuple(
-        p.default
-        for p in inspect.signature(method).parameters.values()
-        if p.default is not inspect.Parameter.empty
-    )
+    parameters = [p for p in inspect.signature(method).parameters.values() if p.name != "self"]
+    names = [p.name for p in parameters]
+    defaults = tuple(p.default for p in parameters if p.default is not inspect.Parameter.empty)
 
     @functools.wraps(method)
     def observed(self, *args):

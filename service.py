@@ -68,7 +68,7 @@ def json_line(level, message, fields):
 class JSONFormatter(logging.Formatter):
     """Format a record as one JSON line with its extra fields, as request lines are written."""
 
-    FIELDS = ("request_id", "route", "method")
+    FIELDS = ("request_id", "route")
 
     def format(self, record):
         fields = {f: getattr(record, f) for f in self.FIELDS if hasattr(record, f)}

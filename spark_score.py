@@ -40,21 +40,18 @@ def label_partition(frames):
 
     classifier = executor_model()
     for frame in frames:
-        ids = frame["id"].astype("string")
-        texts = frame["text"]
-        valid = [isinstance(t, str) and len(t) <= contract.LIMITS["MAX_TWEET_CHARS"] for t in texts]
-        good = [t for t, ok in zip(texts, valid, strict=True) if ok]
-        scores = iter(classifier.scores(good))
-        labels, values = [], []
-        for ok in valid:
-            if ok:
-                p = next(scores)
-                labels.append(model.postprocess(p))
-                values.append(round(p, contract.DECIMALS))
-            else:
-                labels.append(None)
-                values.append(None)
-        yield pd.DataFrame({"id": ids, "label": labels, "score": values})
+        tweets = dict(enumerate(frame["text"]))
+        good, _ = contract.partition(tweets, contract.LIMITS)  # the rest: no label, no score
+        scores = dict(zip(good, classifier.scores(list(good.values())), strict=True))
+        yield pd.DataFrame(
+            {
+                "id": frame["id"].astype("string"),
+                "label": [model.postprocess(scores[i]) if i in scores else None for i in tweets],
+                "score": [
+                    round(scores[i], contract.DECIMALS) if i in scores else None for i in tweets
+                ],
+            }
+        )
 
 
 def main(argv=None):

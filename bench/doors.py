@@ -62,8 +62,8 @@ class Door:
         return json.loads(self.http.getresponse().read())
 
     def close(self):
-        {"rpc": getattr(self, "rpc", None), "websocket": getattr(self, "ws", None)}.get(
-            self.kind, getattr(self, "http", None)
+        (
+            self.rpc if self.kind == "rpc" else self.ws if self.kind == "websocket" else self.http
         ).close()
 
 

@@ -103,3 +103,24 @@ def test_metadata_describes_the_model_and_the_limits(shipped):
     assert meta["input"]["additionalProperties"]["maxLength"] == 10
     assert meta["figures"]["this_model"]["accuracy"] > meta["figures"]["approach_2020"]["accuracy"]
     assert meta["training_data"]["tweets"] == 10_000
+
+
+def test_partition_keeps_what_passes_and_names_what_does_not():
+    tweets = {"a": "fine", "b": 7, "c": "x" * 11, "d": "also fine"}
+    good, refused = contract.partition(tweets, LIMITS)
+    assert good == {"a": "fine", "d": "also fine"}
+    assert {i: type(e) for i, e in refused.items()} == {
+        "b": contract.Unprocessable,
+        "c": contract.Unprocessable,
+    }
+    assert 'not a string (number): "b"' in refused["b"].detail
+    assert contract.partition({"a": "fine"}, LIMITS) == ({"a": "fine"}, {})
+
+
+def test_an_error_reports_itself_in_the_shape_every_door_uses():
+    error = contract.TooLarge("at most 3 tweets per request, got 4")
+    assert error.as_dict() == {
+        "error": 413,
+        "text": "Request Entity Too Large",
+        "detail": "at most 3 tweets per request, got 4",
+    }
