@@ -1,11 +1,14 @@
 """The sentiment model: load the artifacts, preprocess, frequency features, logistic regression,
 postprocess.
 
-The model is NB-weighted logistic regression (Wang & Manning, 2012): each term (a stemmed word or a
-pair of neighbouring words) present in a tweet contributes its log-count ratio, how much more often
-it appeared in positive than in negative training tweets, times its logistic-regression
-coefficient. The artifacts are plain JSON, checked against a SHA-256 manifest; nothing is unpickled
-and nothing is downloaded.
+The model is NB-weighted logistic regression (Wang & Manning, 2012): each term (a stemmed word, a
+pair of neighbouring words, or a word within a negation's scope, "not → happi") present in a tweet
+contributes its log-count ratio, how much more often it appeared in positive than in negative
+training tweets, times its logistic-regression coefficient. A few dense features sit beside the
+terms, each with its own coefficient: the tweet's positive and negative words by VADER's sentiment
+lexicon (valences flipped within a negation's scope), and flags such as an @mention or a URL. The
+artifacts are plain JSON, checked against a SHA-256 manifest; nothing is unpickled and nothing is
+downloaded.
 """
 
 import functools
@@ -14,6 +17,7 @@ import html
 import itertools
 import json
 import math
+import operator
 import re
 from pathlib import Path
 
@@ -25,10 +29,14 @@ MANIFEST_FILE = "MANIFEST.sha256"
 PREPROCESSING_FILE = "preprocessing.json"
 MODEL_FILE = "model.json"
 EVALUATION_FILE = "evaluation.json"  # the model card's figures, for clients to read
-FORMAT_VERSION = 1
-# Tweets repeat words, so normalised tokens are cached: up to a bound, so odd input cannot grow
-# the cache forever.
+FORMAT_VERSION = 2
+# The dense features' names, in the order of their coefficients: how explanations name them.
+DENSE_COLUMNS = ("dense_features", "dense_coefficients")
+LEXICON_FEATURES = ("lexicon: positive words", "lexicon: negative words")
+# Tweets repeat words, so normalised tokens and their valences are cached: up to a bound, so odd
+# input cannot grow the caches forever.
 TOKEN_CACHE_SIZE = 50_000
+ZERO = 0.0
 
 
 class ArtifactError(Exception):
@@ -36,10 +44,13 @@ class ArtifactError(Exception):
 
 
 class Preprocessor:
-    """Turn a tweet into normalised tokens, as the settings saved with the model say."""
+    """Turn a tweet into terms and dense features, as the settings saved with the model say."""
 
     def __init__(self, settings):
-        self.strip = re.compile(settings["strip_pattern"])
+        # What is dropped from the words (URLs, @mentions), in order; with flags, whether each was
+        # there is a dense feature of that name.
+        self.strip = [re.compile(p) for p in settings["strip_patterns"].values()]
+        self.flags = tuple(settings["strip_patterns"]) if settings["flags"] else ()
         self.fold_characters = settings["fold_characters"]
         self.token = re.compile(settings["token_pattern"])
         self.elongation = re.compile(settings["elongation_pattern"])
@@ -49,20 +60,90 @@ class Preprocessor:
         if settings["stemmer"] != "porter-nltk-extensions":
             raise ValueError(f"unknown stemmer {settings['stemmer']!r}")
         self.stemmer = PorterStemmer(PorterStemmer.NLTK_EXTENSIONS)
+        negation = settings["negation"]
+        self.negators = frozenset(negation["negators"])
+        self.scope = negation["scope"]  # tokens after a negator, within its clause
+        self.mark = negation["mark"]
+        self.clause_ends = frozenset(negation["clause_ends"])
+        self.separators = frozenset(negation["separators"])  # clause ends that are not terms
+        lexicon = settings["lexicon"]
+        self.valences = lexicon["valences"]
+        self.lexicon_scale = lexicon["scale"]
+        self.dense_names = (*LEXICON_FEATURES, *self.flags)
+        # Tweets repeat words: each token's stem and valence are computed once.
         self.normalised = TokenCache(self.normalise, TOKEN_CACHE_SIZE)
+        self.valence = TokenCache(self.lexicon_valence, TOKEN_CACHE_SIZE)
 
-    def tokens(self, text):
-        """Case-fold, drop URLs, @mentions and HTML entities, tokenise, normalise each token."""
-        text = self.strip.sub(" ", html.unescape(text).lower())
+    def raw_tokens(self, text):
+        """Case-fold, drop URLs and @mentions, fold apostrophes, tokenise; and return, for each
+        strip pattern, 1.0 if it dropped something, else 0.0."""
+        text = text.lower()
+        found = []
+        for pattern in self.strip:
+            text, count = pattern.subn(" ", text)
+            found.append(1.0 if count else 0.0)
         for character in self.fold_characters:
             text = text.replace(character, "")
-        tokens = map(self.normalised.__getitem__, self.token.findall(text))
-        return [t for t in tokens if t] if self.stop_words else list(tokens)
+        return self.token.findall(text), found
+
+    def tokens(self, text):
+        """Return the tweet's normalised tokens (stems), without stop words and separators."""
+        raw, _ = self.raw_tokens(html.unescape(text))
+        return list(filter(None, map(self.normalised.__getitem__, raw)))
 
     def normalise(self, token):
-        """Return a token with elongations cut and stemmed, or "" for a stop word."""
+        """Return a token (case-folded) stemmed with elongations cut; "" for a stop word or a
+        separator."""
         token = self.elongation.sub(self.repeat, token)
-        return "" if token in self.stop_words else self.stemmer.stem(token)
+        if token in self.stop_words or token in self.separators:
+            return ""
+        return self.stemmer.stem(token)
+
+    def lexicon_valence(self, token):
+        """Return the lexicon's valence for a token (case-folded) with elongations cut, or 0.0."""
+        return self.valences.get(self.elongation.sub(self.repeat, token), 0.0)
+
+    def read(self, text):
+        """Return a tweet's terms (a set) and its dense features (a tuple of numbers)."""
+        raw, flags = self.raw_tokens(html.unescape(text))
+        if self.negators.isdisjoint(raw):  # most tweets: no negation, so no word-by-word pass
+            terms = self.terms(list(filter(None, map(self.normalised.__getitem__, raw))))
+            valences = list(filter(None, map(self.valence.__getitem__, raw)))
+        else:
+            tokens, valences, negated = self.negated(raw)
+            terms = self.terms(tokens)
+            terms.update(negated)
+        positive = negative = 0.0
+        if valences:
+            positive = math.fsum(filter(ZERO.__lt__, valences))
+            negative = 0.0 - math.fsum(filter(ZERO.__gt__, valences))
+        scale = self.lexicon_scale
+        lexicon = (math.log1p(positive) * scale, math.log1p(negative) * scale)
+        return terms, (*lexicon, *flags) if self.flags else lexicon
+
+    def negated(self, raw):
+        """Return the stems of a tweet with a negator, its valences (flipped within a negation's
+        scope), and its negated terms ("not → happi")."""
+        stems, valence_of, negators = self.normalised, self.valence, self.negators
+        clause_ends, scope, mark = self.clause_ends, self.scope, self.mark
+        tokens, valences, negated = [], [], []
+        since = scope  # tokens since the last negator of this clause, once past its scope
+        for token in raw:
+            term, valence = stems[token], valence_of[token]
+            if token in negators:
+                since = 0
+            elif token in clause_ends:
+                since = scope
+            elif since < scope:
+                since += 1
+                valence = -valence
+                if term:
+                    negated.append(mark + term)
+            if valence:
+                valences.append(valence)
+            if term:
+                tokens.append(term)
+        return tokens, valences, negated
 
     def terms(self, tokens):
         """Return the set of terms: the tokens, and with ngrams=2 each pair of neighbours."""
@@ -85,22 +166,42 @@ class TokenCache(dict):
         return value
 
 
-def default_settings(stop_words=()):
-    """Return the preprocessing settings train.py saves with a model."""
+def default_settings(stop_words=(), negators=(), scope=3, valences=None, flags=True):
+    """Return the preprocessing settings train.py saves with a model.
+
+    negators start a negation's scope of `scope` tokens; valences are the lexicon's, by word;
+    flags=False leaves the flags out (train.py compares the model with and without them).
+    """
     return {
-        # URLs and @mentions carry no sentiment of their own. Matched after case-folding.
-        "strip_pattern": r"https?://\S+|www\.\S+|@\w+",
+        # URLs and @mentions are no words, but whether a tweet has them can be a flag (below).
+        # Matched after case-folding, in this order.
+        "strip_patterns": {"URL": r"https?://\S+|www\.\S+", "@mention": r"@\w+"},
         # Letters repeated three or more times are cut to two, as Sentiment140's authors did:
         # "loooove" and "looooove" become one word, still apart from "love".
         "elongation_pattern": r"([^\W\d_])\1{2,}",
         "max_repeat": 2,
         # "don't" and "dont" are one word in tweets.
         "fold_characters": "'\u2019",
-        # Runs of letters and digits, "!" and "?", hearts, emoticons (after case-folding).
-        "token_pattern": r"[^\W_]+|[!?]|<3|(?<!\w)[:;=][-o*]?[()\[\]dp/\\|*]+",
+        # Runs of letters and digits, "!" and "?", hearts, emoticons (after case-folding), and the
+        # punctuation that ends a clause.
+        "token_pattern": r"[^\W_]+|[!?]|<3|(?<!\w)[:;=][-o*]?[()\[\]dp/\\|*]+|[.,;:]",
         "stop_words": sorted(stop_words),
         "stemmer": "porter-nltk-extensions",
         "ngrams": 2,
+        # "not happy": the tokens after a negator, up to the end of its clause, are terms of their
+        # own too ("not → happi"), and their lexicon valences count the other way.
+        "negation": {
+            "negators": sorted(negators),
+            "scope": scope,
+            "mark": "not → ",
+            "clause_ends": [".", ",", ";", ":", "!", "?"],
+            "separators": [".", ",", ";", ":"],  # clause ends that are not terms
+        },
+        # log(1 + the summed positive valences of the tweet's words), and of the negative ones,
+        # times scale; looked up by the word as typed (case-folded, elongations cut), not its stem.
+        "lexicon": {"scale": 0.25, "valences": dict(sorted((valences or {}).items()))},
+        # With flags, each strip pattern is a dense feature too: 1 if it dropped something.
+        "flags": flags,
     }
 
 
@@ -118,20 +219,32 @@ class Model:
         # A term's feature is its ratio, so its pull on the logit is coefficient * ratio. Computed
         # once here so that a prediction is one dictionary look-up per term.
         self.pulls = {t: self.coefficients[t] * r for t, r in self.ratios.items()}
+        if tuple(weights["dense_features"]) != self.preprocessor.dense_names:
+            raise ValueError("the dense features of model.json and preprocessing.json differ")
+        self.dense = dict(
+            zip(weights["dense_features"], weights["dense_coefficients"], strict=True)
+        )
+        self.dense_coefficients = tuple(self.dense.values())
 
     def preprocess(self, tweet):
-        """Return the terms of one tweet."""
-        return self.preprocessor.terms(self.preprocessor.tokens(tweet))
+        """Return what the model reads of one tweet: its terms (a set) and its dense features."""
+        return self.preprocessor.read(tweet)
 
-    def features(self, terms):
-        """Return the frequency features: the log-count ratio of each known term."""
+    def features(self, reading):
+        """Return the frequency features, the log-count ratio of each known term, and the dense
+        features that are not zero, by name."""
+        terms, dense = reading
         ratios = self.ratios
-        return {t: ratios[t] for t in terms if t in ratios}
+        features = {t: ratios[t] for t in terms if t in ratios}
+        features.update((n, x) for n, x in zip(self.dense, dense, strict=True) if x)
+        return features
 
-    def logit(self, terms):
-        """Return the logistic regression's log-odds of Positive for a set of terms."""
+    def logit(self, reading):
+        """Return the logistic regression's log-odds of Positive for what was read of a tweet."""
+        terms, dense = reading
         # fsum: the same answer whatever order the set iterates in (it varies with the hash seed).
-        return self.intercept + math.fsum(map(self.pulls.get, terms, itertools.repeat(0.0)))
+        pulls = math.fsum(map(self.pulls.get, terms, itertools.repeat(0.0)))
+        return self.intercept + pulls + sum(map(operator.mul, self.dense_coefficients, dense))
 
     def scores(self, tweets):
         """Return the probability of Positive for each tweet."""
@@ -144,9 +257,13 @@ class Model:
         return [postprocess(p) for p in self.scores(tweets)]
 
     def explain(self, tweet):
-        """Return the terms that pushed a tweet toward each label, with their pull on the logit."""
+        """Return the terms and dense features that pushed a tweet toward each label, with their
+        pull on the logit."""
         check_tweets([tweet])
-        pulls = {t: self.pulls[t] for t in self.features(self.preprocess(tweet))}
+        features = self.features(self.preprocess(tweet))
+        pulls = {
+            n: self.pulls[n] if n in self.pulls else self.dense[n] * x for n, x in features.items()
+        }
         ranked = sorted(pulls.items(), key=lambda item: (-abs(item[1]), item[0]))
         return {
             "Positive": [[t, w] for t, w in ranked if w > 0],
@@ -233,13 +350,20 @@ def check_weights(weights, path):
     problem = None
     if not isinstance(weights, dict) or weights.get("format_version") != FORMAT_VERSION:
         problem = f"format_version is not {FORMAT_VERSION}"
-    elif not all(isinstance(weights.get(c), list) for c in columns):
-        problem = f"it needs the lists {', '.join(columns)}"
+    elif not all(isinstance(weights.get(c), list) for c in (*columns, *DENSE_COLUMNS)):
+        problem = f"it needs the lists {', '.join((*columns, *DENSE_COLUMNS))}"
     elif len({len(weights[c]) for c in columns}) != 1:
-        problem = "its lists differ in length"
+        problem = "its lists of terms differ in length"
+    elif len(weights["dense_features"]) != len(weights["dense_coefficients"]):
+        problem = "its dense features and their coefficients differ in length"
     elif not all(
         isinstance(x, int | float) and math.isfinite(x)
-        for x in [weights.get("intercept"), *weights["log_count_ratios"], *weights["coefficients"]]
+        for x in [
+            weights.get("intercept"),
+            *weights["log_count_ratios"],
+            *weights["coefficients"],
+            *weights["dense_coefficients"],
+        ]
     ):
         problem = "a ratio, coefficient or the intercept is missing or not a finite number"
     if problem:

@@ -106,7 +106,6 @@ def test_empty_blank_and_odd_tweets_get_the_documented_answer(client, shipped):
         "rtl": "\u200f\u202e",
         "emoji": "\U0001f600\U0001f525",
         "cjk": "今日はとても楽しかった",
-        "url only": "http://t.co/x @someone",
         "lone surrogate": "\ud800",
     }
     response = post(client, odd, path=PREDICT + "?scores=true")
@@ -115,6 +114,12 @@ def test_empty_blank_and_odd_tweets_get_the_documented_answer(client, shipped):
         assert answer == {"label": prior, "score": round(model.sigmoid(shipped.intercept), 6)}, (
             tweet_id
         )
+
+
+def test_a_tweet_of_only_a_url_and_a_mention_gets_the_prior_and_those_flags(client, shipped):
+    response = post(client, {"u": "http://t.co/x @someone"}, path=PREDICT + "?scores=true")
+    logit = shipped.intercept + shipped.dense["URL"] + shipped.dense["@mention"]
+    assert response.json["u"]["score"] == round(model.sigmoid(logit), 6)
 
 
 def test_charset_in_content_type_is_fine(client):
