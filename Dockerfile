@@ -3,7 +3,8 @@ ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
 # INSTALL=no and VENV: inside the image `make api-start` uses the packages installed below, never
-# reinstalls them, and ignores any .venv a host leaves in a mounted project folder.
+# reinstalls them, and ignores any .venv a host leaves in a mounted project folder. JOBS_DIR: the
+# jobs door's embedded broker and store, where the user can write even on a read-only root.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -11,6 +12,7 @@ ENV PYTHONUNBUFFERED=1 \
     VENV=/opt/venv \
     INSTALL=no \
     IN_DOCKER=1 \
+    JOBS_DIR=/tmp/jobs \
     PATH=/opt/venv/bin:$PATH
 
 # make and openssl: `make api-start` makes a certificate and a token when none are given.

@@ -31,11 +31,12 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start rpc-start stream-start score spark-score bench-files certs token test lint format train bench docker-build docker-run \
-	docker-test clean
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files certs token test lint format train bench docker-build docker-run \
+	docker-test compose-test clean
 
 help:
 	@echo "make api-start   serve HTTPS on $(HOST):$(PORT) (installs, makes a certificate and token)"
+	@echo "make worker-start run a batch-jobs worker (BROKER_URL, JOB_STORE_URL; embedded by default)"
 	@echo "make rpc-start   serve the model over ZeroRPC on RPC_BIND (default tcp://127.0.0.1:4242)"
 	@echo "make stream-start label tweets from Kafka (KAFKA_BOOTSTRAP_SERVERS, KAFKA_INPUT_TOPIC, ...)"
 	@echo "make score IN=tweets.csv OUT=labels.csv         label a file on every core"
@@ -45,7 +46,7 @@ help:
 	@echo "make train       retrain artifacts/ from DATA=$(DATA)"
 	@echo "make bench       measure the model and the running service"
 	@echo "make certs       make a self-signed server.crt/server.key if absent"
-	@echo "make docker-build | docker-run | docker-test"
+	@echo "make docker-build | docker-run | docker-test | compose-test"
 
 CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	|| { echo "Python 3.11 or newer is needed: set PYTHON=python3.11"; exit 1; }
@@ -97,6 +98,11 @@ api-start: $(RUNTIME) certs token
 rpc-start: $(RUNTIME)
 	exec $(BIN)/python rpc.py
 
+# The jobs door's worker (jobs.py): BROKER_URL and JOB_STORE_URL, or the embedded default in
+# JOBS_DIR. make api-start already supervises JOB_WORKERS_WITH_API of them (1).
+worker-start: $(RUNTIME)
+	exec $(BIN)/python jobs.py
+
 # The Kafka door (stream.py): KAFKA_BOOTSTRAP_SERVERS=localhost:9092 by default.
 stream-start: $(RUNTIME)
 	exec $(BIN)/python stream.py
@@ -129,13 +135,21 @@ docker-test: $(DEV)
 	fi; \
 	$(MAKE) --no-print-directory docker-build && $(DEV_BIN)/python tests/docker_check.py $(IMAGE)
 
+# docker-compose.yml for real: API, worker, RabbitMQ, PostgreSQL; a 100,000-tweet job; down.
+compose-test: $(DEV)
+	@if ! docker info >/dev/null 2>&1 || ! command -v docker-compose >/dev/null; then \
+		echo "compose-test: no Docker engine or docker-compose here: NOTHING WAS TESTED"; \
+		exit 0; \
+	fi; \
+	$(DEV_BIN)/python tests/compose_check.py $(BASE_IMAGE)
+
 test: $(DEV)
 	$(DEV_BIN)/python -m pytest
 
 lint: $(DEV)
 	$(DEV_BIN)/ruff check .
 	$(DEV_BIN)/ruff format --check .
-	$(DEV_BIN)/hadolint Dockerfile
+	$(DEV_BIN)/hadolint Dockerfile docker/*.Dockerfile
 
 format: $(DEV)
 	$(DEV_BIN)/ruff check --fix .

@@ -27,13 +27,14 @@ from werkzeug.exceptions import (
 )
 
 import contract
+import jobs
 import model
 import service
 
 ROOT = service.ROOT
 OPENAPI_FILE = ROOT / "openapi.json"
 DEFAULTS = {
-    **service.SHARED,
+    **jobs.DEFAULTS,  # the settings every door shares, and the jobs door's
     "WS_MAX_CONNECTIONS": 500,  # open websockets per worker; gunicorn's pool is 1,000 connections
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
     "WS_PING_SECONDS": 25,  # a silent websocket is pinged; no pong by the next ping closes it
@@ -88,7 +89,7 @@ def create_app(config=None):
     app = Flask(__name__)
     app.json.sort_keys = False  # answers keep the request's order
     app.json.compact = True
-    settings = service.Settings.load(DEFAULTS, config)
+    settings = jobs.settings_of(config, DEFAULTS)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.config["SOCK_SERVER_OPTIONS"] = {
         "max_message_size": settings["MAX_BODY_BYTES"],  # over it: closed with 1009
@@ -122,6 +123,10 @@ def create_app(config=None):
         provide_automatic_options=False,
     )
     app.add_url_rule("/api/v1/model", view_func=model_metadata)
+    blueprint, app.extensions["jobs_metrics"] = jobs.routes(
+        require_bearer_token, parse_options, settings
+    )
+    app.register_blueprint(blueprint)
     Sock(app).route("/api/v1/ws")(websocket)
     app.add_url_rule("/", view_func=page)
     app.add_url_rule("/health", view_func=health)
@@ -255,19 +260,23 @@ def metrics():
     """The Prometheus metrics of every worker; the token is needed, as a Bearer token."""
     require_bearer_token()
     MODEL_INFO.labels(current_app.extensions["model"].version).set(1)
-    registry = prometheus_client.REGISTRY
+    registry = prometheus_client.CollectorRegistry()
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = prometheus_client.CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    return Response(prometheus_client.generate_latest(registry), mimetype="text/plain")
+    else:
+        registry = prometheus_client.REGISTRY
+    text = prometheus_client.generate_latest(registry)
+    text += prometheus_client.generate_latest(current_app.extensions["jobs_metrics"])
+    return Response(text, mimetype="text/plain")
 
 
 def openapi(settings):
     """Return the OpenAPI document with this app's limits filled in."""
     document = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
-    tweets = document["components"]["schemas"]["Tweets"]
-    tweets["maxProperties"] = settings["MAX_TWEETS"]
-    tweets["additionalProperties"]["maxLength"] = settings["MAX_TWEET_CHARS"]
+    schemas = document["components"]["schemas"]
+    for name, most in (("Tweets", "MAX_TWEETS"), ("JobTweets", "MAX_JOB_TWEETS")):
+        schemas[name]["maxProperties"] = settings[most]
+        schemas[name]["additionalProperties"]["maxLength"] = settings["MAX_TWEET_CHARS"]
     return document
 
 

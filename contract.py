@@ -100,6 +100,19 @@ def check(tweets, limits):
         raise Unprocessable(f"each tweet must be at most {limit} characters: {name_ids(long)}")
 
 
+def check_part(tweets, limits, seen, before, most, what="job"):
+    """Check one part of a batch that arrives in parts (a job of up to `most` tweets, of which
+    `before` came in earlier parts): the count (413), ids not in `seen`, the ids of earlier parts
+    (400), then the values as check() does (422). Adds this part's ids to `seen`."""
+    if before + len(tweets) > most:
+        raise TooLarge(f"at most {most} tweets per {what}, got more")
+    repeated = [i for i in tweets if i in seen]
+    if repeated:
+        raise BadInput(f"each id must appear once; repeated: {name_ids(repeated)}")
+    check(tweets, {**limits, "MAX_TWEETS": len(tweets)})
+    seen.update(tweets)
+
+
 def partition(tweets, limits):
     """Split a batch into the tweets that pass the checks and {id: error} for those that do not.
 

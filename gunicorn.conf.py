@@ -100,11 +100,21 @@ def ssl_context(conf, default_ssl_context_factory):
     return context
 
 
+def when_ready(server):
+    """Start the job workers make api-start supervises (JOB_WORKERS_WITH_API, see jobs.py)."""
+    import jobs
+
+    server.job_workers = jobs.LocalWorkers(jobs.settings_of())
+    server.job_workers.start()
+
+
 def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):
+    if hasattr(server, "job_workers"):
+        server.job_workers.stop(graceful_timeout)
     if os.environ.get("METRICS_DIR_MADE_HERE"):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
@@ -116,5 +126,7 @@ def on_reload(server):
     try:
         api.reload(server.app.wsgi())
         server.log.info("reloaded the API tokens and the model")
+        if hasattr(server, "job_workers"):
+            server.job_workers.restart()  # they load the new model as they start again
     except Exception as e:  # a bad new model must not take the running service down
         server.log.error("reload failed; keeping the tokens and model in use: %s", e)

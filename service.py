@@ -28,13 +28,16 @@ class Settings(dict):
     """A door's settings: its defaults, then the environment, then what the caller passes."""
 
     @classmethod
-    def load(cls, defaults, config=None):
+    def load(cls, defaults, config=None, zero_allowed=()):
+        """zero_allowed: whole-number settings that may be 0; the others must be above 0."""
         settings = cls(defaults)
         for key in defaults.keys() & os.environ.keys():
             value = os.environ[key]
             if isinstance(defaults[key], int):
-                if not value.isdigit() or int(value) < 1:
-                    raise RuntimeError(f"{key} must be a whole number above 0, got {value!r}")
+                least = 0 if key in zero_allowed else 1
+                if not value.isdigit() or int(value) < least:
+                    what = "0 or more" if least == 0 else "above 0"
+                    raise RuntimeError(f"{key} must be a whole number {what}, got {value!r}")
                 value = int(value)
             settings[key] = value
         settings.update(config or {})

@@ -57,8 +57,9 @@ OTHER_TOKEN = "rotated-token-abcdef"
 
 
 @pytest.fixture(scope="session")
-def app():
-    """The app with two valid tokens and small limits, as a test would configure it."""
+def app(tmp_path_factory):
+    """The app with two valid tokens and small limits, as a test would configure it; the jobs
+    door's embedded broker and store in a folder of its own."""
     import api
 
     return api.create_app(
@@ -67,6 +68,10 @@ def app():
             "MAX_TWEETS": 50,
             "MAX_TWEET_CHARS": 280,
             "MAX_BODY_BYTES": 64 * 1024,
+            "JOBS_DIR": str(tmp_path_factory.mktemp("jobs")),
+            "MAX_JOB_TWEETS": 100,
+            "JOB_CHUNK_TWEETS": 10,
+            "MAX_JOB_BODY_BYTES": 256 * 1024,
         }
     )
 
@@ -128,7 +133,7 @@ def start_make(target, env, log_path):
 
 @contextlib.contextmanager
 def running_server(folder, **env):
-    """`make api-start` on a free port with its certificate and token file in folder.
+    """`make api-start` on a free port with its certificate, token file and jobs folder in folder.
 
     With no API_TOKEN, make api-start makes the token file. Yields a dict: port, folder, log (the
     server's whole output), process (make's).
@@ -142,6 +147,8 @@ def running_server(folder, **env):
         TLS_KEY=str(folder / "server.key"),
         API_TOKEN_FILE=str(folder / ".api_token"),
         WORKERS="2",
+        JOBS_DIR=str(folder / "jobs"),  # the jobs door's embedded broker and store
+        WORKER_METRICS_PORT=str(free_port()),
         **env,
     )
     log_path = folder / "server.log"
@@ -151,6 +158,13 @@ def running_server(folder, **env):
         yield {"port": port, "folder": folder, "log": log_path, "process": process}
     finally:
         stop(process)
+
+
+def absent(reason):
+    """A peer a test needs is missing: skip on a developer's machine, fail in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must have it")
+    pytest.skip(reason)
 
 
 def make_child(server):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import jsonschema_rs
@@ -442,7 +443,7 @@ def test_reload_swaps_tokens_and_keeps_them_if_the_model_breaks(tmp_path):
 
 def test_openapi_lists_every_route_and_only_those(app):
     routes = {
-        rule.rule.replace("<token>", "{token}")
+        re.sub(r"<(\w+)>", r"{\1}", rule.rule)
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static"
     }

@@ -1,0 +1,13 @@
+# PostgreSQL for docker-compose.yml, from the Debian base the project builds on (no registry here).
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+
+COPY docker/postgres-start.sh /usr/local/bin/postgres-start
+USER postgres
+CMD ["sh", "/usr/local/bin/postgres-start"]

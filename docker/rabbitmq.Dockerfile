@@ -1,0 +1,13 @@
+# RabbitMQ for docker-compose.yml, from the Debian base the project builds on (no registry here).
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends rabbitmq-server \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+
+COPY docker/rabbitmq-start.sh /usr/local/bin/rabbitmq-start
+USER rabbitmq
+CMD ["sh", "/usr/local/bin/rabbitmq-start"]

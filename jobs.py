@@ -1,0 +1,828 @@
+"""The batch-jobs door: submit up to a million tweets, get a job id at once, fetch the labels later.
+
+    make api-start                          # serves /api/v1/jobs and supervises a local worker
+    make worker-start                       # one more worker, here or on another machine
+
+The API streams a job's tweets into the job store in chunks, checking each with the shared
+contract, then sends one Celery task per chunk to the broker. Workers label a chunk with the same
+contract and model, store its answers (a chunk done twice is stored once), and the job is done when
+every chunk is. The jobs table is ours: Celery reports an unknown task as PENDING, and answers
+must outlive the broker.
+
+Production: RabbitMQ as the broker (BROKER_URL=amqp://...) and PostgreSQL as the store
+(JOB_STORE_URL=postgresql+psycopg://...), so every API replica and worker sees the same jobs. The
+embedded default needs no server: both on SQLite files in JOBS_DIR, one machine only.
+
+A chunk is leased when it is sent and when a worker takes it. RabbitMQ gives a dead worker's
+chunk to another worker at once; the embedded broker cannot, so a worker starting on it sends
+again every chunk not done, and every worker sends again the chunks of running jobs whose lease
+ran out.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import celery
+import ijson
+import prometheus_client
+import sqlalchemy as sa
+from celery import signals
+from flask import Blueprint, Response, jsonify, request
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from werkzeug.exceptions import (
+    Conflict,
+    NotFound,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+
+import contract
+import model
+import service
+
+JOBS_DIR = service.ROOT / ".jobs"
+DEFAULTS = {
+    **service.SHARED,
+    # Embedded default: a broker and a store on SQLite files in JOBS_DIR.
+    "JOBS_DIR": str(JOBS_DIR),
+    "BROKER_URL": "",  # empty: sqla+sqlite:///JOBS_DIR/broker.sqlite3
+    "JOB_STORE_URL": "",  # empty: sqlite:///JOBS_DIR/jobs.sqlite3
+    "MAX_JOB_TWEETS": 1_000_000,
+    "MAX_JOB_BODY_BYTES": 1024 * 1024 * 1024,
+    "JOB_TTL_HOURS": 24,  # a job and its answers are removed this long after submission
+    "JOB_CHUNK_TWEETS": 10_000,  # the unit of work
+    "JOB_LEASE_SECONDS": 300,  # a chunk sent or taken this long ago and not done is sent again
+    "JOB_MAX_ATTEMPTS": 3,  # a chunk taken this often without finishing fails its job
+    "JOB_WORKERS_WITH_API": 1,  # workers `make api-start` starts and supervises; 0 for none
+    "WORKER_METRICS_PORT": 9252,  # a worker's Prometheus metrics, on WORKER_METRICS_HOST
+    "WORKER_METRICS_HOST": "127.0.0.1",
+}
+ZERO_ALLOWED = {"JOB_WORKERS_WITH_API"}
+QUEUE = "tweet-sentiment-jobs"
+STATES = ("queued", "running", "done", "failed", "cancelled")
+UNFINISHED = ("queued", "running")
+SWEEP_SECONDS = 10  # how often a worker looks for chunks to send again and jobs to remove
+log = logging.getLogger("jobs")
+
+CHUNKS_LABELLED = Counter("jobs_chunks", "Chunks taken by this worker, by outcome", ["outcome"])
+TWEETS_LABELLED = Counter("jobs_tweets", "Tweets labelled by this worker")
+CHUNK_SECONDS = Histogram(
+    "jobs_chunk_seconds",
+    "Seconds to label and store one chunk",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SENT_AGAIN = Counter("jobs_chunks_sent_again", "Chunks sent again after their lease ran out")
+WORKER_MODEL = Gauge("jobs_model_info", "The model this worker labels with", ["version"])
+
+
+def settings_of(config=None, defaults=DEFAULTS):
+    """The settings: defaults, the environment, then config; the embedded URLs filled in."""
+    settings = service.Settings.load(defaults, config, zero_allowed=ZERO_ALLOWED)
+    folder = Path(settings["JOBS_DIR"])
+    if not settings["BROKER_URL"]:
+        settings["BROKER_URL"] = f"sqla+sqlite:///{folder / 'broker.sqlite3'}"
+    if not settings["JOB_STORE_URL"]:
+        settings["JOB_STORE_URL"] = f"sqlite:///{folder / 'jobs.sqlite3'}"
+    return settings
+
+
+def embedded(settings):
+    return settings["BROKER_URL"].startswith("sqla+sqlite")
+
+
+# The store: our own jobs table, and a job's tweets and answers by chunk.
+
+METADATA = sa.MetaData()
+JOBS = sa.Table(
+    "sentiment_jobs",
+    METADATA,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # STATES, or "receiving" while uploading
+    sa.Column("tweets", sa.Integer, nullable=False),
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("options", sa.String(64), nullable=False),  # {"scores": ..., "explain": ...}
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),  # seconds since the epoch
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+CHUNKS = sa.Table(
+    "sentiment_job_chunks",
+    METADATA,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("tweets", sa.Text, nullable=False),  # JSON [[id, text], ...]
+    sa.Column("answers", sa.Text),  # JSON [[id, label, score, explanation?], ...] once done
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=False),
+)
+
+
+class Store:
+    """The job store, on SQLAlchemy: PostgreSQL, or SQLite for the embedded default.
+
+    Its engine is made in the process that first uses it: gunicorn loads the app before forking,
+    and a database connection must not be shared across a fork.
+    """
+
+    def __init__(self, url):
+        self.url, self._engine, self._pid = url, None, None
+
+    @property
+    def engine(self):
+        if self._pid != os.getpid():
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            if self._engine.dialect.name == "sqlite":
+                sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+            self._pid = os.getpid()
+        return self._engine
+
+    def create(self):
+        """Make the tables if absent; a second process making them at once is no error."""
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            METADATA.create_all(self.engine)
+        except sa.exc.DBAPIError:
+            time.sleep(0.5)
+            METADATA.create_all(self.engine)
+
+    def begin(self):
+        return self.engine.begin()
+
+    def job(self, job_id, now=None):
+        """Return the job's row as a dict, or None if unknown, expired or still being received."""
+        with self.begin() as db:
+            row = db.execute(sa.select(JOBS).where(JOBS.c.id == job_id)).mappings().first()
+            if row is None or row["status"] not in STATES:
+                return None
+            if row["expires_at"] <= (now or time.time()):
+                remove(db, [job_id])
+                return None
+            done = db.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(CHUNKS.c.size), 0)).where(
+                    CHUNKS.c.job_id == job_id, CHUNKS.c.done
+                )
+            ).scalar_one()
+        return {**row, "done_tweets": int(done)}
+
+    def answers(self, job_id):
+        """Yield the answers of a done job, chunk by chunk, in the order they were submitted."""
+        with self.begin() as db:
+            numbers = db.execute(
+                sa.select(CHUNKS.c.number).where(CHUNKS.c.job_id == job_id).order_by("number")
+            ).scalars()
+            numbers = list(numbers)
+        for number in numbers:
+            with self.begin() as db:
+                text = db.execute(
+                    sa.select(CHUNKS.c.answers).where(
+                        CHUNKS.c.job_id == job_id, CHUNKS.c.number == number
+                    )
+                ).scalar_one_or_none()
+            if text is None:  # deleted meanwhile
+                return
+            yield json.loads(text)
+
+    def cancel(self, job_id):
+        """Cancel a job and delete its tweets and answers; its record says "cancelled" until it
+        expires. Return False if there is no such job."""
+        with self.begin() as db:
+            db.execute(sa.delete(CHUNKS).where(CHUNKS.c.job_id == job_id))
+            updated = db.execute(
+                sa.update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(STATES))
+                .values(status="cancelled", finished_at=time.time())
+            )
+            return updated.rowcount > 0
+
+    def counts(self):
+        """Jobs by state, and the chunks and tweets not yet labelled of unfinished jobs."""
+        with self.begin() as db:
+            states = dict(
+                db.execute(
+                    sa.select(JOBS.c.status, sa.func.count())
+                    .where(JOBS.c.status.in_(STATES))
+                    .group_by(JOBS.c.status)
+                ).all()
+            )
+            chunks, tweets = db.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(CHUNKS.c.size), 0))
+                .select_from(CHUNKS.join(JOBS, JOBS.c.id == CHUNKS.c.job_id))
+                .where(JOBS.c.status.in_(UNFINISHED), ~CHUNKS.c.done)
+            ).one()
+        return {s: states.get(s, 0) for s in STATES}, chunks, int(tweets)
+
+
+def _sqlite_pragmas(connection, _record):
+    """SQLite shared by the API's workers and the job workers: readers do not block the writer,
+    and a writer waits its turn instead of failing."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def remove(db, job_ids):
+    db.execute(sa.delete(CHUNKS).where(CHUNKS.c.job_id.in_(job_ids)))
+    db.execute(sa.delete(JOBS).where(JOBS.c.id.in_(job_ids)))
+
+
+# Celery: one task per chunk. Late acknowledgement on the solo pool, one message at a time: a
+# worker killed mid-chunk never acknowledged it, so RabbitMQ gives it to another worker.
+
+app = celery.Celery("sentiment", set_as_current=False)
+
+
+def configure(settings):
+    """Point the Celery app at the broker in the settings."""
+    app.conf.update(
+        broker_url=settings["BROKER_URL"],
+        broker_connection_retry_on_startup=True,
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+    )
+    if embedded(settings):
+        Path(settings["JOBS_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def send(chunks):
+    """Send a task for each (job id, chunk number); raise ServiceUnavailable if the broker fails."""
+    try:
+        with app.producer_or_acquire() as producer:
+            for job_id, number in chunks:
+                label_chunk.apply_async(
+                    (job_id, number), producer=producer, retry=True, retry_policy={"max_retries": 3}
+                )
+    except Exception as e:  # kombu raises its own and the transport's errors
+        log.error("cannot send to the broker: %s", e)
+        raise ServiceUnavailable("the job queue is unavailable; try again later") from None
+
+
+@app.task(name="sentiment.label_chunk")
+def label_chunk(job_id, number):
+    Worker.current.label(job_id, number)
+
+
+class Worker:
+    """What a worker process holds: its settings, the store and the model, loaded once."""
+
+    current = None
+
+    def __init__(self, settings):
+        self.settings, self.store = settings, Store(settings["JOB_STORE_URL"])
+        self.model = model.load(settings["ARTIFACTS_DIR"])
+        self.limits = {**settings, "MAX_TWEETS": settings["JOB_CHUNK_TWEETS"]}
+        WORKER_MODEL.labels(self.model.version).set(1)
+
+    def label(self, job_id, number):
+        """Take a chunk, label it, store its answers; finish or fail its job."""
+        start, now = time.perf_counter(), time.time()
+        lease = self.settings["JOB_LEASE_SECONDS"]
+        with self.store.begin() as db:
+            taken = db.execute(
+                sa.update(CHUNKS)
+                .where(
+                    CHUNKS.c.job_id == job_id,
+                    CHUNKS.c.number == number,
+                    ~CHUNKS.c.done,
+                    sa.exists().where(JOBS.c.id == job_id, JOBS.c.status.in_(UNFINISHED)),
+                )
+                .values(attempts=CHUNKS.c.attempts + 1, lease_until=now + lease)
+            )
+            if taken.rowcount == 0:  # done already, or its job cancelled, failed or removed
+                CHUNKS_LABELLED.labels("skipped").inc()
+                return
+            tweets, attempts = db.execute(
+                sa.select(CHUNKS.c.tweets, CHUNKS.c.attempts).where(
+                    CHUNKS.c.job_id == job_id, CHUNKS.c.number == number
+                )
+            ).one()
+            options = json.loads(
+                db.execute(sa.select(JOBS.c.options).where(JOBS.c.id == job_id)).scalar_one()
+            )
+            db.execute(
+                sa.update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status == "queued")
+                .values(status="running", started_at=now)
+            )
+        if attempts > self.settings["JOB_MAX_ATTEMPTS"]:
+            self.fail(job_id, f"chunk {number} was taken {attempts - 1} times and never finished")
+            return
+        try:
+            batch = dict(json.loads(tweets))
+            explain = options["explain"]
+            answer = contract.predict(self.model, batch, self.limits, scores=True, explain=explain)
+            rows = [
+                [i, a["label"], a["score"], *([a["explanation"]] if explain else [])]
+                for i, a in answer.items()
+            ]
+            answers = json.dumps(rows, ensure_ascii=True)
+        except Exception as e:  # a chunk that cannot be labelled fails its job, and is not retried
+            log.exception("chunk %s of a job failed", number)
+            CHUNKS_LABELLED.labels("failed").inc()
+            self.fail(job_id, f"chunk {number} could not be labelled: {type(e).__name__}: {e}")
+            return
+        with self.store.begin() as db:
+            db.execute(
+                sa.update(CHUNKS)
+                .where(CHUNKS.c.job_id == job_id, CHUNKS.c.number == number)
+                .values(answers=answers, done=True)
+            )
+        with self.store.begin() as db:  # after the commit above: the last chunk sees all done
+            left = db.execute(
+                sa.select(sa.func.count()).where(CHUNKS.c.job_id == job_id, ~CHUNKS.c.done)
+            ).scalar_one()
+            if left == 0:
+                db.execute(
+                    sa.update(JOBS)
+                    .where(JOBS.c.id == job_id, JOBS.c.status.in_(UNFINISHED))
+                    .values(status="done", finished_at=time.time())
+                )
+        seconds = time.perf_counter() - start
+        CHUNKS_LABELLED.labels("done").inc()
+        TWEETS_LABELLED.inc(len(rows))
+        CHUNK_SECONDS.observe(seconds)
+        if log.isEnabledFor(logging.INFO):
+            fields = {
+                "job_id": job_id,
+                "chunk": number,
+                "tweets": len(rows),
+                "attempt": attempts,
+                "seconds": round(seconds, 3),
+                "job_done": left == 0,
+            }
+            sys.stderr.write(service.json_line("info", "chunk labelled", fields))
+
+    def fail(self, job_id, reason):
+        with self.store.begin() as db:
+            db.execute(
+                sa.update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(UNFINISHED))
+                .values(status="failed", reason=reason, finished_at=time.time())
+            )
+
+    def sweep(self, at_start=False):
+        """Send again the chunks of running jobs whose lease ran out; remove expired jobs.
+
+        RabbitMQ holds a chunk's message until a worker has finished it, so this is only a net
+        under it, for a worker that hangs. The embedded broker forgets a message once a worker
+        has taken it: at_start, on the embedded broker, every chunk not done of an unfinished job
+        is sent again at once (the worker that held it died), and a chunk done twice is stored
+        once.
+        """
+        now = time.time()
+        with self.store.begin() as db:
+            expired = db.execute(sa.select(JOBS.c.id).where(JOBS.c.expires_at <= now)).scalars()
+            expired = list(expired)
+            if expired:
+                remove(db, expired)
+            dead = at_start and embedded(self.settings)
+            if dead:
+                late = JOBS.c.status.in_(UNFINISHED)
+            else:
+                late = (JOBS.c.status == "running") & (CHUNKS.c.lease_until <= now)
+            chunks = db.execute(
+                sa.select(CHUNKS.c.job_id, CHUNKS.c.number)
+                .select_from(CHUNKS.join(JOBS, JOBS.c.id == CHUNKS.c.job_id))
+                .where(~CHUNKS.c.done, late)
+            ).all()
+            for job_id, number in chunks:
+                db.execute(
+                    sa.update(CHUNKS)
+                    .where(CHUNKS.c.job_id == job_id, CHUNKS.c.number == number)
+                    .values(lease_until=now + self.settings["JOB_LEASE_SECONDS"])
+                )
+        if chunks:
+            log.warning(
+                "sending %d chunks again: %s",
+                len(chunks),
+                "a worker died holding them" if dead else "their lease ran out",
+            )
+            send(chunks)
+            SENT_AGAIN.inc(len(chunks))
+        if expired:
+            log.info("removed %d expired jobs", len(expired))
+
+    def sweep_forever(self):
+        while True:
+            time.sleep(SWEEP_SECONDS)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed; trying again in %s s", SWEEP_SECONDS)
+
+
+@signals.setup_logging.connect
+def _logging(**_):
+    """Celery's own log lines as JSON lines too (it logs task ids and arguments: no tweet text).
+
+    Its loggers carry a NullHandler and pass their records up: a worker is its own process, so
+    the root logger takes them. A line per task received and succeeded is left out: the worker
+    writes its own per chunk."""
+    service.setup_logging(logging.getLogger())
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(config=None):
+    """Run a worker: make worker-start, or the one make api-start supervises."""
+    service.setup_logging(log)
+    settings = settings_of(config)
+    configure(settings)
+    Worker.current = worker = Worker(settings)
+    worker.store.create()
+    prometheus_client.start_http_server(
+        settings["WORKER_METRICS_PORT"], settings["WORKER_METRICS_HOST"]
+    )
+    worker.sweep(at_start=True)
+    threading.Thread(target=worker.sweep_forever, daemon=True, name="sweep").start()
+    log.info(
+        "worker for queue %s, model %s, metrics on %s:%s",
+        QUEUE,
+        worker.model.version,
+        settings["WORKER_METRICS_HOST"],
+        settings["WORKER_METRICS_PORT"],
+    )
+    # solo: the task runs in this process, so killing it loses no acknowledged work. TERM is a
+    # warm shutdown: the chunk in hand is finished first.
+    app.worker_main(
+        [
+            "--quiet",  # no banner in the log
+            "worker",
+            "--pool=solo",
+            f"--queues={QUEUE}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--loglevel={os.environ.get('LOG_LEVEL', 'INFO')}",
+            f"--hostname=sentiment-{os.getpid()}@%h",
+        ]
+    )
+
+
+# The HTTP routes, registered by api.create_app on the same token rules as predict.
+
+
+def routes(require_token, parse_options, settings):
+    """The jobs API as a blueprint, and a registry of its metrics.
+
+    require_token refuses a request without a valid token; parse_options reads the query options
+    as the predict route does.
+    """
+    configure(settings)
+    store = Store(settings["JOB_STORE_URL"])
+    store.create()
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(Metrics(store))
+    jobs = Blueprint("jobs", __name__)
+    jobs.before_request(require_token)
+
+    @jobs.post("/api/v1/jobs")
+    def submit():
+        """Store a job's tweets (JSON object or CSV) chunk by chunk, then queue them: 202."""
+        options = parse_options()
+        request.max_content_length = settings["MAX_JOB_BODY_BYTES"]
+        if request.content_length and request.content_length > settings["MAX_JOB_BODY_BYTES"]:
+            raise RequestEntityTooLarge(
+                f"the body must be at most {settings['MAX_JOB_BODY_BYTES']} bytes, "
+                f"got {request.content_length}"
+            )
+        reader = {"application/json": json_parts, "text/csv": csv_parts}.get(request.mimetype)
+        if reader is None:
+            raise UnsupportedMediaType(
+                "Content-Type must be application/json or text/csv, "
+                f"got {request.mimetype or 'none'}"
+            )
+        job_id, now = secrets.token_hex(16), time.time()
+        with store.begin() as db:
+            db.execute(
+                sa.insert(JOBS).values(
+                    id=job_id,
+                    status="receiving",
+                    tweets=0,
+                    chunks=0,
+                    options=json.dumps(options),
+                    created_at=now,
+                    expires_at=now + settings["JOB_TTL_HOURS"] * 3600,
+                )
+            )
+        try:
+            count, number = 0, 0
+            lease = now + settings["JOB_LEASE_SECONDS"]
+            for part in checked(reader(request.stream, settings["JOB_CHUNK_TWEETS"]), settings):
+                with store.begin() as db:
+                    db.execute(
+                        sa.insert(CHUNKS).values(
+                            job_id=job_id,
+                            number=number,
+                            size=len(part),
+                            tweets=json.dumps(list(part.items()), ensure_ascii=True),
+                            done=False,
+                            attempts=0,
+                            lease_until=lease,
+                        )
+                    )
+                count, number = count + len(part), number + 1
+                time.sleep(0)  # under gevent, let the worker's other requests run between chunks
+            if count == 0:
+                raise contract.BadInput('the job must hold at least one tweet: {"id": "text"}')
+            with store.begin() as db:
+                db.execute(
+                    sa.update(JOBS)
+                    .where(JOBS.c.id == job_id)
+                    .values(status="queued", tweets=count, chunks=number)
+                )
+            send([(job_id, n) for n in range(number)])
+        except BaseException:
+            with store.begin() as db:
+                remove(db, [job_id])
+            raise
+        request.environ["api.tweets"] = count
+        response = jsonify(job_id=job_id, status="queued", tweets=count)
+        response.status_code = 202
+        response.headers["Location"] = f"/api/v1/jobs/{job_id}"
+        return response
+
+    def found(job_id):
+        job = store.job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}: it is unknown, or it expired and was removed")
+        return job
+
+    @jobs.get("/api/v1/jobs/<job_id>")
+    def status(job_id):
+        """A job's state, progress and times; for a failure, its reason."""
+        job = found(job_id)
+        answer = {
+            "job_id": job_id,
+            "status": job["status"],
+            "tweets": job["tweets"],
+            "done_tweets": job["done_tweets"],
+            "options": json.loads(job["options"]),
+        }
+        for moment in ("created_at", "started_at", "finished_at", "expires_at"):
+            answer[moment] = iso(job[moment])
+        if job["status"] == "failed":
+            answer["reason"] = job["reason"]
+        return answer
+
+    @jobs.get("/api/v1/jobs/<job_id>/result")
+    def result(job_id):
+        """The labels, streamed: the predict route's JSON shape, or CSV (id,label,score)."""
+        job = found(job_id)
+        if job["status"] != "done":
+            raise Conflict(f"the job is {job['status']}, not done: its result is not ready")
+        options = json.loads(job["options"])
+        wants_csv = request.accept_mimetypes.best_match(["application/json", "text/csv"])
+        if wants_csv == "text/csv":
+            return Response(csv_result(store.answers(job_id)), mimetype="text/csv")
+        return Response(json_result(store.answers(job_id), options), mimetype="application/json")
+
+    @jobs.delete("/api/v1/jobs/<job_id>")
+    def cancel(job_id):
+        """Cancel the job and delete its tweets and answers at once."""
+        found(job_id)
+        store.cancel(job_id)
+        return {"job_id": job_id, "status": "cancelled"}
+
+    return jobs, registry
+
+
+def iso(moment):
+    return None if moment is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def checked(parts, settings):
+    """Check each part of a job with the contract as it arrives; ids must be unique in the job."""
+    seen, count = set(), 0
+    for part in parts:
+        contract.check_part(part, settings, seen, count, settings["MAX_JOB_TWEETS"])
+        count += len(part)
+        yield part
+
+
+class Prefixed(io.RawIOBase):
+    """A stream with some bytes read already put back in front."""
+
+    def __init__(self, head, stream):
+        self.head, self.stream = head, stream
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def json_parts(stream, size):
+    """Yield {id: value} parts of a JSON object read from a stream, without holding it whole."""
+    first = stream.read(1)
+    while first and first.isspace():
+        first = stream.read(1)
+    if first != b"{":
+        kinds = {b"[": "array", b'"': "string", b"t": "boolean", b"f": "boolean", b"n": "null"}
+        got = "nothing" if not first else kinds.get(first, "a number or no JSON")
+        raise contract.BadInput(
+            f'the body must be a JSON object of {{"id": "tweet text", ...}}, got {got}'
+        )
+    part, pairs = {}, ijson.kvitems(Prefixed(first, stream), "", use_float=True)
+    try:
+        for key, value in pairs:
+            if key in part:
+                raise contract.BadInput(f"each id must appear once; repeated: {json.dumps(key)}")
+            part[key] = value
+            if len(part) == size:
+                yield part
+                part = {}
+    except (ijson.JSONError, UnicodeDecodeError) as e:
+        raise contract.BadInput(f"the body is not valid JSON: {e}") from None
+    if part:
+        yield part
+
+
+def csv_parts(stream, size):
+    """Yield {id: text} parts of a CSV with a header row naming id and text columns."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    rows = csv.reader(text)
+    try:
+        header = next(rows, None)
+        if header is None or "id" not in header or "text" not in header:
+            raise contract.BadInput(
+                f"the CSV's first row must name an id and a text column, got {header or 'nothing'}"
+            )
+        id_at, text_at = header.index("id"), header.index("text")
+        part, lines = {}, {}
+        for row in rows:
+            line = rows.line_num
+            if len(row) <= max(id_at, text_at):
+                raise contract.BadInput(
+                    f"line {line} has {len(row)} fields, the header {len(header)}"
+                )
+            tweet_id = row[id_at]
+            if not tweet_id:
+                raise contract.BadInput(f"line {line} has an empty id")
+            if tweet_id in part:
+                raise contract.BadInput(
+                    f"each id must appear once; {json.dumps(tweet_id)} is on lines "
+                    f"{lines[tweet_id]} and {line}"
+                )
+            part[tweet_id], lines[tweet_id] = row[text_at], line
+            if len(part) == size:
+                yield part
+                part, lines = {}, {}
+        if part:
+            yield part
+    except UnicodeDecodeError as e:
+        raise contract.BadInput(f"the body is not valid UTF-8: {e.reason}") from None
+    except csv.Error as e:
+        raise contract.BadInput(f"the CSV is malformed at line {rows.line_num}: {e}") from None
+
+
+def json_result(chunks, options):
+    """The answers as the predict route gives them, one chunk at a time."""
+    yield "{"
+    first = True
+    for rows in chunks:
+        out = io.StringIO()
+        for tweet_id, label, score, *explanation in rows:
+            if options["scores"] or options["explain"]:
+                answer = {"label": label}
+                if options["scores"]:
+                    answer["score"] = score
+                if explanation:
+                    answer["explanation"] = explanation[0]
+            else:
+                answer = label
+            out.write(("" if first else ",") + json.dumps(tweet_id, ensure_ascii=False) + ":")
+            out.write(json.dumps(answer, ensure_ascii=False, separators=(",", ":")))
+            first = False
+        yield out.getvalue()
+    yield "}"
+
+
+def csv_result(chunks):
+    yield "id,label,score\r\n"
+    for rows in chunks:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerows(row[:3] for row in rows)
+        yield out.getvalue()
+
+
+class Metrics:
+    """Prometheus collector: jobs by state and the backlog, read from the store at each scrape."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        states, chunks, tweets = self.store.counts()
+        jobs = GaugeMetricFamily("api_jobs", "Jobs in the store, by state", labels=["state"])
+        for state, count in states.items():
+            jobs.add_metric([state], count)
+        yield jobs
+        yield GaugeMetricFamily("api_jobs_queue_chunks", "Chunks not yet labelled", value=chunks)
+        yield GaugeMetricFamily("api_jobs_queue_tweets", "Tweets not yet labelled", value=tweets)
+
+
+# The workers make api-start supervises (gunicorn.conf.py): started with the API, started again
+# when one dies, stopped with it, restarted on HUP so that they load the new model.
+
+
+class LocalWorkers:
+    """Supervise JOB_WORKERS_WITH_API worker processes beside the API."""
+
+    def __init__(self, settings):
+        self.count = settings["JOB_WORKERS_WITH_API"]
+        self.port = settings["WORKER_METRICS_PORT"]
+        self.processes, self.stopping = {}, False
+        self.lock = threading.Lock()
+
+    def start(self):
+        for index in range(self.count):
+            self.spawn(index)
+        if self.count:
+            threading.Thread(target=self.watch, daemon=True, name="job-workers").start()
+
+    def spawn(self, index):
+        # The API's own metrics files are not the worker's: it serves its metrics on its port.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PROMETHEUS_MULTIPROC_DIR", "METRICS_DIR_MADE_HERE")
+        }
+        env["WORKER_METRICS_PORT"] = str(self.port + index)
+        command = [sys.executable, str(Path(__file__).resolve())]
+        self.processes[index] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)  # noqa: S603
+        log.info("started job worker %d (pid %d)", index, self.processes[index].pid)
+
+    def watch(self):
+        while not self.stopping:
+            time.sleep(0.5)
+            with self.lock:
+                for index, process in list(self.processes.items()):
+                    if process.poll() is not None and not self.stopping:
+                        log.warning(
+                            "job worker %d exited with %s; starting it again",
+                            index,
+                            process.returncode,
+                        )
+                        self.spawn(index)
+
+    def restart(self):
+        """TERM each worker (it finishes its chunk); the watcher starts new ones."""
+        for process in list(self.processes.values()):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+
+    def stop(self, seconds=8):
+        self.stopping = True
+        with self.lock:
+            for process in self.processes.values():
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + seconds
+            for process in self.processes.values():
+                try:
+                    process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (RuntimeError, model.ArtifactError) as e:
+        sys.exit(f"jobs: {e}")

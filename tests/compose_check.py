@@ -1,0 +1,176 @@
+"""Bring up docker-compose.yml, run a 100,000-tweet job end to end, take it down.
+
+    python tests/compose_check.py BASE_IMAGE          # make compose-test runs it
+
+The four containers (API, worker, RabbitMQ, PostgreSQL) get fresh random passwords and free ports
+for this run. The job is a CSV posted over verified HTTPS; its answers must equal the model's.
+Prints the figures. Exits 0 without testing, saying so, when Docker or docker-compose is absent.
+"""
+
+import csv
+import io
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import contract  # noqa: E402
+import model  # noqa: E402
+
+PROJECT = "sentiment-compose-check"
+TWEETS = 100_000
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compose(*args, env, check=True):
+    command = ["docker-compose", "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml"), *args]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=check)
+
+
+def request(url, cafile, token, body=None, content_type=None):
+    context = ssl.create_default_context(cafile=cafile)
+    headers = {"Authorization": f"Bearer {token}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    req = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=context, timeout=120) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def tweets():
+    data = ROOT.parent / "shared" / "data" / "tweet_sentiment_10K.csv"
+    if data.is_file():
+        with data.open(newline="", encoding="utf-8") as f:
+            texts = [row["text"] for row in csv.DictReader(f)]
+    else:
+        texts = [f"tweet {i}: what a lovely day, or not" for i in range(100)]
+    return {f"c{i}": texts[i % len(texts)] for i in range(TWEETS)}
+
+
+def main(base_image):
+    if (
+        not shutil.which("docker-compose")
+        or subprocess.run(["docker", "info"], capture_output=True).returncode
+    ):
+        print("compose-test: no docker-compose or no Docker engine here: NOTHING WAS TESTED")
+        return 0
+    port = free_port()
+    env = {
+        **os.environ,
+        "BASE_IMAGE": base_image,
+        "RABBITMQ_PASSWORD": secrets.token_hex(16),
+        "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "API_PORT": str(port),
+        "RABBITMQ_PORT": str(free_port()),
+        "POSTGRES_PORT": str(free_port()),
+        "WORKER_METRICS_PORT": str(free_port()),
+    }
+    figures, started = {}, time.monotonic()
+    compose("down", "-v", "--remove-orphans", env=env, check=False)
+    try:
+        up = compose("up", "-d", "--build", env=env, check=False)
+        if up.returncode:
+            raise AssertionError(f"docker-compose up failed:\n{up.stdout}\n{up.stderr}")
+        figures["seconds_to_build_and_start"] = round(time.monotonic() - started, 1)
+        api = compose("ps", "-q", "api", env=env).stdout.strip()
+        folder = Path(tempfile.mkdtemp(prefix="compose-check-"))
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # the API makes its certificate and token at start
+            got = subprocess.run(
+                ["docker", "cp", f"{api}:/run/api/server.crt", str(folder / "server.crt")],
+                capture_output=True,
+            )
+            token = subprocess.run(
+                ["docker", "exec", api, "cat", "/run/api/.api_token"],
+                capture_output=True,
+                text=True,
+            )
+            if got.returncode == 0 and token.returncode == 0 and token.stdout.strip():
+                try:
+                    status, _ = request(
+                        f"https://localhost:{port}/ready", str(folder / "server.crt"), "-"
+                    )
+                    if status == 200:
+                        break
+                except OSError:
+                    pass
+            time.sleep(1)
+        else:
+            raise AssertionError("the API never answered /ready")
+        token, cafile = token.stdout.strip(), str(folder / "server.crt")
+        figures["seconds_to_ready"] = round(time.monotonic() - started, 1)
+
+        batch = tweets()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["id", "text"])
+        writer.writerows(batch.items())
+        job_started = time.monotonic()
+        status, body = request(
+            f"https://localhost:{port}/api/v1/jobs?scores=true",
+            cafile,
+            token,
+            out.getvalue().encode(),
+            "text/csv",
+        )
+        assert status == 202, body
+        job_id = json.loads(body)["job_id"]
+        while True:
+            status, body = request(f"https://localhost:{port}/api/v1/jobs/{job_id}", cafile, token)
+            state = json.loads(body)
+            assert state["status"] in ("queued", "running", "done"), state
+            if state["status"] == "done":
+                break
+            if time.monotonic() - job_started > 300:
+                raise AssertionError(f"the job is not done after 300 s: {state}")
+            time.sleep(0.5)
+        figures["job_seconds_post_to_done"] = round(time.monotonic() - job_started, 1)
+        status, body = request(
+            f"https://localhost:{port}/api/v1/jobs/{job_id}/result", cafile, token
+        )
+        answer = json.loads(body)
+        shipped, expected = model.load(), {}
+        ids = list(batch)
+        for start in range(0, len(ids), 10_000):
+            part = {i: batch[i] for i in ids[start : start + 10_000]}
+            expected.update(contract.predict(shipped, part, contract.LIMITS, scores=True))
+        assert answer == expected, "the job's answers differ from the model's"
+        figures["tweets"] = len(answer)
+        figures["tweets_per_second"] = round(TWEETS / figures["job_seconds_post_to_done"])
+        services = compose("ps", "--services", "--filter", "status=running", env=env).stdout
+        figures["containers"] = sorted(services.split())
+        assert figures["containers"] == ["api", "postgres", "rabbitmq", "worker"], figures
+        logs = compose("logs", "--no-color", env=env).stdout
+        assert env["RABBITMQ_PASSWORD"] not in logs and env["POSTGRES_PASSWORD"] not in logs
+        assert token not in logs and batch["c1"] not in logs
+    except BaseException:
+        print(compose("logs", "--no-color", "--tail", "40", env=env, check=False).stdout)
+        raise
+    finally:
+        compose("down", "-v", "--remove-orphans", env=env, check=False)
+    print("compose-test:", json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "python:3.12-slim"))
