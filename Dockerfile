@@ -1,5 +1,19 @@
 # The tweet sentiment API over HTTPS on port 5000. README.md, "Docker", shows both ways to run it.
 ARG BASE_IMAGE=python:3.12-slim
+
+# The model's scorer in C (core/), built as a wheel in a stage of its own: the compiler and the
+# Python headers stay out of the image. python3-dev only where the base's Python lacks headers.
+FROM ${BASE_IMAGE} AS core
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && python3 -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+       || apt-get install -y --no-install-recommends python3-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY core /core
+RUN python3 -m venv /tmp/build \
+    && /tmp/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels /core
+
 FROM ${BASE_IMAGE}
 
 # INSTALL=no and VENV: inside the image `make api-start` uses the packages installed below, never
@@ -27,10 +41,11 @@ RUN apt-get update \
 
 # The dependencies, in a layer of their own: a change of code does not reinstall them.
 COPY requirements.txt /tmp/requirements.txt
+COPY --from=core /wheels /tmp/wheels
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt /tmp/wheels/*.whl \
     && /opt/venv/bin/pip uninstall --yes --quiet pip \
-    && rm /tmp/requirements.txt
+    && rm -r /tmp/requirements.txt /tmp/wheels
 
 # The service runs as this user; /run/api holds the certificate and token made at start.
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin api \

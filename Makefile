@@ -31,7 +31,7 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files certs token test lint format train bench docker-build docker-run \
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs certs token test lint format train bench docker-build docker-run \
 	docker-test compose-test clean
 
 help:
@@ -52,16 +52,24 @@ CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 
 	|| { echo "Python 3.11 or newer is needed: set PYTHON=python3.11"; exit 1; }
 PIP_INSTALL := pip install --quiet --disable-pip-version-check
 
-$(VENV)/.installed: requirements.txt
+# The model's scorer in C (core/): built where a C compiler and Python's headers are at hand;
+# elsewhere model.py scores in pure Python, the reference, with the same answers.
+CORE := core/sentiment_core.c core/setup.py core/pyproject.toml
+INSTALL_CORE = $(1)/bin/$(PIP_INSTALL) ./core 2>/dev/null \
+	|| echo "the compiled core did not build here (no C compiler?): model.py scores in pure Python"
+
+$(VENV)/.installed: requirements.txt $(CORE)
 	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/$(PIP_INSTALL) -r requirements.txt
+	$(call INSTALL_CORE,$(VENV))
 	touch $@
 
-$(DEV_VENV)/.installed: requirements.txt requirements-dev.txt
+$(DEV_VENV)/.installed: requirements.txt requirements-dev.txt $(CORE)
 	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(DEV_VENV)
 	$(DEV_BIN)/$(PIP_INSTALL) -r requirements-dev.txt
+	$(call INSTALL_CORE,$(DEV_VENV))
 	touch $@
 
 # A self-signed certificate for localhost and 127.0.0.1, key readable by its owner only. An
@@ -160,10 +168,11 @@ train: $(DEV)
 
 # The benchmark's peers (FastAPI, BentoML) in an environment of their own.
 BENCH_VENV ?= .venv-bench
-$(BENCH_VENV)/.installed: requirements.txt requirements-bench.txt
+$(BENCH_VENV)/.installed: requirements.txt requirements-bench.txt $(CORE)
 	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/$(PIP_INSTALL) -r requirements-bench.txt
+	$(call INSTALL_CORE,$(BENCH_VENV))
 	touch $@
 
 bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
@@ -171,11 +180,17 @@ bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(DEV_BIN)/python bench/bench.py
+	$(DEV_BIN)/python bench/jobs.py
+
+# Batch jobs: a 1,000,000-tweet job with 1 and 2 workers; predict's latency while one runs.
+bench-jobs: $(DEV) $(VENV)/.installed
+	$(DEV_BIN)/python bench/jobs.py
 
 # The command line and Spark on 1,000,000 rows, by cores (minutes).
 bench-files: $(DEV) $(VENV)/.installed
 	$(DEV_BIN)/python bench/files.py
 
 clean:
-	rm -rf $(VENV) $(DEV_VENV) $(BENCH_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json
+	rm -rf $(VENV) $(DEV_VENV) $(BENCH_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json \
+		core/build core/*.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +

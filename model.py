@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import operator
+import os
 import re
 from pathlib import Path
 
@@ -225,6 +226,7 @@ class Model:
             zip(weights["dense_features"], weights["dense_coefficients"], strict=True)
         )
         self.dense_coefficients = tuple(self.dense.values())
+        self.core = compiled_core(self, preprocessing)
 
     def preprocess(self, tweet):
         """Return what the model reads of one tweet: its terms (a set) and its dense features."""
@@ -242,15 +244,25 @@ class Model:
     def logit(self, reading):
         """Return the logistic regression's log-odds of Positive for what was read of a tweet."""
         terms, dense = reading
-        # fsum: the same answer whatever order the set iterates in (it varies with the hash seed).
+        # fsum: the same answer whatever order the set iterates in (it varies with the hash seed),
+        # and on any Python (sum() of floats rounds otherwise since 3.12); the C core does the same.
         pulls = math.fsum(map(self.pulls.get, terms, itertools.repeat(0.0)))
-        return self.intercept + pulls + sum(map(operator.mul, self.dense_coefficients, dense))
+        return self.intercept + pulls + math.fsum(map(operator.mul, self.dense_coefficients, dense))
 
     def scores(self, tweets):
         """Return the probability of Positive for each tweet."""
+        if self.core is not None:
+            return self.core.scores(tweets)
+        return self.python_scores(tweets)
+
+    def python_scores(self, tweets):
+        """The scores by this module alone: the reference the compiled core is checked against."""
         check_tweets(tweets)
         preprocess, logit = self.preprocess, self.logit
         return [sigmoid(logit(preprocess(t))) for t in tweets]
+
+    def python_score(self, tweet):
+        return sigmoid(self.logit(self.preprocess(tweet)))
 
     def run(self, tweets):
         """Return the label of each tweet, in input order."""
@@ -269,6 +281,57 @@ class Model:
             "Positive": [[t, w] for t, w in ranked if w > 0],
             "Negative": [[t, w] for t, w in ranked if w < 0],
         }
+
+
+# What the compiled core (core/sentiment_core.c) reads as this module does: these settings, as
+# default_settings gives them. Artifacts with other settings are scored in Python.
+CORE_READS = ("strip_patterns", "fold_characters", "token_pattern")
+CORE_NEGATION = ("clause_ends", "separators")
+
+
+def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):
+    """The compiled scorer for this model, or None: not installed, turned off with
+    SENTIMENT_CORE=python, or the model's settings are not the ones it implements."""
+    if os.environ.get("SENTIMENT_CORE") == "python":
+        return None
+    try:
+        import sentiment_core
+    except ImportError:
+        return None
+    default = default_settings()
+    if any(preprocessing[k] != default[k] for k in CORE_READS) or any(
+        preprocessing["negation"][k] != default["negation"][k] for k in CORE_NEGATION
+    ):
+        return None
+    # Terms by stem ids: words and negated words by the id of their stem, pairs by both ids.
+    reader, mark = model.preprocessor, model.preprocessor.mark
+    words, negated, pairs = {}, {}, {}
+    for term, pull in model.pulls.items():
+        if term.startswith(mark):
+            negated[term.removeprefix(mark)] = pull
+        elif " " in term:
+            pairs[tuple(term.split(" "))] = pull
+        else:
+            words[term] = pull
+    stems = sorted({*words, *negated, *(stem for pair in pairs for stem in pair)})
+    ids = {stem: i for i, stem in enumerate(stems)}
+    return sentiment_core.Scorer(
+        stems=reader.normalised,
+        valences=reader.valence,
+        negators=reader.negators,
+        stem_ids=ids,
+        word_pulls=[words.get(s, 0.0) for s in stems],
+        negated_pulls=[negated.get(s, 0.0) for s in stems],
+        pair_pulls=[(ids[a], ids[b], pull) for (a, b), pull in pairs.items()],
+        fallback=model.python_score,
+        intercept=model.intercept,
+        scale=reader.lexicon_scale,
+        coefficients=model.dense_coefficients,
+        scope=reader.scope,
+        pairs=reader.ngrams == 2,
+        unescape=html.unescape,
+        token_limit=token_limit,
+    )
 
 
 def check_tweets(tweets):

@@ -537,9 +537,10 @@ def write_results_md(results, text):
     machine = results["machine"]
     rounds, seconds = machine["rounds"], machine["seconds_per_measure"]
     path = ROOT / "bench" / "RESULTS.md"
-    # make bench-files keeps its own section at the end; it is carried over as it is.
-    kept = path.read_text().partition("## Files at scale")
-    files = kept[1] + kept[2] if kept[1] else ""
+    # make bench-jobs and make bench-files keep their own sections at the end, carried over.
+    old = path.read_text() if path.exists() else ""
+    starts = [old.find(s) for s in ("## Batch jobs", "## Files at scale") if s in old]
+    files = old[min(starts) :] if starts else ""
     path.write_text(
         f"""# Benchmark results
 

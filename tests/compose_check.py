@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -37,6 +38,23 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bindable(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def rabbitmq_port():
+    """A free port for RabbitMQ whose distribution port, 20,000 above it, is free too."""
+    for port in random.sample(range(20_000, 40_000), 200):
+        if bindable(port) and bindable(port + 20_000):
+            return port
+    raise AssertionError("no free pair of ports for RabbitMQ")
 
 
 def compose(*args, env, check=True):
@@ -81,7 +99,7 @@ def main(base_image):
         "RABBITMQ_PASSWORD": secrets.token_hex(16),
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "API_PORT": str(port),
-        "RABBITMQ_PORT": str(free_port()),
+        "RABBITMQ_PORT": str(rabbitmq_port()),
         "POSTGRES_PORT": str(free_port()),
         "WORKER_METRICS_PORT": str(free_port()),
     }

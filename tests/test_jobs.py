@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -527,3 +528,31 @@ def test_no_job_is_lost_when_the_broker_restarts_mid_job(tmp_path, rabbitmq, pos
     finally:
         with postgres.connect() as db:
             db.execute(sa.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+
+
+IDS_AND_TIMES = [
+    (r"[0-9a-f]{32}", "<job id>"),
+    (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<time>"),
+]
+
+
+def normalised(text):
+    for pattern, placeholder in IDS_AND_TIMES:
+        text = re.sub(pattern, placeholder, text)
+    return text
+
+
+@pytest.mark.slow
+def test_readme_session_prints_what_the_readme_says(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("<!-- jobs example: tests/test_jobs.py runs it -->", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    printed = section.split("```text\n", 1)[1].split("```", 1)[0]
+    with running_server(tmp_path, API_TOKEN=TOKEN) as server:
+        (tmp_path / ".api_token").write_text(TOKEN + "\n")
+        script = script.replace("localhost:5000", f"localhost:{server['port']}")
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 0, result.stderr
+    assert normalised(result.stdout) == normalised(printed)

@@ -1,0 +1,104 @@
+"""The compiled core (core/sentiment_core.c) against model.py's pure-Python scorer: the same
+scores, bit for bit, on the data set, on generated junk and on what it hands back to Python."""
+
+import json
+import os
+import random
+
+import pandas as pd
+import pytest
+from conftest import absent
+
+import model
+import train
+
+# What the core must read exactly as model.py does: every alternative of the token pattern and
+# the strip patterns, their edges, negation, and what it leaves to Python (non-ASCII, entities).
+PIECES = [
+    "not", "no", "never", "dont", "don't", "won’t", "happy", "sad", "good", "bad", "I", "at all",
+    ":)", ":-(", ":*", ";p", ":o)", "=d", ":D", ":-", "==)", "3:)", "x:)", "_:)", "<3", "<", "3",
+    "!", "?", ".", ",", ";", ":", "...", "=", "*", "(", "|", "\\", "/",
+    "http://t.co/x", "https://a.b/c?d=e", "HTTP://X.Y", "http://", "https:/x", "www.x.y", "www.",
+    "@bob", "@", "@_x", "@@a", "a@b", "_", "a_b", "12", "1.5", "HAPPY", "LoOoOve", "soooo",
+    "it's", "'", "&amp;", "&lt;3", "&quot;", "&#39;", "&eacute;", "&bogus;", "&", "café", "日本",
+    "\t", "\n", "\x0b", "\x1c", "\x1f", "\x00", "\x7f", "\u00a0", "\ud800",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shipped_core():
+    shipped = model.load()
+    if shipped.core is None:
+        absent("the compiled core is not installed (make installs it where a C compiler is)")
+    return shipped
+
+
+def junk(count, seed):
+    rng = random.Random(seed)
+    glue = ["", " ", "  ", "\t"]
+    made = [
+        "".join(rng.choice(PIECES) + rng.choice(glue) for _ in range(rng.randint(0, 30)))
+        for _ in range(count)
+    ]
+    made += [
+        "".join(chr(rng.randint(1, 127)) for _ in range(rng.randint(0, 80))) for _ in range(count)
+    ]
+    return made
+
+
+def test_the_core_gives_the_reference_scores_on_the_data_set(shipped_core):
+    if not train.DEFAULT_DATA.is_file():
+        pytest.skip(f"the training data is absent: {train.DEFAULT_DATA} (see shared/data)")
+    tweets = pd.read_csv(train.DEFAULT_DATA, keep_default_na=False)["text"].tolist()
+    assert shipped_core.scores(tweets) == shipped_core.python_scores(tweets)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_core_gives_the_reference_scores_on_junk(shipped_core, seed):
+    tweets = junk(5000, seed)
+    core, reference = shipped_core.scores(tweets), shipped_core.python_scores(tweets)
+    assert [(t, c) for t, c, r in zip(tweets, core, reference, strict=True) if c != r] == []
+    assert [model.postprocess(p) for p in core] == shipped_core.run(tweets)
+
+
+@pytest.mark.parametrize(
+    "tweet",
+    ["café", "I &lt;3 you", "&eacute;t&eacute;", "&#128512; yes", "\ud800", "", "&", "&amp;amp;"],
+)
+def test_what_the_core_leaves_to_python_gets_the_same_score(shipped_core, tweet):
+    assert shipped_core.scores([tweet]) == shipped_core.python_scores([tweet])
+
+
+@pytest.mark.parametrize(
+    "tweets, message",
+    [
+        (["ok", None], "tweet at index 1 must be a str, got NoneType"),
+        ([3], "tweet at index 0 must be a str, got int"),
+        ("a single string", "a list of strings, got a single string"),
+    ],
+)
+def test_the_core_refuses_what_python_refuses(shipped_core, tweets, message):
+    with pytest.raises(TypeError, match=message):
+        shipped_core.core.scores(tweets)
+
+
+SHIPPED_SETTINGS = json.loads((model.ARTIFACTS_DIR / model.PREPROCESSING_FILE).read_text())
+
+
+def test_a_bounded_token_table_is_emptied_and_still_answers_the_same(shipped_core):
+    small = model.compiled_core(shipped_core, SHIPPED_SETTINGS, token_limit=7)
+    tweets = junk(500, 9)
+    assert small.scores(tweets) == shipped_core.python_scores(tweets)
+
+
+def test_the_core_can_be_turned_off_and_other_settings_are_scored_in_python(monkeypatch):
+    monkeypatch.setenv("SENTIMENT_CORE", "python")
+    assert model.load().core is None
+    monkeypatch.delenv("SENTIMENT_CORE")
+    other = {**SHIPPED_SETTINGS, "token_pattern": r"\w+"}
+    assert model.compiled_core(model.load(), other) is None
+
+
+def test_ci_has_the_core():
+    if os.environ.get("CI"):
+        assert model.load().core is not None, "the compiled core did not build in CI"
