@@ -1,5 +1,6 @@
 """gunicorn settings: TLS 1.2+, gevent workers, the app preloaded; read from the environment."""
 
+import gc
 import os
 import shutil
 import ssl
@@ -106,6 +107,16 @@ def when_ready(server):
 
     server.job_workers = jobs.LocalWorkers(jobs.settings_of())
     server.job_workers.start()
+
+
+def pre_fork(server, worker):
+    """Keep what the master loaded (the app, its libraries) out of the workers' garbage collector.
+
+    Every worker inherits tens of thousands of objects from the preloaded app; a full collection
+    walks them all, a pause of 10 ms and more at 1 connection's p99 here. Frozen, they are never
+    walked, and their memory pages stay shared with the master.
+    """
+    gc.freeze()
 
 
 def child_exit(server, worker):

@@ -472,7 +472,10 @@ def main(argv=None):
         try:
             for name, command in commands.items():
                 print(f"starting {name} ...", flush=True)
+                # The floor and the model alone are not the service: no job worker beside them.
+                os.environ["JOB_WORKERS_WITH_API"] = "1" if name == "service" else "0"
                 servers[name] = Server(name, command, folder, big_body=big_body)
+            os.environ.pop("JOB_WORKERS_WITH_API")
             for name, (command, extra) in peer_commands(folder, tweets).items():
                 print(f"starting the peer {name} ...", flush=True)
                 servers[name] = Server(name, command, folder, **extra)
