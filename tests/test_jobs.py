@@ -21,7 +21,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import FIGURES, TOKEN, absent, make_child, running_server, start_make, stop
+from conftest import (
+    FIGURES,
+    TOKEN,
+    absent,
+    free_port,
+    make_child,
+    running_server,
+    start_make,
+    stop,
+)
 
 import contract
 import jobs
@@ -459,12 +468,6 @@ def test_a_chunk_that_cannot_be_labelled_fails_its_job_once_and_the_worker_goes_
     log = (tmp_path / "worker.log").read_text()
     assert "Traceback" in log  # the log has the error, the answer has only its reason
     assert not any(text in log for text in tweets(3000).values() if len(text) > 30)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
