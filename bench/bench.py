@@ -188,6 +188,7 @@ class Server:
         return [
             {"rss_mb": status_kb(w, "VmRSS") / 1024, "pss_mb": pss_kb(w) / 1024}
             for w in children(master)
+            if is_gunicorn(w)  # not the job worker the service supervises
         ]
 
     def stop(self):

@@ -174,9 +174,16 @@ def make_child(server):
 
 
 def workers(master):
-    return sorted(
-        int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    )
+    """The gunicorn workers of a master: its children but the job workers it supervises."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return sorted(int(p) for p in children if is_gunicorn_worker(p))
+
+
+def is_gunicorn_worker(pid):
+    try:
+        return b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it has just exited
+        return False
 
 
 def wait_for_workers(master, count, exclude=(), seconds=20):
