@@ -9,5 +9,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 
 COPY docker/postgres-start.sh /usr/local/bin/postgres-start
+# The package made this user with an id of its choosing: its name is the way to name it.
+# hadolint ignore=DL3066
 USER postgres
 CMD ["sh", "/usr/local/bin/postgres-start"]
