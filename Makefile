@@ -31,7 +31,7 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs certs token test lint format train bench docker-build docker-run \
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs profile certs token test lint format train bench docker-build docker-run \
 	docker-test compose-test clean
 
 help:
@@ -45,6 +45,7 @@ help:
 	@echo "make lint        ruff check and format check"
 	@echo "make train       retrain artifacts/ from DATA=$(DATA)"
 	@echo "make bench       measure the model and the running service"
+	@echo "make profile     where a worker's time goes under load (PROFILE=\"--server floor\")"
 	@echo "make certs       make a self-signed server.crt/server.key if absent"
 	@echo "make docker-build | docker-run | docker-test | compose-test"
 
@@ -181,6 +182,12 @@ bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 		|| { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(DEV_BIN)/python bench/bench.py
 	$(DEV_BIN)/python bench/jobs.py
+
+# Where a gunicorn worker's time goes under load, by layer (py-spy from .venv-bench): see
+# bench/profile.py for its options, e.g. PROFILE="--server floor --body big".
+profile: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
+	@command -v wrk >/dev/null || { echo "make profile needs wrk: apt-get install -y wrk"; exit 1; }
+	$(DEV_BIN)/python bench/profile.py $(PROFILE)
 
 # Batch jobs: a 1,000,000-tweet job with 1 and 2 workers; predict's latency while one runs.
 bench-jobs: $(DEV) $(VENV)/.installed
