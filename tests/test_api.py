@@ -1,5 +1,6 @@
 """The HTTP API in-process: answers, options, every row of the error table, and the OpenAPI spec."""
 
+import io
 import json
 import logging
 import re
@@ -8,6 +9,7 @@ from pathlib import Path
 import jsonschema_rs
 import pytest
 from conftest import OTHER_TOKEN, TOKEN
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 import api
 import model
@@ -126,6 +128,72 @@ def test_a_tweet_of_only_a_url_and_a_mention_gets_the_prior_and_those_flags(clie
 def test_charset_in_content_type_is_fine(client):
     response = post(client, {"1": "great"}, content_type="application/json; charset=utf-8")
     assert response.status_code == 200
+
+
+# The fast path (api.FastPredict) answers well-formed predict requests without Flask; Flask's view
+# is the reference and answers the rest.
+
+
+def wsgi_environ(path, body, headers=(), query="", content_type="application/json"):
+    environ = EnvironBuilder(
+        path=path, method="POST", data=body, content_type=content_type, query_string=query
+    ).get_environ()
+    environ.update(headers)
+    return environ
+
+
+def wsgi_answer(wsgi_app, environ):
+    """Return the status, headers and body a WSGI app answers, from a copy of the environ."""
+    environ = {**environ, "wsgi.input": io.BytesIO(environ["wsgi.input"].getvalue())}
+    body, status, headers = run_wsgi_app(wsgi_app, environ)
+    return status, headers.to_wsgi_list(), b"".join(body)
+
+
+@pytest.mark.parametrize(
+    "path, headers, tweets",
+    [
+        (PREDICT, {}, PAYLOAD),
+        ("/api/v1/predict", {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}, PAYLOAD),
+        (f"/api/v1/{OTHER_TOKEN}/predict", {}, {"1": "I hate mondays"}),
+        (PREDICT, {}, {'ü "id"': "café &amp; crème brûlée 😀", "": "", "x": "don't :("}),
+        (PREDICT, {}, {str(i): f"tweet {i}: {'not ' * (i % 3)}good" for i in range(50)}),
+    ],
+)
+def test_the_fast_path_answers_well_formed_requests_with_flasks_bytes(app, path, headers, tweets):
+    fast = app.wsgi_app.wsgi_app  # Observed(FastPredict(app))
+    environ = wsgi_environ(path, json.dumps(tweets).encode(), headers)
+    assert fast.answer({**environ, "wsgi.input": io.BytesIO(environ["wsgi.input"].getvalue())})
+    status, headers, body = wsgi_answer(fast, environ)
+    assert (status, headers, body) == wsgi_answer(fast.flask, environ)
+    assert status == "200 OK" and json.loads(body).keys() == tweets.keys()
+
+
+JSON = "application/json"
+
+
+@pytest.mark.parametrize(
+    "path, body, headers, query, content_type",
+    [
+        ("/api/v1/wrong-token/predict", b'{"1": "hi"}', {}, "", JSON),
+        ("/api/v1/predict", b'{"1": "hi"}', {"HTTP_AUTHORIZATION": "Basic x"}, "", JSON),
+        (PREDICT, b'{"1": "hi"}', {}, "scores=true", JSON),
+        (PREDICT, b'{"1": "hi"}', {}, "", JSON + "; charset=utf-8"),
+        (PREDICT, b'{"1": 7}', {}, "", JSON),
+        (PREDICT, b'{"1": "a", "1": "b"}', {}, "", JSON),
+        (PREDICT, b"\xff", {}, "", JSON),
+        (PREDICT, b"[]", {}, "", JSON),
+        (PREDICT, json.dumps({str(i): "hi" for i in range(51)}).encode(), {}, "", JSON),
+    ],
+)
+def test_what_the_fast_path_does_not_take_goes_to_flask_with_its_body(
+    app, path, body, headers, query, content_type
+):
+    fast = app.wsgi_app.wsgi_app
+    environ = wsgi_environ(path, body, headers, query, content_type)
+    taken = {**environ, "wsgi.input": io.BytesIO(body)}
+    assert fast.answer(taken) is None
+    assert taken["wsgi.input"].read() == body  # put back for Flask to read
+    assert wsgi_answer(fast, environ) == wsgi_answer(fast.flask, environ)
 
 
 @pytest.mark.parametrize(
