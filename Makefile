@@ -55,7 +55,7 @@ PIP_INSTALL := pip install --quiet --disable-pip-version-check
 
 # The model's scorer in C (core/): built where a C compiler and Python's headers are at hand;
 # elsewhere model.py scores in pure Python, the reference, with the same answers.
-CORE := core/sentiment_core.c core/setup.py core/pyproject.toml
+CORE := $(wildcard core/*.c core/*.h) core/setup.py core/pyproject.toml
 INSTALL_CORE = $(1)/bin/$(PIP_INSTALL) ./core 2>/dev/null \
 	|| echo "the compiled core did not build here (no C compiler?): model.py scores in pure Python"
 

@@ -261,9 +261,6 @@ class Model:
         preprocess, logit = self.preprocess, self.logit
         return [sigmoid(logit(preprocess(t))) for t in tweets]
 
-    def python_score(self, tweet):
-        return sigmoid(self.logit(self.preprocess(tweet)))
-
     def run(self, tweets):
         """Return the label of each tweet, in input order."""
         return [postprocess(p) for p in self.scores(tweets)]
@@ -285,7 +282,14 @@ class Model:
 
 # What the compiled core (core/sentiment_core.c) reads as this module does: these settings, as
 # default_settings gives them. Artifacts with other settings are scored in Python.
-CORE_READS = ("strip_patterns", "fold_characters", "token_pattern")
+CORE_READS = (
+    "strip_patterns",
+    "fold_characters",
+    "token_pattern",
+    "elongation_pattern",
+    "max_repeat",
+    "stemmer",
+)
 CORE_NEGATION = ("clause_ends", "separators")
 
 
@@ -316,14 +320,19 @@ def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):
     stems = sorted({*words, *negated, *(stem for pair in pairs for stem in pair)})
     ids = {stem: i for i, stem in enumerate(stems)}
     return sentiment_core.Scorer(
-        stems=reader.normalised,
-        valences=reader.valence,
-        negators=reader.negators,
         stem_ids=ids,
         word_pulls=[words.get(s, 0.0) for s in stems],
         negated_pulls=[negated.get(s, 0.0) for s in stems],
-        pair_pulls=[(ids[a], ids[b], pull) for (a, b), pull in pairs.items()],
-        fallback=model.python_score,
+        pair_pulls=sorted((ids[a], ids[b], pull) for (a, b), pull in pairs.items()),
+        # What the core reads of a token it sees for the first time: ASCII tokens it stems
+        # itself, others it takes from this module's token caches.
+        negators=reader.negators,
+        unstemmed=reader.stop_words | reader.separators,
+        lexicon=reader.valences,
+        stems=reader.normalised,
+        valences=reader.valence,
+        # Tweets that are not ASCII once unescaped are tokenised here, and scored there.
+        raw_tokens=reader.raw_tokens,
         intercept=model.intercept,
         scale=reader.lexicon_scale,
         coefficients=model.dense_coefficients,

@@ -1,16 +1,20 @@
-/* The model's scorer in C, for the tweets it can read exactly as model.py does: ASCII text
- * (after HTML entities are decoded). Every other tweet goes to model.py's own scorer (the fallback), which
- * stays the reference: tests/test_core.py checks that both give the same scores, bit for bit.
+/* The model's scorer in C: what model.Preprocessor.read and model.Model.logit do, with the
+ * settings of model.default_settings (model.py checks that the artifacts' settings are those before
+ * it uses this), giving the same scores bit for bit. model.py's own scorer stays the reference:
+ * tests/test_core.py checks that both agree.
  *
- * A tweet with '&' is unescaped first (html.unescape, as model.py does); read here if it is ASCII
- * then. It does what model.Preprocessor.read and model.Model.logit do, with the settings of
- * model.default_settings (model.py checks that the artifacts' settings are those before it uses
- * this): case-fold; drop URLs (https?://\S+|www\.\S+), then @mentions (@\w+), each counted for
- * its flag; fold apostrophes; tokenise ([^\W_]+|[!?]|<3|(?<!\w)[:;=][-o*]?[()\[\]dp/\\|*]+|
- * [.,;:]); look each token up in the Python token caches (stem, valence), so that stemming stays
- * model.py's; mark negation scope; build the set of terms (tokens, neighbour pairs, negated
- * words); add their pulls exactly as math.fsum does (correctly rounded, so the order of the set
- * does not matter), then the dense features, then the sigmoid.
+ * A tweet is read here when it is ASCII, after the HTML entities &amp; &lt; &gt; &quot; &#39; are
+ * decoded: case-fold; drop URLs (https?://\S+|www\.\S+), then @mentions (@\w+), each counted for
+ * its flag; fold apostrophes; tokenise ([^\W_]+|[!?]|<3|(?<!\w)[:;=][-o*]?[()\[\]dp/\\|*]+|[.,;:]).
+ * Any other tweet is unescaped by html.unescape and, if it is not ASCII then, tokenised by
+ * model.py (Preprocessor.raw_tokens). Either way each token is looked up in a table of what is
+ * known of it (its stem's id, its valence, whether it is a negator or ends a clause). A token seen
+ * for the first time is learned: if ASCII, here (elongations cut, stop words and separators left
+ * out, stemmed by porter.c, NLTK's Porter stemmer), else from model.py's token caches. Then the
+ * negation scope is marked; the terms (stems, neighbour pairs, negated stems) are each counted once
+ * (a stamp per term says which tweet last counted it); their pulls are added exactly as math.fsum
+ * does (correctly rounded, so their order does not matter), then the dense features, then the
+ * sigmoid.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -18,150 +22,20 @@
 #include <stdint.h>
 #include <string.h>
 
-/* What a token is, once looked up: kept here so that a warm tweet makes no Python object. */
-typedef struct {
-    char *text;       /* the token (not NUL-terminated), or NULL for an empty slot */
-    Py_ssize_t length;
-    uint64_t hash;
-    Py_ssize_t stem;  /* the id of its stem among the model's, -1 if the model has none */
-    int has_stem;     /* 0 for a stop word or a separator: no term, no pair */
-    int negator;
-    double valence;
-} Token;
+#include "porter.h"
 
-/* A term by ids: kind 0 a word (a = its stem), 1 a negated word, 2 a pair (a, b). */
-typedef struct {
-    uint64_t key;  /* 0 for an empty slot */
-    double pull;
-} Slot;
-
-static uint64_t term_key(int kind, Py_ssize_t a, Py_ssize_t b)
-{
-    return ((uint64_t)kind << 62) | ((uint64_t)(a + 1) << 31) | (uint64_t)(b + 1);
-}
-
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return x;
-}
+/* ---- Exact sums: CPython's math.fsum (msum), partials kept on the stack ---- */
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *stems;     /* token -> stem ("" for a stop word or a separator): a TokenCache */
-    PyObject *valences;  /* token -> the lexicon's valence, 0.0 if none: a TokenCache */
-    PyObject *negators;  /* frozenset of tokens */
-    PyObject *pulls;     /* dict: term -> coefficient * log-count ratio */
-    PyObject *mark;      /* "not → " */
-    PyObject *fallback;  /* callable: tweet -> probability, for what this does not read */
-    PyObject *unescape;  /* html.unescape, for a tweet with '&' */
-    PyObject *stem_ids;  /* dict: each stem of the model's terms -> its id */
-    double *word_pulls, *negated_pulls;  /* by stem id */
-    Slot *pair_pulls;    /* open addressing by term_key(2, a, b); a power of two of slots */
-    Py_ssize_t pair_mask;
-    Token *tokens;       /* open addressing by the token's FNV-1a hash */
-    Py_ssize_t token_mask, token_count, token_limit;
-    double intercept, scale, coefficients[4];
-    int flags, scope, pairs;
-} Scorer;
-
-static uint64_t fnv1a(const char *s, Py_ssize_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ULL; }
-    return h;
-}
-
-static void tokens_clear(Scorer *self)
-{
-    if (self->tokens == NULL) return;
-    for (Py_ssize_t i = 0; i <= self->token_mask; i++) {
-        PyMem_Free(self->tokens[i].text);
-        self->tokens[i].text = NULL;
-    }
-    self->token_count = 0;
-}
-
-/* The Token for a token's text: looked up here, or else in the Python caches and kept. */
-static Token *token_of(Scorer *self, const char *text, Py_ssize_t n)
-{
-    uint64_t hash = fnv1a(text, n);
-    Py_ssize_t i = (Py_ssize_t)(hash & self->token_mask);
-    while (self->tokens[i].text != NULL) {
-        Token *t = &self->tokens[i];
-        if (t->hash == hash && t->length == n && memcmp(t->text, text, n) == 0) return t;
-        i = (i + 1) & self->token_mask;
-    }
-    if (self->token_count >= self->token_limit) {  /* bounded, as model.TokenCache is */
-        tokens_clear(self);
-        i = (Py_ssize_t)(hash & self->token_mask);
-    }
-    PyObject *token = PyUnicode_FromStringAndSize(text, n), *stem = NULL, *value = NULL, *id;
-    if (token == NULL) return NULL;
-    Token found = {NULL, n, hash, -1, 0, 0, 0.0};
-    stem = PyObject_GetItem(self->stems, token);
-    if (stem == NULL) goto fail;
-    value = PyObject_GetItem(self->valences, token);
-    if (value == NULL) goto fail;
-    found.valence = PyFloat_AsDouble(value);
-    if (found.valence == -1.0 && PyErr_Occurred()) goto fail;
-    found.negator = PySet_Contains(self->negators, token);
-    if (found.negator < 0) goto fail;
-    found.has_stem = PyUnicode_GET_LENGTH(stem) > 0;
-    id = PyDict_GetItemWithError(self->stem_ids, stem);
-    if (id == NULL && PyErr_Occurred()) goto fail;
-    found.stem = id ? PyLong_AsSsize_t(id) : -1;
-    found.text = PyMem_Malloc(n ? n : 1);
-    if (found.text == NULL) { PyErr_NoMemory(); goto fail; }
-    memcpy(found.text, text, n);
-    Py_DECREF(token);
-    Py_DECREF(stem);
-    Py_DECREF(value);
-    self->tokens[i] = found;
-    self->token_count++;
-    return &self->tokens[i];
-fail:
-    Py_DECREF(token);
-    Py_XDECREF(stem);
-    Py_XDECREF(value);
-    return NULL;
-}
-
-static double pair_pull(Scorer *self, uint64_t key)
-{
-    Py_ssize_t i = (Py_ssize_t)(mix(key) & self->pair_mask);
-    while (self->pair_pulls[i].key != 0) {
-        if (self->pair_pulls[i].key == key) return self->pair_pulls[i].pull;
-        i = (i + 1) & self->pair_mask;
-    }
-    return 0.0;
-}
-
-/* A tweet's terms, each once: a small open-addressing set of keys. Returns 1 if new. */
-static int seen_add(uint64_t *seen, Py_ssize_t mask, uint64_t key)
-{
-    Py_ssize_t i = (Py_ssize_t)(mix(key) & mask);
-    while (seen[i] != 0) {
-        if (seen[i] == key) return 0;
-        i = (i + 1) & mask;
-    }
-    seen[i] = key;
-    return 1;
-}
-
-/* Exact, correctly rounded summation of finite doubles: CPython's math.fsum (msum). */
-typedef struct {
-    double small[64];
+    double small[32];
     double *p;
     Py_ssize_t n, size;
-} Partials;
+} Sum;
 
-static void partials_init(Partials *s) { s->p = s->small; s->n = 0; s->size = 64; }
-static void partials_free(Partials *s) { if (s->p != s->small) PyMem_Free(s->p); }
+static void sum_init(Sum *s) { s->p = s->small; s->n = 0; s->size = 32; }
+static void sum_free(Sum *s) { if (s->p != s->small) PyMem_Free(s->p); }
 
-static int partials_add(Partials *s, double x)
+static inline int sum_add(Sum *s, double x)
 {
     Py_ssize_t i = 0, j;
     for (j = 0; j < s->n; j++) {
@@ -189,7 +63,7 @@ static int partials_add(Partials *s, double x)
     return 0;
 }
 
-static double partials_sum(Partials *s)
+static double sum_value(const Sum *s)
 {
     double hi = 0.0, lo = 0.0, x, y, yr;
     Py_ssize_t n = s->n;
@@ -213,7 +87,8 @@ static double partials_sum(Partials *s)
     return hi;
 }
 
-/* Character classes of the patterns, for ASCII after case-folding. */
+/* ---- Character classes of the patterns, for ASCII after case-folding ---- */
+
 static int is_space(unsigned char c)  /* Python's \s on str, within ASCII */
 {
     return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
@@ -221,9 +96,294 @@ static int is_space(unsigned char c)  /* Python's \s on str, within ASCII */
 static int is_alnum(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 static int is_word(unsigned char c) { return is_alnum(c) || c == '_' || (c >= 'A' && c <= 'Z'); }
 static int is_mouth(unsigned char c) { return c && strchr("()[]dp/\\|*", c) != NULL; }
+static int is_clause_end(unsigned char c) { return c && strchr(".,;:!?", c) != NULL; }
+
+/* ---- What is known of each token: a table that learns ---- */
+
+typedef struct {
+    Py_ssize_t start, length;  /* its text: arena[start .. start + length) */
+    uint64_t hash;
+    int32_t stem;              /* the id of its stem among the model's; -1 if the model has none */
+    uint8_t has_stem;          /* 0 for a stop word or a separator: no term, no pair */
+    uint8_t negator, clause_end;
+    double valence;
+} Token;
+
+typedef struct {
+    PyObject_HEAD
+    /* Learning a token: model.py's sets, lexicon and caches (see Scorer_init). */
+    PyObject *negators, *unstemmed, *lexicon, *stem_ids, *stems, *valences;
+    PyObject *raw_tokens, *unescape;
+    /* The table: slots (open addressing; 0 empty, else a token's index + 1), the tokens, and
+     * their texts. Emptied when it holds token_limit tokens, as model.TokenCache is. */
+    uint32_t *slots;
+    Py_ssize_t slot_mask;
+    Token *tokens;
+    Py_ssize_t count, size, token_limit;
+    char *arena;
+    Py_ssize_t arena_used, arena_size;
+    /* The model's terms by stem id: words, negated words, and pairs grouped by their first stem
+     * (pair_first[a] .. pair_first[a + 1] index pair_second and pair_pull, sorted by second). */
+    Py_ssize_t stem_count, pair_count;
+    double *word_pulls, *negated_pulls, *pair_pull;
+    int32_t *pair_first, *pair_second;
+    /* Which tweet last counted each term: terms are a set. */
+    uint32_t *word_stamp, *negated_stamp, *pair_stamp, stamp;
+    double intercept, scale, coefficients[4];
+    int flags, scope, pairs;
+} Scorer;
+
+static uint64_t fnv1a(const char *s, Py_ssize_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ULL; }
+    return h;
+}
+
+static void table_clear(Scorer *self)
+{
+    if (self->slots != NULL) memset(self->slots, 0, (self->slot_mask + 1) * sizeof(uint32_t));
+    self->count = 0;
+    self->arena_used = 0;
+}
+
+/* Twice the slots, the tokens placed again by their hashes. */
+static int table_grow(Scorer *self)
+{
+    Py_ssize_t mask = self->slot_mask * 2 + 1, i, k;
+    uint32_t *slots = PyMem_Calloc(mask + 1, sizeof(uint32_t));
+    Token *tokens = PyMem_Realloc(self->tokens, (mask + 1) / 2 * sizeof(Token));
+    if (slots == NULL || tokens == NULL) {
+        PyMem_Free(slots);
+        if (tokens != NULL) self->tokens = tokens;
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (k = 0; k < self->count; k++) {
+        for (i = (Py_ssize_t)(tokens[k].hash & mask); slots[i]; i = (i + 1) & mask) {}
+        slots[i] = (uint32_t)(k + 1);
+    }
+    PyMem_Free(self->slots);
+    self->slots = slots;
+    self->slot_mask = mask;
+    self->tokens = tokens;
+    self->size = (mask + 1) / 2;
+    return 0;
+}
+
+/* The id of a stem (a str) among the model's stems, or -1; -2 with an exception set. */
+static int32_t stem_id(Scorer *self, PyObject *stem)
+{
+    PyObject *id = PyDict_GetItemWithError(self->stem_ids, stem);
+    if (id == NULL) return PyErr_Occurred() ? -2 : -1;
+    return (int32_t)PyLong_AsLong(id);
+}
+
+/* Learn an ASCII token as model.Preprocessor.normalise and lexicon_valence read it. */
+static int learn_ascii(Scorer *self, const char *text, Py_ssize_t n, Token *found)
+{
+    char small[64], *cut = n + 1 <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc(n + 1);
+    PyObject *raw = NULL, *key = NULL, *value, *stem = NULL;
+    Py_ssize_t i, j, m = 0;
+    int failed = 1, negator, unstemmed;
+    if (cut == NULL) { PyErr_NoMemory(); return -1; }
+    for (i = 0; i < n; i = j) {  /* a letter three or more times in a row: twice */
+        for (j = i + 1; j < n && text[j] == text[i]; j++) {}
+        Py_ssize_t keep = text[i] >= 'a' && text[i] <= 'z' && j - i >= 3 ? 2 : j - i;
+        memset(cut + m, text[i], keep);
+        m += keep;
+    }
+    raw = PyUnicode_FromStringAndSize(text, n);
+    key = raw ? PyUnicode_FromStringAndSize(cut, m) : NULL;
+    if (key == NULL) goto done;
+    if ((negator = PySet_Contains(self->negators, raw)) < 0) goto done;
+    if ((unstemmed = PySet_Contains(self->unstemmed, key)) < 0) goto done;
+    value = PyDict_GetItemWithError(self->lexicon, key);
+    if (value == NULL && PyErr_Occurred()) goto done;
+    found->valence = value ? PyFloat_AsDouble(value) : 0.0;
+    if (found->valence == -1.0 && PyErr_Occurred()) goto done;
+    found->negator = (uint8_t)negator;
+    found->has_stem = !unstemmed;
+    found->stem = -1;
+    if (!unstemmed) {
+        stem = PyUnicode_FromStringAndSize(cut, porter_stem(cut, m));
+        if (stem == NULL || (found->stem = stem_id(self, stem)) == -2) goto done;
+    }
+    found->clause_end = n == 1 && is_clause_end((unsigned char)text[0]);
+    failed = 0;
+done:
+    if (cut != small) PyMem_Free(cut);
+    Py_XDECREF(raw);
+    Py_XDECREF(key);
+    Py_XDECREF(stem);
+    return failed ? -1 : 0;
+}
+
+/* Learn any other token (a str) from model.py's token caches, which compute what they lack. */
+static int learn_from_python(Scorer *self, PyObject *token, Token *found)
+{
+    PyObject *stem = PyObject_GetItem(self->stems, token), *value = NULL;
+    int failed = 1, negator;
+    if (stem == NULL || !PyUnicode_Check(stem)) goto done;
+    if ((value = PyObject_GetItem(self->valences, token)) == NULL) goto done;
+    found->valence = PyFloat_AsDouble(value);
+    if (found->valence == -1.0 && PyErr_Occurred()) goto done;
+    if ((negator = PySet_Contains(self->negators, token)) < 0) goto done;
+    found->negator = (uint8_t)negator;
+    found->has_stem = PyUnicode_GET_LENGTH(stem) > 0;
+    found->stem = found->has_stem ? stem_id(self, stem) : -1;
+    if (found->stem == -2) goto done;
+    found->clause_end = PyUnicode_GET_LENGTH(token) == 1 &&
+                        PyUnicode_READ_CHAR(token, 0) < 128 &&
+                        is_clause_end((unsigned char)PyUnicode_READ_CHAR(token, 0));
+    failed = 0;
+done:
+    if (failed && stem != NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "a token's stem must be a str");
+    Py_XDECREF(stem);
+    Py_XDECREF(value);
+    return failed ? -1 : 0;
+}
+
+/* The Token for a token's text (its UTF-8 bytes), learned if new; `token` is the str when the
+ * caller has it. NULL with an exception set on failure. */
+static Token *token_of(Scorer *self, const char *text, Py_ssize_t n, PyObject *token)
+{
+    uint64_t hash = fnv1a(text, n);
+    Py_ssize_t i, k;
+    for (i = (Py_ssize_t)(hash & self->slot_mask); self->slots[i]; i = (i + 1) & self->slot_mask) {
+        Token *t = &self->tokens[self->slots[i] - 1];
+        if (t->hash == hash && t->length == n && memcmp(self->arena + t->start, text, n) == 0)
+            return t;
+    }
+    Token found = {0, n, hash, -1, 0, 0, 0, 0.0};
+    int ascii = 1;
+    for (k = 0; k < n && ascii; k++) ascii = (unsigned char)text[k] < 128;
+    if ((ascii ? learn_ascii(self, text, n, &found) : learn_from_python(self, token, &found)) < 0)
+        return NULL;
+    if (self->count >= self->token_limit) table_clear(self);  /* bounded, as model.TokenCache */
+    if (self->count >= self->size && table_grow(self) < 0) return NULL;
+    if (self->arena_used + n > self->arena_size) {
+        Py_ssize_t size = (self->arena_size + n) * 2;
+        char *arena = PyMem_Realloc(self->arena, size);
+        if (arena == NULL) { PyErr_NoMemory(); return NULL; }
+        self->arena = arena;
+        self->arena_size = size;
+    }
+    memcpy(self->arena + self->arena_used, text, n);
+    found.start = self->arena_used;
+    self->arena_used += n;
+    for (i = (Py_ssize_t)(hash & self->slot_mask); self->slots[i]; i = (i + 1) & self->slot_mask) {}
+    self->tokens[self->count] = found;
+    self->slots[i] = (uint32_t)++self->count;
+    return &self->tokens[self->count - 1];
+}
+
+/* ---- One tweet: its tokens in, its logit out ---- */
+
+typedef struct {
+    Scorer *self;
+    int since;            /* tokens since the last negator of this clause, once past its scope */
+    int32_t previous;     /* the previous stem's id: -2 none yet, -1 not the model's */
+    Sum pulls, positive, negative;
+} Reading;
+
+static void reading_start(Reading *r, Scorer *self)
+{
+    r->self = self;
+    r->since = self->scope;
+    r->previous = -2;
+    sum_init(&r->pulls);
+    sum_init(&r->positive);
+    sum_init(&r->negative);
+    if (++self->stamp == 0) {  /* after 2^32 tweets the stamps start again from zero */
+        memset(self->word_stamp, 0, self->stem_count * sizeof(uint32_t));
+        memset(self->negated_stamp, 0, self->stem_count * sizeof(uint32_t));
+        memset(self->pair_stamp, 0, self->pair_count * sizeof(uint32_t));
+        self->stamp = 1;
+    }
+}
+
+static void reading_free(Reading *r)
+{
+    sum_free(&r->pulls);
+    sum_free(&r->positive);
+    sum_free(&r->negative);
+}
+
+/* The index of the model's pair (a, b), or -1. */
+static Py_ssize_t pair_index(const Scorer *self, int32_t a, int32_t b)
+{
+    Py_ssize_t lo = self->pair_first[a], hi = self->pair_first[a + 1];
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (self->pair_second[mid] < b) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < self->pair_first[a + 1] && self->pair_second[lo] == b ? lo : -1;
+}
+
+/* Read the next token: negation scope, valences, and each term the first time it comes. */
+static int take(Reading *r, const Token *token)
+{
+    Scorer *self = r->self;
+    uint32_t stamp = self->stamp;
+    double valence = token->valence;
+    int32_t stem = token->stem;
+    if (token->negator)
+        r->since = 0;
+    else if (token->clause_end)
+        r->since = self->scope;
+    else if (r->since < self->scope) {
+        r->since += 1;
+        valence = -valence;
+        if (stem >= 0 && self->negated_stamp[stem] != stamp) {
+            self->negated_stamp[stem] = stamp;
+            if (sum_add(&r->pulls, self->negated_pulls[stem]) < 0) return -1;
+        }
+    }
+    if (valence != 0.0 &&
+        sum_add(valence > 0 ? &r->positive : &r->negative, valence > 0 ? valence : -valence) < 0)
+        return -1;
+    if (!token->has_stem) return 0;
+    if (stem >= 0 && self->word_stamp[stem] != stamp) {
+        self->word_stamp[stem] = stamp;
+        if (sum_add(&r->pulls, self->word_pulls[stem]) < 0) return -1;
+    }
+    if (self->pairs && r->previous >= 0 && stem >= 0) {
+        Py_ssize_t p = pair_index(self, r->previous, stem);
+        if (p >= 0 && self->pair_stamp[p] != stamp) {
+            self->pair_stamp[p] = stamp;
+            if (sum_add(&r->pulls, self->pair_pull[p]) < 0) return -1;
+        }
+    }
+    r->previous = stem;
+    return 0;
+}
+
+/* The logit once every token is read: the pulls, then the dense features. */
+static int reading_logit(Reading *r, int url, int mention, double *out)
+{
+    Scorer *self = r->self;
+    double dense[4];
+    Sum sum;
+    int k, failed = 0;
+    dense[0] = log1p(sum_value(&r->positive)) * self->scale;
+    dense[1] = log1p(sum_value(&r->negative)) * self->scale;
+    dense[2] = url ? 1.0 : 0.0;
+    dense[3] = mention ? 1.0 : 0.0;
+    sum_init(&sum);
+    for (k = 0; k < (self->flags ? 4 : 2) && !failed; k++)
+        failed = sum_add(&sum, self->coefficients[k] * dense[k]) < 0;
+    *out = self->intercept + sum_value(&r->pulls) + sum_value(&sum);
+    sum_free(&sum);
+    return failed ? -1 : 0;
+}
+
+/* ---- Reading ASCII text as the patterns do ---- */
 
 /* Drop what `pattern` matches, each match replaced by one space, as re.subn does. */
-static Py_ssize_t drop_urls(const char *in, Py_ssize_t n, char *out, Py_ssize_t *count)
+static Py_ssize_t drop_urls(const char *in, Py_ssize_t n, char *out, int *count)
 {
     Py_ssize_t i = 0, o = 0;
     while (i < n) {
@@ -241,7 +401,7 @@ static Py_ssize_t drop_urls(const char *in, Py_ssize_t n, char *out, Py_ssize_t 
         if (k >= 0) {
             while (k < n && !is_space(in[k])) k++;
             out[o++] = ' ';
-            (*count)++;
+            *count += 1;
             i = k;
         }
         else
@@ -250,7 +410,7 @@ static Py_ssize_t drop_urls(const char *in, Py_ssize_t n, char *out, Py_ssize_t 
     return o;
 }
 
-static Py_ssize_t drop_mentions(const char *in, Py_ssize_t n, char *out, Py_ssize_t *count)
+static Py_ssize_t drop_mentions(const char *in, Py_ssize_t n, char *out, int *count)
 {
     Py_ssize_t i = 0, o = 0;
     while (i < n) {
@@ -258,7 +418,7 @@ static Py_ssize_t drop_mentions(const char *in, Py_ssize_t n, char *out, Py_ssiz
             Py_ssize_t k = i + 1;
             while (k < n && is_word(in[k])) k++;
             out[o++] = ' ';
-            (*count)++;
+            *count += 1;
             i = k;
         }
         else
@@ -312,17 +472,12 @@ static int next_token(const char *s, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t *s
     return 0;
 }
 
-/* The logit of one ASCII tweet without '&'; -1 with an exception set on failure. seen has
- * mask + 1 zeroed slots, at least twice the terms the tweet can have. */
-static int logit_of(Scorer *self, const char *text, Py_ssize_t n, char *a, char *b,
-                    uint64_t *seen, Py_ssize_t mask, double *out)
+/* The logit of ASCII text with no HTML entity left; a and b hold n characters each. */
+static int ascii_logit(Scorer *self, const char *text, Py_ssize_t n, char *a, char *b, double *out)
 {
-    Py_ssize_t i, urls = 0, mentions = 0, at = 0, start, length, m;
-    Py_ssize_t previous = -2;  /* the previous stem's id; -2 none yet, -1 not the model's */
-    Partials pulls, positive, negative, sum;
-    int since = self->scope, failed = 0, k, count;
-    double dense[4], z;
-
+    Py_ssize_t i, m, at = 0, start, length;
+    int urls = 0, mentions = 0, failed = 0;
+    Reading r;
     for (i = 0; i < n; i++) {
         unsigned char c = text[i];
         a[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : (char)c;
@@ -331,57 +486,70 @@ static int logit_of(Scorer *self, const char *text, Py_ssize_t n, char *a, char 
     m = drop_mentions(b, m, a, &mentions);
     for (i = 0, n = 0; i < m; i++)  /* fold apostrophes */
         if (a[i] != '\'') a[n++] = a[i];
-
-    partials_init(&pulls);
-    partials_init(&positive);
-    partials_init(&negative);
+    reading_start(&r, self);
     while (!failed && next_token(a, n, &at, &start, &length)) {
-        Token *token = token_of(self, a + start, length);
-        double valence;
-        if (token == NULL) { failed = 1; break; }
-        valence = token->valence;
-        if (token->negator)
-            since = 0;
-        else if (length == 1 && strchr(".,;:!?", a[start]) != NULL)
-            since = self->scope;
-        else if (since < self->scope) {
-            since += 1;
-            valence = -valence;
-            if (token->has_stem && token->stem >= 0 &&
-                seen_add(seen, mask, term_key(1, token->stem, 0)))
-                failed = partials_add(&pulls, self->negated_pulls[token->stem]) < 0;
-        }
-        if (!failed && valence != 0.0)
-            failed = partials_add(valence > 0 ? &positive : &negative,
-                                  valence > 0 ? valence : -valence) < 0;
-        if (!failed && token->has_stem) {
-            Py_ssize_t stem = token->stem;
-            if (stem >= 0 && seen_add(seen, mask, term_key(0, stem, 0)))
-                failed = partials_add(&pulls, self->word_pulls[stem]) < 0;
-            if (!failed && self->pairs && previous >= 0 && stem >= 0) {
-                uint64_t key = term_key(2, previous, stem);
-                if (seen_add(seen, mask, key)) failed = partials_add(&pulls, pair_pull(self, key)) < 0;
-            }
-            previous = stem;
-        }
+        Token *token = token_of(self, a + start, length, NULL);
+        failed = token == NULL || take(&r, token) < 0;
     }
-    if (!failed) {
-        count = self->flags ? 4 : 2;
-        dense[0] = log1p(partials_sum(&positive)) * self->scale;
-        dense[1] = log1p(partials_sum(&negative)) * self->scale;
-        dense[2] = urls ? 1.0 : 0.0;
-        dense[3] = mentions ? 1.0 : 0.0;
-        partials_init(&sum);
-        for (k = 0; k < count && !failed; k++)
-            failed = partials_add(&sum, self->coefficients[k] * dense[k]) < 0;
-        z = self->intercept + partials_sum(&pulls);
-        *out = z + partials_sum(&sum);
-        partials_free(&sum);
-    }
-    partials_free(&pulls);
-    partials_free(&positive);
-    partials_free(&negative);
+    failed = failed || reading_logit(&r, urls, mentions, out) < 0;
+    reading_free(&r);
     return failed ? -1 : 0;
+}
+
+/* The logit of any other text, tokenised by model.py: raw_tokens(text) -> (tokens, flags). */
+static int python_logit(Scorer *self, PyObject *text, double *out)
+{
+    PyObject *read = PyObject_CallOneArg(self->raw_tokens, text), *tokens, *flags;
+    Py_ssize_t i, n;
+    int failed = 1, url, mention;
+    Reading r;
+    if (read == NULL) return -1;
+    if (!PyArg_ParseTuple(read, "O!O!", &PyList_Type, &tokens, &PyList_Type, &flags) ||
+        PyList_GET_SIZE(flags) != 2) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "raw_tokens: 2 flags expected");
+        Py_DECREF(read);
+        return -1;
+    }
+    url = PyObject_IsTrue(PyList_GET_ITEM(flags, 0));
+    mention = PyObject_IsTrue(PyList_GET_ITEM(flags, 1));
+    reading_start(&r, self);
+    for (i = 0; i < PyList_GET_SIZE(tokens); i++) {
+        PyObject *token = PyList_GET_ITEM(tokens, i);
+        const char *utf8 = PyUnicode_Check(token) ? PyUnicode_AsUTF8AndSize(token, &n) : NULL;
+        Token *t = utf8 ? token_of(self, utf8, n, token) : NULL;
+        if (t == NULL || take(&r, t) < 0) goto done;
+    }
+    if (url < 0 || mention < 0 || reading_logit(&r, url, mention, out) < 0) goto done;
+    failed = 0;
+done:
+    if (failed && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "tokens must be str");
+    reading_free(&r);
+    Py_DECREF(read);
+    return failed ? -1 : 0;
+}
+
+/* Decode &amp; &lt; &gt; &quot; &#39; as html.unescape does; -1 if another '&' is left, which
+ * html.unescape must read. Each of these is matched whole by its pattern (a name ends at ';'). */
+static Py_ssize_t unescape_common(const char *in, Py_ssize_t n, char *out)
+{
+    static const struct { const char *entity; char c; } common[] = {
+        {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&#39;", '\''},
+    };
+    Py_ssize_t i = 0, o = 0;
+    while (i < n) {
+        if (in[i] != '&') { out[o++] = in[i++]; continue; }
+        int k, matched = 0;
+        for (k = 0; k < 5 && !matched; k++) {
+            Py_ssize_t length = (Py_ssize_t)strlen(common[k].entity);
+            if (i + length <= n && memcmp(in + i, common[k].entity, length) == 0) {
+                out[o++] = common[k].c;
+                i += length;
+                matched = 1;
+            }
+        }
+        if (!matched) return -1;
+    }
+    return o;
 }
 
 static double sigmoid(double z)
@@ -391,13 +559,36 @@ static double sigmoid(double z)
     return e / (1.0 + e);
 }
 
+/* The logit of one tweet (a str): read here if ASCII once entities are decoded, else by
+ * python_logit. a, b and c hold its length in characters each. */
+static int tweet_logit(Scorer *self, PyObject *tweet, char *a, char *b, char *c, double *out)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(tweet);
+    PyObject *unescaped;
+    int result;
+    if (PyUnicode_IS_ASCII(tweet)) {
+        const char *text = (const char *)PyUnicode_1BYTE_DATA(tweet);
+        if (memchr(text, '&', n) == NULL) return ascii_logit(self, text, n, a, b, out);
+        Py_ssize_t m = unescape_common(text, n, c);
+        if (m >= 0) return ascii_logit(self, c, m, a, b, out);
+    }
+    unescaped = PyObject_CallOneArg(self->unescape, tweet);
+    if (unescaped == NULL) return -1;
+    if (PyUnicode_Check(unescaped) && PyUnicode_IS_ASCII(unescaped) &&
+        PyUnicode_GET_LENGTH(unescaped) <= n)
+        result = ascii_logit(self, (const char *)PyUnicode_1BYTE_DATA(unescaped),
+                             PyUnicode_GET_LENGTH(unescaped), a, b, out);
+    else
+        result = python_logit(self, unescaped, out);
+    Py_DECREF(unescaped);
+    return result;
+}
+
 static PyObject *Scorer_scores(Scorer *self, PyObject *tweets)
 {
     PyObject *seq, *answer = NULL;
     Py_ssize_t count, i, longest = 0;
-    char *a = NULL, *b = NULL;
-    uint64_t *seen = NULL;
-    Py_ssize_t mask = 63;
+    char *buffers = NULL;
 
     if (PyUnicode_Check(tweets)) {
         PyErr_SetString(PyExc_TypeError, "tweets must be a list of strings, got a single string");
@@ -415,53 +606,29 @@ static PyObject *Scorer_scores(Scorer *self, PyObject *tweets)
         }
         if (PyUnicode_GET_LENGTH(tweet) > longest) longest = PyUnicode_GET_LENGTH(tweet);
     }
-    while (mask + 1 < 4 * (longest + 1)) mask = mask * 2 + 1;  /* at most 3 terms a token */
     answer = PyList_New(count);
-    a = PyMem_Malloc(longest + 1);
-    b = PyMem_Malloc(longest + 1);
-    seen = PyMem_Calloc(mask + 1, sizeof(uint64_t));
-    if (answer == NULL || a == NULL || b == NULL || seen == NULL) {
+    buffers = PyMem_Malloc(3 * (longest + 1));
+    if (answer == NULL || buffers == NULL) {
         if (answer != NULL) PyErr_NoMemory();
         Py_CLEAR(answer);
         goto done;
     }
     for (i = 0; i < count; i++) {
-        PyObject *tweet = PySequence_Fast_GET_ITEM(seq, i), *score, *unescaped = NULL;
-        Py_ssize_t n = PyUnicode_GET_LENGTH(tweet);
-        const char *text = PyUnicode_IS_ASCII(tweet) ? (const char *)PyUnicode_1BYTE_DATA(tweet)
-                                                     : NULL;
         double z;
-        if (text != NULL && memchr(text, '&', n) != NULL) {  /* HTML entities, as model.py */
-            unescaped = PyObject_CallOneArg(self->unescape, tweet);
-            if (unescaped == NULL) { Py_CLEAR(answer); goto done; }
-            if (PyUnicode_Check(unescaped) && PyUnicode_IS_ASCII(unescaped) &&
-                PyUnicode_GET_LENGTH(unescaped) <= longest) {
-                n = PyUnicode_GET_LENGTH(unescaped);
-                text = (const char *)PyUnicode_1BYTE_DATA(unescaped);
-            }
-            else
-                text = NULL;
-        }
-        if (text == NULL)
-            score = PyObject_CallOneArg(self->fallback, tweet);
-        else {
-            Py_ssize_t own = 63;  /* this tweet's share of seen: over 4 slots a character */
-            while (own + 1 < 4 * (n + 1)) own = own * 2 + 1;
-            int failed = logit_of(self, text, n, a, b, seen, own, &z) < 0;
-            memset(seen, 0, (own + 1) * sizeof(uint64_t));  /* cleared for the next tweet */
-            score = failed ? NULL : PyFloat_FromDouble(sigmoid(z));
-        }
-        Py_XDECREF(unescaped);
+        PyObject *score = NULL;
+        if (tweet_logit(self, PySequence_Fast_GET_ITEM(seq, i), buffers, buffers + longest + 1,
+                        buffers + 2 * (longest + 1), &z) == 0)
+            score = PyFloat_FromDouble(sigmoid(z));
         if (score == NULL) { Py_CLEAR(answer); goto done; }
         PyList_SET_ITEM(answer, i, score);
     }
 done:
-    PyMem_Free(a);
-    PyMem_Free(b);
-    PyMem_Free(seen);
+    PyMem_Free(buffers);
     Py_DECREF(seq);
     return answer;
 }
+
+/* ---- Building a scorer from the model's terms ---- */
 
 static int doubles(PyObject *list, double **out, Py_ssize_t *count)
 {
@@ -476,23 +643,97 @@ static int doubles(PyObject *list, double **out, Py_ssize_t *count)
     return PyErr_Occurred() ? -1 : 0;
 }
 
+static void free_terms(Scorer *self)
+{
+    PyMem_Free(self->word_pulls);
+    PyMem_Free(self->negated_pulls);
+    PyMem_Free(self->pair_pull);
+    PyMem_Free(self->pair_first);
+    PyMem_Free(self->pair_second);
+    PyMem_Free(self->word_stamp);
+    PyMem_Free(self->negated_stamp);
+    PyMem_Free(self->pair_stamp);
+    self->word_pulls = self->negated_pulls = self->pair_pull = NULL;
+    self->pair_first = self->pair_second = NULL;
+    self->word_stamp = self->negated_stamp = self->pair_stamp = NULL;
+}
+
+static void free_table(Scorer *self)
+{
+    PyMem_Free(self->slots);
+    PyMem_Free(self->tokens);
+    PyMem_Free(self->arena);
+    self->slots = NULL;
+    self->tokens = NULL;
+    self->arena = NULL;
+    self->count = self->size = self->arena_used = self->arena_size = 0;
+}
+
+/* The pairs (a, b, pull), sorted by a then b, grouped by their first stem. */
+static int read_pairs(Scorer *self, PyObject *pairs_list)
+{
+    PyObject *seq = PySequence_Fast(pairs_list, "pair_pulls must be a sequence of (id, id, pull)");
+    Py_ssize_t n, k, previous_a = -1, previous_b = -1;
+    if (seq == NULL) return -1;
+    n = PySequence_Fast_GET_SIZE(seq);
+    self->pair_count = n;
+    self->pair_first = PyMem_Calloc(self->stem_count + 2, sizeof(int32_t));
+    self->pair_second = PyMem_Calloc(n ? n : 1, sizeof(int32_t));
+    self->pair_pull = PyMem_Calloc(n ? n : 1, sizeof(double));
+    self->pair_stamp = PyMem_Calloc(n ? n : 1, sizeof(uint32_t));
+    if (!self->pair_first || !self->pair_second || !self->pair_pull || !self->pair_stamp) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (k = 0; k < n; k++) {
+        Py_ssize_t a, b;
+        double pull;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, k), "nnd", &a, &b, &pull)) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (a < 0 || b < 0 || a >= self->stem_count || b >= self->stem_count ||
+            a < previous_a || (a == previous_a && b <= previous_b)) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "pair_pulls must be sorted, each pair once, by "
+                                              "stem ids in range");
+            return -1;
+        }
+        self->pair_first[a + 1] = (int32_t)(k + 1);  /* the end of a's group, so far */
+        self->pair_second[k] = (int32_t)b;
+        self->pair_pull[k] = pull;
+        previous_a = a;
+        previous_b = b;
+    }
+    for (k = 1; k <= self->stem_count; k++)  /* stems with no pair end where the one before did */
+        if (self->pair_first[k] < self->pair_first[k - 1]) self->pair_first[k] = self->pair_first[k - 1];
+    Py_DECREF(seq);
+    return 0;
+}
+
 static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"stems", "valences", "negators", "stem_ids", "word_pulls",
-                            "negated_pulls", "pair_pulls", "fallback", "intercept", "scale",
-                            "coefficients", "scope", "pairs", "unescape", "token_limit", NULL};
-    PyObject *stems, *valences, *negators, *stem_ids, *words, *negated, *pairs_list, *fallback;
-    PyObject *unescape;
-    PyObject *coefficients, *seq;
+    static char *names[] = {"stem_ids", "word_pulls", "negated_pulls", "pair_pulls", "negators",
+                            "unstemmed", "lexicon", "stems", "valences", "raw_tokens",
+                            "unescape", "intercept", "scale", "coefficients", "scope", "pairs",
+                            "token_limit", NULL};
+    PyObject *stem_ids, *words, *negated, *pairs_list, *negators, *unstemmed, *lexicon, *stems;
+    PyObject *valences, *raw_tokens, *unescape, *coefficients;
     double intercept, scale, *dense = NULL;
     int scope, pairs;
-    Py_ssize_t k, n, n_words, n_negated, limit = 40000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!O!OOOOddOipO|n", names, &stems,
-                                     &valences, &PyFrozenSet_Type, &negators, &PyDict_Type,
-                                     &stem_ids, &words, &negated, &pairs_list, &fallback,
-                                     &intercept, &scale, &coefficients, &scope, &pairs, &unescape,
+    Py_ssize_t k, n, n_words, n_negated, limit = 50000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOOO!O!O!OOOOddOip|n", names,
+                                     &PyDict_Type, &stem_ids, &words, &negated, &pairs_list,
+                                     &PyFrozenSet_Type, &negators, &PyFrozenSet_Type, &unstemmed,
+                                     &PyDict_Type, &lexicon, &stems, &valences, &raw_tokens,
+                                     &unescape, &intercept, &scale, &coefficients, &scope, &pairs,
                                      &limit))
         return -1;
+    if (limit < 1 || limit > INT32_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "token_limit must be from 1 to 2^29");
+        return -1;
+    }
     if (doubles(coefficients, &dense, &n) < 0) { PyMem_Free(dense); return -1; }
     if (n != 2 && n != 4) {
         PyMem_Free(dense);
@@ -502,54 +743,40 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
     for (k = 0; k < 4; k++) self->coefficients[k] = k < n ? dense[k] : 0.0;
     PyMem_Free(dense);
     self->flags = n == 4;
-    PyMem_Free(self->word_pulls);
-    PyMem_Free(self->negated_pulls);
-    self->word_pulls = self->negated_pulls = NULL;
+    free_terms(self);
     if (doubles(words, &self->word_pulls, &n_words) < 0) return -1;
     if (doubles(negated, &self->negated_pulls, &n_negated) < 0) return -1;
     if (n_words != n_negated || n_words != PyDict_GET_SIZE(stem_ids)) {
         PyErr_SetString(PyExc_ValueError, "one word pull and one negated pull per stem id");
         return -1;
     }
-    seq = PySequence_Fast(pairs_list, "pair_pulls must be a sequence of (id, id, pull)");
-    if (seq == NULL) return -1;
-    n = PySequence_Fast_GET_SIZE(seq);
-    for (self->pair_mask = 1023; self->pair_mask + 1 < 2 * n; ) self->pair_mask = self->pair_mask * 2 + 1;
-    PyMem_Free(self->pair_pulls);
-    self->pair_pulls = PyMem_Calloc(self->pair_mask + 1, sizeof(Slot));
-    if (self->pair_pulls == NULL) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
-    for (k = 0; k < n; k++) {
-        Py_ssize_t a, b;
-        double pull;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, k), "nnd", &a, &b, &pull)) {
-            Py_DECREF(seq);
-            return -1;
-        }
-        uint64_t key = term_key(2, a, b);
-        Py_ssize_t i = (Py_ssize_t)(mix(key) & self->pair_mask);
-        while (self->pair_pulls[i].key != 0) i = (i + 1) & self->pair_mask;
-        self->pair_pulls[i].key = key;
-        self->pair_pulls[i].pull = pull;
-    }
-    Py_DECREF(seq);
-    tokens_clear(self);
-    PyMem_Free(self->tokens);
-    for (self->token_mask = 1023; self->token_mask + 1 < 2 * limit; )
-        self->token_mask = self->token_mask * 2 + 1;
-    self->tokens = PyMem_Calloc(self->token_mask + 1, sizeof(Token));
-    if (self->tokens == NULL) { PyErr_NoMemory(); return -1; }
-    self->token_count = 0;
+    self->stem_count = n_words;
+    self->word_stamp = PyMem_Calloc(n_words ? n_words : 1, sizeof(uint32_t));
+    self->negated_stamp = PyMem_Calloc(n_words ? n_words : 1, sizeof(uint32_t));
+    if (self->word_stamp == NULL || self->negated_stamp == NULL) { PyErr_NoMemory(); return -1; }
+    if (read_pairs(self, pairs_list) < 0) return -1;
+    self->stamp = 0;
+    free_table(self);
+    self->slot_mask = 1023;
+    self->size = 512;
+    self->slots = PyMem_Calloc(self->slot_mask + 1, sizeof(uint32_t));
+    self->tokens = PyMem_Malloc(self->size * sizeof(Token));
+    if (self->slots == NULL || self->tokens == NULL) { PyErr_NoMemory(); return -1; }
     self->token_limit = limit;
+    Py_INCREF(stem_ids);
+    Py_XSETREF(self->stem_ids, stem_ids);
+    Py_INCREF(negators);
+    Py_XSETREF(self->negators, negators);
+    Py_INCREF(unstemmed);
+    Py_XSETREF(self->unstemmed, unstemmed);
+    Py_INCREF(lexicon);
+    Py_XSETREF(self->lexicon, lexicon);
     Py_INCREF(stems);
     Py_XSETREF(self->stems, stems);
     Py_INCREF(valences);
     Py_XSETREF(self->valences, valences);
-    Py_INCREF(negators);
-    Py_XSETREF(self->negators, negators);
-    Py_INCREF(stem_ids);
-    Py_XSETREF(self->stem_ids, stem_ids);
-    Py_INCREF(fallback);
-    Py_XSETREF(self->fallback, fallback);
+    Py_INCREF(raw_tokens);
+    Py_XSETREF(self->raw_tokens, raw_tokens);
     Py_INCREF(unescape);
     Py_XSETREF(self->unescape, unescape);
     self->intercept = intercept;
@@ -561,22 +788,26 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
 
 static int Scorer_traverse(Scorer *self, visitproc visit, void *arg)
 {
+    Py_VISIT(self->negators);
+    Py_VISIT(self->unstemmed);
+    Py_VISIT(self->lexicon);
+    Py_VISIT(self->stem_ids);
     Py_VISIT(self->stems);
     Py_VISIT(self->valences);
-    Py_VISIT(self->negators);
-    Py_VISIT(self->stem_ids);
-    Py_VISIT(self->fallback);
+    Py_VISIT(self->raw_tokens);
     Py_VISIT(self->unescape);
     return 0;
 }
 
 static int Scorer_clear(Scorer *self)
 {
+    Py_CLEAR(self->negators);
+    Py_CLEAR(self->unstemmed);
+    Py_CLEAR(self->lexicon);
+    Py_CLEAR(self->stem_ids);
     Py_CLEAR(self->stems);
     Py_CLEAR(self->valences);
-    Py_CLEAR(self->negators);
-    Py_CLEAR(self->stem_ids);
-    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->raw_tokens);
     Py_CLEAR(self->unescape);
     return 0;
 }
@@ -585,12 +816,25 @@ static void Scorer_dealloc(Scorer *self)
 {
     PyObject_GC_UnTrack(self);
     Scorer_clear(self);
-    tokens_clear(self);
-    PyMem_Free(self->tokens);
-    PyMem_Free(self->word_pulls);
-    PyMem_Free(self->negated_pulls);
-    PyMem_Free(self->pair_pulls);
+    free_terms(self);
+    free_table(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *porter(PyObject *module, PyObject *word)
+{
+    Py_ssize_t n;
+    if (!PyUnicode_Check(word) || !PyUnicode_IS_ASCII(word)) {
+        PyErr_SetString(PyExc_ValueError, "porter_stem takes an ASCII str");
+        return NULL;
+    }
+    n = PyUnicode_GET_LENGTH(word);
+    char *b = PyMem_Malloc(n + 1);
+    if (b == NULL) return PyErr_NoMemory();
+    memcpy(b, PyUnicode_1BYTE_DATA(word), n);
+    PyObject *stem = PyUnicode_FromStringAndSize(b, porter_stem(b, n));
+    PyMem_Free(b);
+    return stem;
 }
 
 static PyMethodDef Scorer_methods[] = {
@@ -602,7 +846,7 @@ static PyMethodDef Scorer_methods[] = {
 static PyTypeObject ScorerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sentiment_core.Scorer",
-    .tp_doc = "The model's scorer for ASCII tweets; the rest go to its fallback.",
+    .tp_doc = "The model's scorer: model.py's reading and logit, in C.",
     .tp_basicsize = sizeof(Scorer),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -613,10 +857,16 @@ static PyTypeObject ScorerType = {
     .tp_methods = Scorer_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"porter_stem", porter, METH_O,
+     "Stem a lower-case ASCII word as NLTK's PorterStemmer(NLTK_EXTENSIONS).stem does."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "sentiment_core",
     "The sentiment model's scorer in C (see model.py; the pure-Python scorer is the reference).",
-    -1, NULL, NULL, NULL, NULL, NULL,
+    -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit_sentiment_core(void)

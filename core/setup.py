@@ -7,5 +7,12 @@ setup(
     name="sentiment-core",
     version="1.0",
     description="The tweet sentiment model's scorer in C; model.py's own is the reference",
-    ext_modules=[Extension("sentiment_core", ["sentiment_core.c"], extra_compile_args=["-O2"])],
+    ext_modules=[
+        Extension(
+            "sentiment_core",
+            ["sentiment_core.c", "porter.c"],
+            depends=["porter.h"],
+            extra_compile_args=["-O2"],
+        )
+    ],
 )

@@ -102,3 +102,79 @@ def test_the_core_can_be_turned_off_and_other_settings_are_scored_in_python(monk
 def test_ci_has_the_core():
     if os.environ.get("CI"):
         assert model.load().core is not None, "the compiled core did not build in CI"
+
+
+# The core's Porter stemmer (core/porter.c) against NLTK's, which stays the reference.
+
+# Stems of every shape the rules look at: measures 0 to 3, vowels and 'y' as either, double
+# consonants, cvc endings (with w, x, y), the stems NLTK's irregular forms name.
+STEMS = [
+    "", "a", "b", "y", "yy", "by", "ay", "tr", "ee", "tree", "oat", "ivy", "troubl", "privat",
+    "hop", "fil", "fail", "conflat", "siz", "hiss", "fizz", "fall", "tann", "agr", "plaster",
+    "bl", "s", "sk", "d", "l", "ski", "cann", "inn", "out", "succ", "exc", "proc", "syzyg",
+    "rel", "gener", "electr", "form", "geo", "arch", "x", "wh", "bow", "box", "play", "enjoy",
+]  # fmt: skip
+# Every suffix a rule names, and the endings that lead to them.
+SUFFIXES = [
+    "", "s", "ss", "sses", "ies", "ied", "eed", "ed", "ing", "y", "at", "bl", "iz", "*d",
+    "ational", "tional", "enci", "anci", "izer", "bli", "abli", "alli", "entli", "eli", "ousli",
+    "ization", "ation", "ator", "alism", "iveness", "fulness", "ousness", "aliti", "iviti",
+    "biliti", "fulli", "logi", "icate", "ative", "alize", "iciti", "ical", "ful", "ness", "al",
+    "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "sion", "tion",
+    "ion", "ou", "ism", "ate", "iti", "ous", "ive", "ize", "e", "ll", "ally", "ingly", "edly",
+]  # fmt: skip
+
+
+def nltk_stem():
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer(PorterStemmer.NLTK_EXTENSIONS).stem
+
+
+def words_of_the_model_and_data(shipped_core):
+    """Every ASCII token of the data set, raw and with elongations cut, and the lexicon's words."""
+    reader = shipped_core.preprocessor
+    words = {w for w in reader.valences if w.isascii()}
+    if train.DEFAULT_DATA.is_file():
+        for text in pd.read_csv(train.DEFAULT_DATA, keep_default_na=False)["text"]:
+            words.update(t for t in reader.raw_tokens(text.lower())[0] if t.isascii())
+    return words | {reader.elongation.sub(reader.repeat, w) for w in words}
+
+
+def test_the_cores_stemmer_is_nltks_on_the_data_and_the_lexicon(shipped_core):
+    import sentiment_core
+
+    stem, words = nltk_stem(), sorted(words_of_the_model_and_data(shipped_core))
+    assert len(words) > 7000
+    assert [(w, stem(w)) for w in words if sentiment_core.porter_stem(w) != stem(w)] == []
+
+
+def test_the_cores_stemmer_is_nltks_on_every_rule_and_random_words(shipped_core):
+    import sentiment_core
+
+    rng = random.Random(17)
+    words = {a + b + c for a in STEMS for b in SUFFIXES for c in ("", "s", "ed", "ing", "ly")}
+    letters = "aeiouyylsztdbgnmrcpkwx*"  # vowels, 'y' twice, the letters rules name, a '*'
+    words |= {"".join(rng.choices(letters, k=rng.randint(1, 14))) for _ in range(100_000)}
+    stem = nltk_stem()
+    assert [(w, stem(w)) for w in sorted(words) if sentiment_core.porter_stem(w) != stem(w)] == []
+
+
+@pytest.mark.parametrize(
+    "tweet",
+    [
+        "so happy &amp; not sad &lt;3 &gt;3 &quot;great&quot; don&#39;t",  # decoded by the core
+        "it&#039;s not good &nbsp; &copy; &ampersand; &amp",  # by html.unescape, then the core
+        "naïve, not good at all 😀 but happy",  # tokenised by model.py, scored by the core
+        "ＨＡＰＰＹ not Ｈａｐｐｙ İstanbul Kelvin K",  # case-folds to other lengths
+        "café @bob http://t.co/x not good. no no never happy!!",
+    ],
+)
+def test_tweets_read_through_model_py_get_the_reference_score(shipped_core, tweet):
+    assert shipped_core.scores([tweet]) == shipped_core.python_scores([tweet])
+
+
+def test_a_cold_core_learns_each_word_as_the_reference_reads_it(shipped_core):
+    cold = model.load()  # a new scorer, every token seen for the first time
+    tweets = junk(2000, 11)
+    assert cold.scores(tweets) == shipped_core.python_scores(tweets)
