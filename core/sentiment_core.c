@@ -18,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -87,62 +88,171 @@ static double sum_value(const Sum *s)
     return hi;
 }
 
+/* ---- Exact sums of the model's pulls: fixed point in 128 bits ----
+ * Each pull is a double, m * 2^e with a 53-bit integer m. Scaled by 2^-lowest (the smallest e
+ * among the model's pulls) every pull is an integer, and so is any sum of them: integers add
+ * exactly. The sum is rounded to a double once, half to even, which is the correctly rounded
+ * sum math.fsum gives. It fits in 128 bits when the pulls span few enough binary orders of
+ * magnitude (77 for the shipped model); a model whose pulls do not fit is summed with Sum. */
+
+typedef __int128 Fixed;
+
+/* The exponent of a double's lowest set bit (value != 0). */
+static int last_bit(double value)
+{
+    int e;
+    uint64_t m = (uint64_t)ldexp(fabs(frexp(value, &e)), 53);  /* value = ±m * 2^(e - 53) */
+    return e - 53 + __builtin_ctzll(m);
+}
+
+static int fixed_fits(double value, int lowest, int bits)
+{
+    int e;
+    if (value == 0.0) return 1;
+    frexp(value, &e);  /* |value| < 2^e */
+    return last_bit(value) >= lowest && e - lowest < bits;
+}
+
+static Fixed to_fixed(double value, int lowest)
+{
+    return (Fixed)ldexp(value, -lowest);  /* an integer below 2^127, so exact */
+}
+
+/* Round a fixed-point sum to the nearest double, half to even. */
+static double from_fixed(Fixed sum, int lowest)
+{
+    unsigned __int128 u = sum < 0 ? -(unsigned __int128)sum : (unsigned __int128)sum;
+    uint64_t high = (uint64_t)(u >> 64), low = (uint64_t)u;
+    int length = high ? 128 - __builtin_clzll(high) : low ? 64 - __builtin_clzll(low) : 0;
+    int shift = length > 53 ? length - 53 : 0;  /* the bits below the 53 a double keeps */
+    uint64_t kept = (uint64_t)(u >> shift);
+    if (shift > 0) {
+        unsigned __int128 rest = u & (((unsigned __int128)1 << shift) - 1);
+        unsigned __int128 half = (unsigned __int128)1 << (shift - 1);
+        if (rest > half || (rest == half && (kept & 1))) kept++;  /* 2^53 is still exact */
+    }
+    double value = ldexp((double)kept, shift + lowest);
+    return sum < 0 ? -value : value;
+}
+
 /* ---- Character classes of the patterns, for ASCII after case-folding ---- */
 
-static int is_space(unsigned char c)  /* Python's \s on str, within ASCII */
+enum { SPACE = 1, ALNUM = 2, WORD = 4, MOUTH = 8, CLAUSE_END_CHAR = 16, STARTS = 32 };
+static uint8_t CLASS[256];
+
+static void classes_init(void)
 {
-    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+    for (int c = 0; c < 128; c++) {
+        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        CLASS[c] = (c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f) ? SPACE : 0) |
+                   (alnum ? ALNUM : 0) |  /* Python's \s on str, within ASCII; and [^\W_] */
+                   (alnum || c == '_' || (c >= 'A' && c <= 'Z') ? WORD : 0) |
+                   (c && strchr("()[]dp/\\|*", c) ? MOUTH : 0) |
+                   (c && strchr(".,;:!?", c) ? CLAUSE_END_CHAR : 0) |
+                   (alnum || (c && strchr("!?<:;=.,", c)) ? STARTS : 0);  /* can start a token */
+    }
 }
-static int is_alnum(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-static int is_word(unsigned char c) { return is_alnum(c) || c == '_' || (c >= 'A' && c <= 'Z'); }
-static int is_mouth(unsigned char c) { return c && strchr("()[]dp/\\|*", c) != NULL; }
-static int is_clause_end(unsigned char c) { return c && strchr(".,;:!?", c) != NULL; }
+
+static int is_space(unsigned char c) { return CLASS[c] & SPACE; }
+static int is_alnum(unsigned char c) { return CLASS[c] & ALNUM; }
+static int is_word(unsigned char c) { return CLASS[c] & WORD; }
+static int is_mouth(unsigned char c) { return CLASS[c] & MOUTH; }
+static int is_clause_end(unsigned char c) { return CLASS[c] & CLAUSE_END_CHAR; }
 
 /* ---- What is known of each token: a table that learns ---- */
 
+#define INLINE 13  /* a text this long or shorter is kept in its Token; longer, in the arena */
+enum { HAS_STEM = 1, NEGATOR = 2, CLAUSE_END = 4 };
+
+/* 32 bytes, stored in the table's own slots: finding a known token reads one of them. */
 typedef struct {
-    Py_ssize_t start, length;  /* its text: arena[start .. start + length) */
-    uint64_t hash;
-    int32_t stem;              /* the id of its stem among the model's; -1 if the model has none */
-    uint8_t has_stem;          /* 0 for a stop word or a separator: no term, no pair */
-    uint8_t negator, clause_end;
+    uint32_t hash;      /* the low half of its FNV-1a hash */
+    int32_t stem;       /* the id of its stem among the model's; -1 if the model has none */
     double valence;
+    uint16_t length;    /* 0 in an empty slot */
+    uint8_t flags;      /* HAS_STEM (0 for a stop word or a separator: no term, no pair), ... */
+    char text[INLINE];  /* its text, or where the arena holds it (a Py_ssize_t) */
 } Token;
+
+/* What a stem of the model's terms adds, and which tweet last counted it. */
+typedef struct {
+    Fixed word_fixed, negated_fixed;     /* the pulls of the stem and of "not → stem" */
+    double word, negated;                /* the same, for a model whose pulls do not fit */
+    uint32_t word_stamp, negated_stamp;
+} Stem;
+
+/* The model's pairs, by open addressing on their stem ids; the stamps are by slot. */
+typedef struct {
+    uint64_t key;  /* pair_key(first, second); 0 in an empty slot */
+    double pull;
+    Fixed fixed;
+} Pair;
+
+static uint64_t pair_key(int32_t first, int32_t second)
+{
+    return ((uint64_t)(uint32_t)(first + 1) << 32) | (uint32_t)(second + 1);
+}
+
+static Py_ssize_t pair_slot(uint64_t key, Py_ssize_t mask)
+{
+    return (Py_ssize_t)((key * 0x9E3779B97F4A7C15ULL) >> 32) & mask;  /* Fibonacci hashing */
+}
 
 typedef struct {
     PyObject_HEAD
     /* Learning a token: model.py's sets, lexicon and caches (see Scorer_init). */
     PyObject *negators, *unstemmed, *lexicon, *stem_ids, *stems, *valences;
     PyObject *raw_tokens, *unescape;
-    /* The table: slots (open addressing; 0 empty, else a token's index + 1), the tokens, and
-     * their texts. Emptied when it holds token_limit tokens, as model.TokenCache is. */
-    uint32_t *slots;
-    Py_ssize_t slot_mask;
-    Token *tokens;
-    Py_ssize_t count, size, token_limit;
+    /* The table (open addressing, at most half full), and the texts longer than INLINE. Emptied
+     * when it holds token_limit tokens, as model.TokenCache is. */
+    Token *table, spare;  /* spare: a token too long to keep, learned anew each time */
+    Py_ssize_t mask, count, token_limit;
     char *arena;
     Py_ssize_t arena_used, arena_size;
-    /* The model's terms by stem id: words, negated words, and pairs grouped by their first stem
-     * (pair_first[a] .. pair_first[a + 1] index pair_second and pair_pull, sorted by second). */
-    Py_ssize_t stem_count, pair_count;
-    double *word_pulls, *negated_pulls, *pair_pull;
-    int32_t *pair_first, *pair_second;
-    /* Which tweet last counted each term: terms are a set. */
-    uint32_t *word_stamp, *negated_stamp, *pair_stamp, stamp;
+    /* The model's terms by stem id, and which tweet is being read (terms are a set). */
+    Stem *stem;
+    Pair *pair;
+    uint32_t *pair_stamp;
+    Py_ssize_t stem_count, pair_mask;
+    uint32_t stamp;
+    int exact, lowest;  /* the pulls are summed in fixed point, scaled by 2^-lowest */
     double intercept, scale, coefficients[4];
     int flags, scope, pairs;
 } Scorer;
 
-static uint64_t fnv1a(const char *s, Py_ssize_t n)
+/* A token's hash, 8 bytes at a time. */
+static uint64_t hash_text(const char *s, Py_ssize_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ULL; }
-    return h;
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL, w;
+    for (; n >= 8; s += 8, n -= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    for (w = 0; n > 0; n--) w = (w << 8) | (unsigned char)s[n - 1];
+    h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    return h ^ (h >> 32);
+}
+
+/* memcmp(a, b, n) == 0, without a call for the short texts most tokens are. */
+static int same_text(const char *a, const char *b, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+static const char *text_of(const Scorer *self, const Token *t)
+{
+    Py_ssize_t start;
+    if (t->length <= INLINE) return t->text;
+    memcpy(&start, t->text, sizeof start);
+    return self->arena + start;
 }
 
 static void table_clear(Scorer *self)
 {
-    if (self->slots != NULL) memset(self->slots, 0, (self->slot_mask + 1) * sizeof(uint32_t));
+    memset(self->table, 0, (self->mask + 1) * sizeof(Token));
     self->count = 0;
     self->arena_used = 0;
 }
@@ -150,24 +260,17 @@ static void table_clear(Scorer *self)
 /* Twice the slots, the tokens placed again by their hashes. */
 static int table_grow(Scorer *self)
 {
-    Py_ssize_t mask = self->slot_mask * 2 + 1, i, k;
-    uint32_t *slots = PyMem_Calloc(mask + 1, sizeof(uint32_t));
-    Token *tokens = PyMem_Realloc(self->tokens, (mask + 1) / 2 * sizeof(Token));
-    if (slots == NULL || tokens == NULL) {
-        PyMem_Free(slots);
-        if (tokens != NULL) self->tokens = tokens;
-        PyErr_NoMemory();
-        return -1;
+    Py_ssize_t mask = self->mask * 2 + 1, i, k;
+    Token *table = PyMem_Calloc(mask + 1, sizeof(Token));
+    if (table == NULL) { PyErr_NoMemory(); return -1; }
+    for (k = 0; k <= self->mask; k++) {
+        if (self->table[k].length == 0) continue;
+        for (i = self->table[k].hash & mask; table[i].length; i = (i + 1) & mask) {}
+        table[i] = self->table[k];
     }
-    for (k = 0; k < self->count; k++) {
-        for (i = (Py_ssize_t)(tokens[k].hash & mask); slots[i]; i = (i + 1) & mask) {}
-        slots[i] = (uint32_t)(k + 1);
-    }
-    PyMem_Free(self->slots);
-    self->slots = slots;
-    self->slot_mask = mask;
-    self->tokens = tokens;
-    self->size = (mask + 1) / 2;
+    PyMem_Free(self->table);
+    self->table = table;
+    self->mask = mask;
     return 0;
 }
 
@@ -202,14 +305,13 @@ static int learn_ascii(Scorer *self, const char *text, Py_ssize_t n, Token *foun
     if (value == NULL && PyErr_Occurred()) goto done;
     found->valence = value ? PyFloat_AsDouble(value) : 0.0;
     if (found->valence == -1.0 && PyErr_Occurred()) goto done;
-    found->negator = (uint8_t)negator;
-    found->has_stem = !unstemmed;
     found->stem = -1;
     if (!unstemmed) {
         stem = PyUnicode_FromStringAndSize(cut, porter_stem(cut, m));
         if (stem == NULL || (found->stem = stem_id(self, stem)) == -2) goto done;
     }
-    found->clause_end = n == 1 && is_clause_end((unsigned char)text[0]);
+    found->flags = (unstemmed ? 0 : HAS_STEM) | (negator ? NEGATOR : 0) |
+                   (n == 1 && is_clause_end((unsigned char)text[0]) ? CLAUSE_END : 0);
     failed = 0;
 done:
     if (cut != small) PyMem_Free(cut);
@@ -229,13 +331,10 @@ static int learn_from_python(Scorer *self, PyObject *token, Token *found)
     found->valence = PyFloat_AsDouble(value);
     if (found->valence == -1.0 && PyErr_Occurred()) goto done;
     if ((negator = PySet_Contains(self->negators, token)) < 0) goto done;
-    found->negator = (uint8_t)negator;
-    found->has_stem = PyUnicode_GET_LENGTH(stem) > 0;
-    found->stem = found->has_stem ? stem_id(self, stem) : -1;
+    found->stem = PyUnicode_GET_LENGTH(stem) > 0 ? stem_id(self, stem) : -1;
     if (found->stem == -2) goto done;
-    found->clause_end = PyUnicode_GET_LENGTH(token) == 1 &&
-                        PyUnicode_READ_CHAR(token, 0) < 128 &&
-                        is_clause_end((unsigned char)PyUnicode_READ_CHAR(token, 0));
+    /* Not ASCII, so not a clause end. */
+    found->flags = (PyUnicode_GET_LENGTH(stem) > 0 ? HAS_STEM : 0) | (negator ? NEGATOR : 0);
     failed = 0;
 done:
     if (failed && stem != NULL && !PyErr_Occurred())
@@ -249,34 +348,40 @@ done:
  * caller has it. NULL with an exception set on failure. */
 static Token *token_of(Scorer *self, const char *text, Py_ssize_t n, PyObject *token)
 {
-    uint64_t hash = fnv1a(text, n);
+    uint32_t hash = (uint32_t)hash_text(text, n);
     Py_ssize_t i, k;
-    for (i = (Py_ssize_t)(hash & self->slot_mask); self->slots[i]; i = (i + 1) & self->slot_mask) {
-        Token *t = &self->tokens[self->slots[i] - 1];
-        if (t->hash == hash && t->length == n && memcmp(self->arena + t->start, text, n) == 0)
-            return t;
-    }
-    Token found = {0, n, hash, -1, 0, 0, 0, 0.0};
+    Token *t;
+    for (i = hash & self->mask; (t = &self->table[i])->length; i = (i + 1) & self->mask)
+        if (t->hash == hash && t->length == n && same_text(text_of(self, t), text, n)) return t;
+    Token found = {hash, -1, 0.0, (uint16_t)n, 0, {0}};
     int ascii = 1;
     for (k = 0; k < n && ascii; k++) ascii = (unsigned char)text[k] < 128;
     if ((ascii ? learn_ascii(self, text, n, &found) : learn_from_python(self, token, &found)) < 0)
         return NULL;
-    if (self->count >= self->token_limit) table_clear(self);  /* bounded, as model.TokenCache */
-    if (self->count >= self->size && table_grow(self) < 0) return NULL;
-    if (self->arena_used + n > self->arena_size) {
-        Py_ssize_t size = (self->arena_size + n) * 2;
-        char *arena = PyMem_Realloc(self->arena, size);
-        if (arena == NULL) { PyErr_NoMemory(); return NULL; }
-        self->arena = arena;
-        self->arena_size = size;
+    if (n > UINT16_MAX) {  /* too long to keep: the length would not fit */
+        self->spare = found;
+        return &self->spare;
     }
-    memcpy(self->arena + self->arena_used, text, n);
-    found.start = self->arena_used;
-    self->arena_used += n;
-    for (i = (Py_ssize_t)(hash & self->slot_mask); self->slots[i]; i = (i + 1) & self->slot_mask) {}
-    self->tokens[self->count] = found;
-    self->slots[i] = (uint32_t)++self->count;
-    return &self->tokens[self->count - 1];
+    if (self->count >= self->token_limit) table_clear(self);  /* bounded, as model.TokenCache */
+    if (2 * (self->count + 1) > self->mask + 1 && table_grow(self) < 0) return NULL;
+    if (n <= INLINE)
+        memcpy(found.text, text, n);
+    else {
+        if (self->arena_used + n > self->arena_size) {
+            Py_ssize_t size = (self->arena_size + n) * 2;
+            char *arena = PyMem_Realloc(self->arena, size);
+            if (arena == NULL) { PyErr_NoMemory(); return NULL; }
+            self->arena = arena;
+            self->arena_size = size;
+        }
+        memcpy(self->arena + self->arena_used, text, n);
+        memcpy(found.text, &self->arena_used, sizeof self->arena_used);
+        self->arena_used += n;
+    }
+    for (i = hash & self->mask; self->table[i].length; i = (i + 1) & self->mask) {}
+    self->table[i] = found;
+    self->count++;
+    return &self->table[i];
 }
 
 /* ---- One tweet: its tokens in, its logit out ---- */
@@ -284,7 +389,8 @@ static Token *token_of(Scorer *self, const char *text, Py_ssize_t n, PyObject *t
 typedef struct {
     Scorer *self;
     int since;            /* tokens since the last negator of this clause, once past its scope */
-    int32_t previous;     /* the previous stem's id: -2 none yet, -1 not the model's */
+    int32_t previous;     /* the previous token's stem id: -1 none yet, or not the model's */
+    Fixed fixed;          /* the pulls, when the scorer is exact; else in pulls */
     Sum pulls, positive, negative;
 } Reading;
 
@@ -292,14 +398,15 @@ static void reading_start(Reading *r, Scorer *self)
 {
     r->self = self;
     r->since = self->scope;
-    r->previous = -2;
+    r->previous = -1;
+    r->fixed = 0;
     sum_init(&r->pulls);
     sum_init(&r->positive);
     sum_init(&r->negative);
     if (++self->stamp == 0) {  /* after 2^32 tweets the stamps start again from zero */
-        memset(self->word_stamp, 0, self->stem_count * sizeof(uint32_t));
-        memset(self->negated_stamp, 0, self->stem_count * sizeof(uint32_t));
-        memset(self->pair_stamp, 0, self->pair_count * sizeof(uint32_t));
+        for (Py_ssize_t k = 0; k < self->stem_count; k++)
+            self->stem[k].word_stamp = self->stem[k].negated_stamp = 0;
+        memset(self->pair_stamp, 0, (self->pair_mask + 1) * sizeof(uint32_t));
         self->stamp = 1;
     }
 }
@@ -311,16 +418,23 @@ static void reading_free(Reading *r)
     sum_free(&r->negative);
 }
 
-/* The index of the model's pair (a, b), or -1. */
-static Py_ssize_t pair_index(const Scorer *self, int32_t a, int32_t b)
+/* The slot of the model's pair (first, second), or -1. */
+static Py_ssize_t pair_of(const Scorer *self, int32_t first, int32_t second)
 {
-    Py_ssize_t lo = self->pair_first[a], hi = self->pair_first[a + 1];
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        if (self->pair_second[mid] < b) lo = mid + 1;
-        else hi = mid;
+    uint64_t key = pair_key(first, second);
+    for (Py_ssize_t i = pair_slot(key, self->pair_mask); self->pair[i].key;
+         i = (i + 1) & self->pair_mask)
+        if (self->pair[i].key == key) return i;
+    return -1;
+}
+
+static inline int add_pull(Reading *r, Fixed fixed, double pull)
+{
+    if (r->self->exact) {
+        r->fixed += fixed;
+        return 0;
     }
-    return lo < self->pair_first[a + 1] && self->pair_second[lo] == b ? lo : -1;
+    return sum_add(&r->pulls, pull);
 }
 
 /* Read the next token: negation scope, valences, and each term the first time it comes. */
@@ -329,35 +443,35 @@ static int take(Reading *r, const Token *token)
     Scorer *self = r->self;
     uint32_t stamp = self->stamp;
     double valence = token->valence;
-    int32_t stem = token->stem;
-    if (token->negator)
+    Stem *stem = token->stem >= 0 ? &self->stem[token->stem] : NULL;
+    if (token->flags & NEGATOR)
         r->since = 0;
-    else if (token->clause_end)
+    else if (token->flags & CLAUSE_END)
         r->since = self->scope;
     else if (r->since < self->scope) {
         r->since += 1;
         valence = -valence;
-        if (stem >= 0 && self->negated_stamp[stem] != stamp) {
-            self->negated_stamp[stem] = stamp;
-            if (sum_add(&r->pulls, self->negated_pulls[stem]) < 0) return -1;
+        if (stem != NULL && stem->negated_stamp != stamp) {
+            stem->negated_stamp = stamp;
+            if (add_pull(r, stem->negated_fixed, stem->negated) < 0) return -1;
         }
     }
     if (valence != 0.0 &&
         sum_add(valence > 0 ? &r->positive : &r->negative, valence > 0 ? valence : -valence) < 0)
         return -1;
-    if (!token->has_stem) return 0;
-    if (stem >= 0 && self->word_stamp[stem] != stamp) {
-        self->word_stamp[stem] = stamp;
-        if (sum_add(&r->pulls, self->word_pulls[stem]) < 0) return -1;
+    if (!(token->flags & HAS_STEM)) return 0;
+    if (stem != NULL && stem->word_stamp != stamp) {
+        stem->word_stamp = stamp;
+        if (add_pull(r, stem->word_fixed, stem->word) < 0) return -1;
     }
-    if (self->pairs && r->previous >= 0 && stem >= 0) {
-        Py_ssize_t p = pair_index(self, r->previous, stem);
+    if (self->pairs && r->previous >= 0 && stem != NULL) {
+        Py_ssize_t p = pair_of(self, r->previous, token->stem);
         if (p >= 0 && self->pair_stamp[p] != stamp) {
             self->pair_stamp[p] = stamp;
-            if (sum_add(&r->pulls, self->pair_pull[p]) < 0) return -1;
+            if (add_pull(r, self->pair[p].fixed, self->pair[p].pull) < 0) return -1;
         }
     }
-    r->previous = stem;
+    r->previous = token->stem;
     return 0;
 }
 
@@ -375,7 +489,8 @@ static int reading_logit(Reading *r, int url, int mention, double *out)
     sum_init(&sum);
     for (k = 0; k < (self->flags ? 4 : 2) && !failed; k++)
         failed = sum_add(&sum, self->coefficients[k] * dense[k]) < 0;
-    *out = self->intercept + sum_value(&r->pulls) + sum_value(&sum);
+    double pulls = self->exact ? from_fixed(r->fixed, self->lowest) : sum_value(&r->pulls);
+    *out = self->intercept + pulls + sum_value(&sum);
     sum_free(&sum);
     return failed ? -1 : 0;
 }
@@ -435,6 +550,7 @@ static int next_token(const char *s, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t *s
     while (i < n) {
         unsigned char c = s[i];
         Py_ssize_t k = -1;
+        if (!(CLASS[c] & STARTS)) { i++; continue; }
         if (is_alnum(c)) {
             k = i + 1;
             while (k < n && is_alnum(s[k])) k++;
@@ -472,6 +588,14 @@ static int next_token(const char *s, Py_ssize_t n, Py_ssize_t *at, Py_ssize_t *s
     return 0;
 }
 
+static int has_www(const char *a, Py_ssize_t n)
+{
+    for (const char *w = memchr(a, 'w', n); w != NULL && w + 4 <= a + n;
+         w = memchr(w + 1, 'w', a + n - w - 1))
+        if (memcmp(w, "www.", 4) == 0) return 1;
+    return 0;
+}
+
 /* The logit of ASCII text with no HTML entity left; a and b hold n characters each. */
 static int ascii_logit(Scorer *self, const char *text, Py_ssize_t n, char *a, char *b, double *out)
 {
@@ -480,12 +604,24 @@ static int ascii_logit(Scorer *self, const char *text, Py_ssize_t n, char *a, ch
     Reading r;
     for (i = 0; i < n; i++) {
         unsigned char c = text[i];
-        a[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : (char)c;
+        a[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
-    m = drop_urls(a, n, b, &urls);
-    m = drop_mentions(b, m, a, &mentions);
-    for (i = 0, n = 0; i < m; i++)  /* fold apostrophes */
-        if (a[i] != '\'') a[n++] = a[i];
+    /* Each pass only where it may have something to do: a URL has "://" or "www.". */
+    if (memchr(a, '/', n) != NULL || has_www(a, n)) {
+        m = drop_urls(a, n, b, &urls);
+        memcpy(a, b, m);
+        n = m;
+    }
+    if (memchr(a, '@', n) != NULL) {
+        m = drop_mentions(a, n, b, &mentions);
+        memcpy(a, b, m);
+        n = m;
+    }
+    if (memchr(a, '\'', n) != NULL) {  /* fold apostrophes */
+        for (i = 0, m = 0; i < n; i++)
+            if (a[i] != '\'') a[m++] = a[i];
+        n = m;
+    }
     reading_start(&r, self);
     while (!failed && next_token(a, n, &at, &start, &length)) {
         Token *token = token_of(self, a + start, length, NULL);
@@ -584,7 +720,8 @@ static int tweet_logit(Scorer *self, PyObject *tweet, char *a, char *b, char *c,
     return result;
 }
 
-static PyObject *Scorer_scores(Scorer *self, PyObject *tweets)
+/* The probability of Positive for each tweet; or with logits, the log-odds. */
+static PyObject *score(Scorer *self, PyObject *tweets, int logits)
 {
     PyObject *seq, *answer = NULL;
     Py_ssize_t count, i, longest = 0;
@@ -618,7 +755,7 @@ static PyObject *Scorer_scores(Scorer *self, PyObject *tweets)
         PyObject *score = NULL;
         if (tweet_logit(self, PySequence_Fast_GET_ITEM(seq, i), buffers, buffers + longest + 1,
                         buffers + 2 * (longest + 1), &z) == 0)
-            score = PyFloat_FromDouble(sigmoid(z));
+            score = PyFloat_FromDouble(logits ? z : sigmoid(z));
         if (score == NULL) { Py_CLEAR(answer); goto done; }
         PyList_SET_ITEM(answer, i, score);
     }
@@ -627,6 +764,9 @@ done:
     Py_DECREF(seq);
     return answer;
 }
+
+static PyObject *Scorer_scores(Scorer *self, PyObject *tweets) { return score(self, tweets, 0); }
+static PyObject *Scorer_logits(Scorer *self, PyObject *tweets) { return score(self, tweets, 1); }
 
 /* ---- Building a scorer from the model's terms ---- */
 
@@ -645,71 +785,101 @@ static int doubles(PyObject *list, double **out, Py_ssize_t *count)
 
 static void free_terms(Scorer *self)
 {
-    PyMem_Free(self->word_pulls);
-    PyMem_Free(self->negated_pulls);
-    PyMem_Free(self->pair_pull);
-    PyMem_Free(self->pair_first);
-    PyMem_Free(self->pair_second);
-    PyMem_Free(self->word_stamp);
-    PyMem_Free(self->negated_stamp);
+    PyMem_Free(self->stem);
+    PyMem_Free(self->pair);
     PyMem_Free(self->pair_stamp);
-    self->word_pulls = self->negated_pulls = self->pair_pull = NULL;
-    self->pair_first = self->pair_second = NULL;
-    self->word_stamp = self->negated_stamp = self->pair_stamp = NULL;
+    self->stem = NULL;
+    self->pair = NULL;
+    self->pair_stamp = NULL;
+    self->stem_count = self->pair_mask = 0;
 }
 
 static void free_table(Scorer *self)
 {
-    PyMem_Free(self->slots);
-    PyMem_Free(self->tokens);
+    PyMem_Free(self->table);
     PyMem_Free(self->arena);
-    self->slots = NULL;
-    self->tokens = NULL;
+    self->table = NULL;
     self->arena = NULL;
-    self->count = self->size = self->arena_used = self->arena_size = 0;
+    self->mask = self->count = self->arena_used = self->arena_size = 0;
 }
 
-/* The pairs (a, b, pull), sorted by a then b, grouped by their first stem. */
-static int read_pairs(Scorer *self, PyObject *pairs_list)
+/* Choose the fixed-point scale, and whether every pull, and any sum of them, fits in it. */
+static void fix_pulls(Scorer *self, Py_ssize_t pair_count)
 {
-    PyObject *seq = PySequence_Fast(pairs_list, "pair_pulls must be a sequence of (id, id, pull)");
-    Py_ssize_t n, k, previous_a = -1, previous_b = -1;
-    if (seq == NULL) return -1;
-    n = PySequence_Fast_GET_SIZE(seq);
-    self->pair_count = n;
-    self->pair_first = PyMem_Calloc(self->stem_count + 2, sizeof(int32_t));
-    self->pair_second = PyMem_Calloc(n ? n : 1, sizeof(int32_t));
-    self->pair_pull = PyMem_Calloc(n ? n : 1, sizeof(double));
-    self->pair_stamp = PyMem_Calloc(n ? n : 1, sizeof(uint32_t));
-    if (!self->pair_first || !self->pair_second || !self->pair_pull || !self->pair_stamp) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
+    Py_ssize_t k, terms = 2 * self->stem_count + pair_count;
+    int lowest = INT32_MAX, bits = 126;  /* 126: the sign, and room to carry */
+    for (; terms > 0; terms >>= 1) bits--;  /* a tweet counts each term once at most */
+    for (k = 0; k < self->stem_count; k++) {
+        double pulls[2] = {self->stem[k].word, self->stem[k].negated};
+        for (int j = 0; j < 2; j++)
+            if (pulls[j] != 0.0 && last_bit(pulls[j]) < lowest) lowest = last_bit(pulls[j]);
     }
+    for (k = 0; k <= self->pair_mask; k++)
+        if (self->pair[k].key && self->pair[k].pull != 0.0 && last_bit(self->pair[k].pull) < lowest)
+            lowest = last_bit(self->pair[k].pull);
+    self->exact = 1;
+    self->lowest = lowest == INT32_MAX ? 0 : lowest;
+    for (k = 0; k < self->stem_count; k++)
+        self->exact &= fixed_fits(self->stem[k].word, self->lowest, bits) &&
+                       fixed_fits(self->stem[k].negated, self->lowest, bits);
+    for (k = 0; k <= self->pair_mask; k++)
+        self->exact &= fixed_fits(self->pair[k].pull, self->lowest, bits);
+    if (!self->exact) return;
+    for (k = 0; k < self->stem_count; k++) {
+        self->stem[k].word_fixed = to_fixed(self->stem[k].word, self->lowest);
+        self->stem[k].negated_fixed = to_fixed(self->stem[k].negated, self->lowest);
+    }
+    for (k = 0; k <= self->pair_mask; k++)
+        self->pair[k].fixed = to_fixed(self->pair[k].pull, self->lowest);
+}
+
+/* The stems' pulls, by id, and the pairs (a, b, pull), each once. */
+static int read_terms(Scorer *self, PyObject *words, PyObject *negated, PyObject *pairs_list)
+{
+    double *word = NULL, *negation = NULL;
+    Py_ssize_t n, n_negated, k, count, i;
+    PyObject *seq = NULL;
+    int failed = 1;
+    if (doubles(words, &word, &n) < 0 || doubles(negated, &negation, &n_negated) < 0) goto done;
+    if (n != n_negated || n != PyDict_GET_SIZE(self->stem_ids)) {
+        PyErr_SetString(PyExc_ValueError, "one word pull and one negated pull per stem id");
+        goto done;
+    }
+    self->stem_count = n;
+    self->stem = PyMem_Calloc(n ? n : 1, sizeof(Stem));
+    if (self->stem == NULL) { PyErr_NoMemory(); goto done; }
     for (k = 0; k < n; k++) {
+        self->stem[k].word = word[k];
+        self->stem[k].negated = negation[k];
+    }
+    seq = PySequence_Fast(pairs_list, "pair_pulls must be a sequence of (id, id, pull)");
+    if (seq == NULL) goto done;
+    count = PySequence_Fast_GET_SIZE(seq);
+    for (self->pair_mask = 1023; self->pair_mask + 1 < 3 * count; )  /* at most a third full */
+        self->pair_mask = self->pair_mask * 2 + 1;
+    self->pair = PyMem_Calloc(self->pair_mask + 1, sizeof(Pair));
+    self->pair_stamp = PyMem_Calloc(self->pair_mask + 1, sizeof(uint32_t));
+    if (self->pair == NULL || self->pair_stamp == NULL) { PyErr_NoMemory(); goto done; }
+    for (k = 0; k < count; k++) {
         Py_ssize_t a, b;
         double pull;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, k), "nnd", &a, &b, &pull)) {
-            Py_DECREF(seq);
-            return -1;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, k), "nnd", &a, &b, &pull)) goto done;
+        if (a < 0 || b < 0 || a >= n || b >= n || pair_of(self, (int32_t)a, (int32_t)b) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "pair_pulls: each pair once, by stem ids in range");
+            goto done;
         }
-        if (a < 0 || b < 0 || a >= self->stem_count || b >= self->stem_count ||
-            a < previous_a || (a == previous_a && b <= previous_b)) {
-            Py_DECREF(seq);
-            PyErr_SetString(PyExc_ValueError, "pair_pulls must be sorted, each pair once, by "
-                                              "stem ids in range");
-            return -1;
-        }
-        self->pair_first[a + 1] = (int32_t)(k + 1);  /* the end of a's group, so far */
-        self->pair_second[k] = (int32_t)b;
-        self->pair_pull[k] = pull;
-        previous_a = a;
-        previous_b = b;
+        uint64_t key = pair_key((int32_t)a, (int32_t)b);
+        for (i = pair_slot(key, self->pair_mask); self->pair[i].key; i = (i + 1) & self->pair_mask) {}
+        self->pair[i].key = key;
+        self->pair[i].pull = pull;
     }
-    for (k = 1; k <= self->stem_count; k++)  /* stems with no pair end where the one before did */
-        if (self->pair_first[k] < self->pair_first[k - 1]) self->pair_first[k] = self->pair_first[k - 1];
-    Py_DECREF(seq);
-    return 0;
+    fix_pulls(self, count);
+    failed = 0;
+done:
+    PyMem_Free(word);
+    PyMem_Free(negation);
+    Py_XDECREF(seq);
+    return failed ? -1 : 0;
 }
 
 static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
@@ -722,7 +892,7 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
     PyObject *valences, *raw_tokens, *unescape, *coefficients;
     double intercept, scale, *dense = NULL;
     int scope, pairs;
-    Py_ssize_t k, n, n_words, n_negated, limit = 50000;
+    Py_ssize_t k, n, limit = 50000;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOOO!O!O!OOOOddOip|n", names,
                                      &PyDict_Type, &stem_ids, &words, &negated, &pairs_list,
                                      &PyFrozenSet_Type, &negators, &PyFrozenSet_Type, &unstemmed,
@@ -730,7 +900,7 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
                                      &unescape, &intercept, &scale, &coefficients, &scope, &pairs,
                                      &limit))
         return -1;
-    if (limit < 1 || limit > INT32_MAX / 4) {
+    if (limit < 1 || limit > (1 << 29)) {
         PyErr_SetString(PyExc_ValueError, "token_limit must be from 1 to 2^29");
         return -1;
     }
@@ -743,28 +913,16 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
     for (k = 0; k < 4; k++) self->coefficients[k] = k < n ? dense[k] : 0.0;
     PyMem_Free(dense);
     self->flags = n == 4;
-    free_terms(self);
-    if (doubles(words, &self->word_pulls, &n_words) < 0) return -1;
-    if (doubles(negated, &self->negated_pulls, &n_negated) < 0) return -1;
-    if (n_words != n_negated || n_words != PyDict_GET_SIZE(stem_ids)) {
-        PyErr_SetString(PyExc_ValueError, "one word pull and one negated pull per stem id");
-        return -1;
-    }
-    self->stem_count = n_words;
-    self->word_stamp = PyMem_Calloc(n_words ? n_words : 1, sizeof(uint32_t));
-    self->negated_stamp = PyMem_Calloc(n_words ? n_words : 1, sizeof(uint32_t));
-    if (self->word_stamp == NULL || self->negated_stamp == NULL) { PyErr_NoMemory(); return -1; }
-    if (read_pairs(self, pairs_list) < 0) return -1;
-    self->stamp = 0;
-    free_table(self);
-    self->slot_mask = 1023;
-    self->size = 512;
-    self->slots = PyMem_Calloc(self->slot_mask + 1, sizeof(uint32_t));
-    self->tokens = PyMem_Malloc(self->size * sizeof(Token));
-    if (self->slots == NULL || self->tokens == NULL) { PyErr_NoMemory(); return -1; }
-    self->token_limit = limit;
     Py_INCREF(stem_ids);
     Py_XSETREF(self->stem_ids, stem_ids);
+    free_terms(self);
+    if (read_terms(self, words, negated, pairs_list) < 0) return -1;
+    self->stamp = 0;
+    free_table(self);
+    self->mask = 1023;
+    self->table = PyMem_Calloc(self->mask + 1, sizeof(Token));
+    if (self->table == NULL) { PyErr_NoMemory(); return -1; }
+    self->token_limit = limit;
     Py_INCREF(negators);
     Py_XSETREF(self->negators, negators);
     Py_INCREF(unstemmed);
@@ -821,7 +979,7 @@ static void Scorer_dealloc(Scorer *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *porter(PyObject *module, PyObject *word)
+static PyObject *porter(PyObject *Py_UNUSED(module), PyObject *word)
 {
     Py_ssize_t n;
     if (!PyUnicode_Check(word) || !PyUnicode_IS_ASCII(word)) {
@@ -840,7 +998,15 @@ static PyObject *porter(PyObject *module, PyObject *word)
 static PyMethodDef Scorer_methods[] = {
     {"scores", (PyCFunction)Scorer_scores, METH_O,
      "Return the probability of Positive for each tweet, as model.Model.scores does."},
+    {"logits", (PyCFunction)Scorer_logits, METH_O,
+     "Return each tweet's log-odds of Positive, as model.Model.logit does."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Scorer_members[] = {
+    {"exact", T_INT, offsetof(Scorer, exact), READONLY,
+     "1 if the pulls are summed in fixed point, 0 if as math.fsum sums them"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject ScorerType = {
@@ -855,6 +1021,7 @@ static PyTypeObject ScorerType = {
     .tp_traverse = (traverseproc)Scorer_traverse,
     .tp_clear = (inquiry)Scorer_clear,
     .tp_methods = Scorer_methods,
+    .tp_members = Scorer_members,
 };
 
 static PyMethodDef module_methods[] = {
@@ -872,6 +1039,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit_sentiment_core(void)
 {
     PyObject *m;
+    classes_init();
     if (PyType_Ready(&ScorerType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -178,3 +178,66 @@ def test_a_cold_core_learns_each_word_as_the_reference_reads_it(shipped_core):
     cold = model.load()  # a new scorer, every token seen for the first time
     tweets = junk(2000, 11)
     assert cold.scores(tweets) == shipped_core.python_scores(tweets)
+
+
+# The pulls' exact sum (fixed point in 128 bits, rounded once) against math.fsum, on models made
+# for it: words k0, k1, ... (NLTK stems them to themselves), each term's pull its coefficient.
+
+
+def made_model(pulls, pairs=(), negated=()):
+    """A model of words k<i> with these pulls, pairs (i, j, pull) and negated words (i, pull)."""
+    terms = [f"k{i}" for i in range(len(pulls))]
+    terms += [f"k{i} k{j}" for i, j, _ in pairs] + [f"not → k{i}" for i, _ in negated]
+    values = [*pulls, *(p for *_, p in pairs), *(p for _, p in negated)]
+    settings = model.default_settings(negators=["not"])
+    dense = [*model.LEXICON_FEATURES, *settings["strip_patterns"]]
+    weights = {"terms": terms, "log_count_ratios": [1.0] * len(terms), "coefficients": values}
+    weights.update(intercept=0.0, dense_features=dense, dense_coefficients=[0.0] * 4)
+    made = model.Model(settings, weights)
+    if made.core is None:
+        absent("the compiled core is not installed (make installs it where a C compiler is)")
+    return made
+
+
+def sparse_pulls(rng, count):
+    """Pulls of few significant bits over 80 binary orders: their sums often fall half-way."""
+    sign, bits, exponent = (-1, 1), (1, 1023), (-80, 0)
+    return [
+        rng.choice(sign) * rng.randint(*bits) * 2.0 ** rng.randint(*exponent) for _ in range(count)
+    ]
+
+
+def made_tweets(rng, words, count):
+    return [" ".join(rng.choices([*words, "not", "."], k=rng.randint(0, 40))) for _ in range(count)]
+
+
+def reference_logits(made, tweets):
+    return [made.logit(made.preprocess(t)) for t in tweets]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_fixed_point_sum_rounds_as_fsum_does(seed):
+    rng = random.Random(seed)
+    pulls = sparse_pulls(rng, 30)
+    pairs = [(rng.randrange(30), rng.randrange(30), p) for p in sparse_pulls(rng, 60)]
+    pairs = list({(i, j): (i, j, p) for i, j, p in pairs}.values())
+    negated = [(i, p) for i, p in zip(range(0, 30, 2), sparse_pulls(rng, 15), strict=False)]
+    made = made_model(pulls, pairs, negated)
+    assert made.core.exact == 1
+    tweets = made_tweets(rng, [f"k{i}" for i in range(30)], 3000)
+    assert made.core.logits(tweets) == reference_logits(made, tweets)
+
+
+def test_a_sum_half_way_between_two_doubles_rounds_to_the_even_one():
+    made = made_model([1.0, 2.0**-53, 3 * 2.0**-53, -(2.0**-53), 2.0**-105])
+    tweets = ["k0 k1", "k0 k2", "k3 k0", "k0 k1 k4", "k1 k2"]
+    assert made.core.logits(tweets) == reference_logits(made, tweets)
+    assert made.core.logits(tweets)[:3] == [1.0, 1.0 + 2 * 2.0**-52, 1.0 - 2.0**-53]
+
+
+def test_pulls_too_far_apart_for_fixed_point_are_summed_as_fsum_does():
+    rng = random.Random(5)
+    made = made_model([1e-300, 1.0, 1e300, -1.0, *sparse_pulls(rng, 10)])
+    assert made.core.exact == 0
+    tweets = made_tweets(rng, [f"k{i}" for i in range(14)], 2000)
+    assert made.core.logits(tweets) == reference_logits(made, tweets)
