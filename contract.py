@@ -139,7 +139,7 @@ def predict(classifier, tweets, limits, scores=False, explain=False):
     check(tweets, limits)
     ids, texts = list(tweets), list(tweets.values())
     probabilities = classifier.scores(texts)
-    labels = [model.postprocess(p) for p in probabilities]
+    labels = model.labels(probabilities)
     if not (scores or explain):
         return dict(zip(ids, labels, strict=True))
     answer = {}
@@ -157,7 +157,10 @@ def predict(classifier, tweets, limits, scores=False, explain=False):
 
 def labels_of(answer):
     """Return the labels of an answer, whichever shape predict() gave it."""
-    return [a if isinstance(a, str) else a["label"] for a in answer.values()]
+    values = list(answer.values())
+    if not values or isinstance(values[0], str):  # {id: label}: the values are the labels
+        return values
+    return [a["label"] for a in values]
 
 
 def metadata(classifier, limits, max_bytes):

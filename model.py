@@ -20,11 +20,13 @@ import math
 import operator
 import os
 import re
+import warnings
 from pathlib import Path
 
 from nltk.stem.porter import PorterStemmer
 
 LABELS = ("Negative", "Positive")
+THRESHOLD = 0.5  # a probability of Positive at or above it is Positive
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 MANIFEST_FILE = "MANIFEST.sha256"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -263,7 +265,7 @@ class Model:
 
     def run(self, tweets):
         """Return the label of each tweet, in input order."""
-        return [postprocess(p) for p in self.scores(tweets)]
+        return labels(self.scores(tweets))
 
     def explain(self, tweet):
         """Return the terms and dense features that pushed a tweet toward each label, with their
@@ -291,6 +293,7 @@ CORE_READS = (
     "stemmer",
 )
 CORE_NEGATION = ("clause_ends", "separators")
+CORE_VERSION = 2  # core/sentiment_core.c's VERSION: what it takes and how it reads
 
 
 def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):
@@ -301,6 +304,14 @@ def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):
     try:
         import sentiment_core
     except ImportError:
+        return None
+    if getattr(sentiment_core, "VERSION", None) != CORE_VERSION:
+        warnings.warn(
+            f"the compiled core is version {getattr(sentiment_core, 'VERSION', 1)}, model.py needs"
+            f" {CORE_VERSION}: scoring in pure Python until it is rebuilt (make does it)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     default = default_settings()
     if any(preprocessing[k] != default[k] for k in CORE_READS) or any(
@@ -362,7 +373,12 @@ def sigmoid(z):
 
 def postprocess(score):
     """Return the label for a probability of Positive; exactly 0.5 is Positive."""
-    return LABELS[score >= 0.5]
+    return LABELS[score >= THRESHOLD]
+
+
+def labels(scores):
+    """Return the label for each probability, as postprocess does, without a call for each."""
+    return [LABELS[score >= THRESHOLD] for score in scores]
 
 
 def load(directory=ARTIFACTS_DIR):

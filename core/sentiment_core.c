@@ -1043,6 +1043,10 @@ PyMODINIT_FUNC PyInit_sentiment_core(void)
     if (PyType_Ready(&ScorerType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    if (PyModule_AddIntConstant(m, "VERSION", 2) < 0) {  /* model.CORE_VERSION */
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&ScorerType);
     if (PyModule_AddObject(m, "Scorer", (PyObject *)&ScorerType) < 0) {
         Py_DECREF(&ScorerType);

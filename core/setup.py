@@ -5,7 +5,7 @@ from setuptools import Extension, setup
 
 setup(
     name="sentiment-core",
-    version="1.0",
+    version="2.0",
     description="The tweet sentiment model's scorer in C; model.py's own is the reference",
     ext_modules=[
         Extension(

@@ -99,6 +99,14 @@ def test_the_core_can_be_turned_off_and_other_settings_are_scored_in_python(monk
     assert model.compiled_core(model.load(), other) is None
 
 
+def test_a_core_built_from_other_sources_is_not_used_and_says_so(shipped_core, monkeypatch):
+    import sentiment_core
+
+    monkeypatch.setattr(sentiment_core, "VERSION", model.CORE_VERSION - 1)
+    with pytest.warns(RuntimeWarning, match="rebuilt"):
+        assert model.load().core is None
+
+
 def test_ci_has_the_core():
     if os.environ.get("CI"):
         assert model.load().core is not None, "the compiled core did not build in CI"

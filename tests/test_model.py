@@ -117,6 +117,12 @@ def test_postprocess(score, label):
     assert model.postprocess(score) == label
 
 
+def test_labels_are_postprocess_of_each_score():
+    scores = [0.0, math.nextafter(0.5, 0), 0.5, math.nextafter(0.5, 1), 1.0, math.nan, 0.25]
+    assert model.labels(scores) == [model.postprocess(s) for s in scores]
+    assert model.labels(scores)[1:4] == ["Negative", "Positive", "Positive"]
+
+
 def test_run_keeps_order_and_gives_labels(shipped):
     tweets = ["I love this", "I hate this", "I love this"]
     assert shipped.run(tweets) == ["Positive", "Negative", "Positive"]
