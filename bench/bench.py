@@ -4,9 +4,10 @@
 
 Prints a table and writes it to bench/results.json and bench/RESULTS.md. The service is started as
 `make api-start` starts it; the floor is the same gunicorn configuration and certificate serving a
-Flask app that answers the predict route with a constant (bench/floor.py), and "model only" the same
-again serving the model with no API around it (bench/model_only.py). The three run side by side and
-are loaded in turn, round after round, so that a slow spell of the machine falls on all of them.
+Flask app that answers the predict route with a constant (bench/floor.py), the bare floor the same
+answer from a WSGI callable with no framework, and "model only" a WSGI callable serving the model
+with no API around it (bench/model_only.py). They run side by side and are loaded in turn, round
+after round, so that a slow spell of the machine falls on all of them.
 Beside them run two peers, what a user might stand up instead, each serving the same model.py from
 an environment of its own (requirements-bench.txt, .venv-bench): FastAPI on uvicorn
 (bench/peer_fastapi.py) and BentoML (bench/peer_bentoml.py). Load comes from wrk.
@@ -113,6 +114,7 @@ def wsgi_costs(rounds=10, calls=1_000):
             "service": api.create_app({"API_TOKEN": TOKEN}),
             "model_only": model_only.app,
             "floor": floor.app,
+            "bare": floor.bare,
         }
         best = dict.fromkeys(apps, float("inf"))
         with contextlib.redirect_stderr(log):  # the service's log lines, written as in service
@@ -256,6 +258,7 @@ def wrk(url, body_file, connections, seconds):
     }
 
 
+SERVERS = ("service", "model_only", "floor", "bare")  # started here, in gunicorn
 PEERS = ("fastapi", "bentoml")
 BENCH_BIN = ROOT / ".venv-bench" / "bin"  # make bench installs requirements-bench.txt there
 
@@ -343,6 +346,25 @@ def peers_table(results):
     return "\n".join(lines)
 
 
+def big_requests(servers, rounds, seconds):
+    """Load the service, the model alone and the peers with 1,000-tweet requests in turn, round
+    after round; return each one's medians, with tweets/s.
+
+    8 connections: a worker's accept loop takes a burst of new connections at once, and with 4 it
+    held all of them now and then, leaving the other worker idle. Each round opens them anew, so
+    the median is not one round's luck in how the workers shared them (uvicorn's vary too)."""
+    names = [n for n in ("service", "model_only", *PEERS) if n in servers]
+    runs = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            runs[name].append(wrk(servers[name].url, servers[name].big_body, 8, seconds))
+    summaries = {}
+    for name, done in runs.items():
+        summaries[name] = median_run(done)
+        summaries[name]["tweets_per_s"] = summaries[name]["requests_per_s"] * 1000
+    return summaries
+
+
 def load_in_rounds(servers, rounds, seconds):
     """Load each server in turn with payload.json, round after round; keep every round's figures."""
     figures = {name: {"payload_c1": [], "payload_c16": []} for name in servers}
@@ -367,7 +389,7 @@ def median_run(runs):
 
 def table(results):
     """Return the results as a Markdown table."""
-    m, s, o, f = (results[k] for k in ("in_process", "service", "model_only", "floor"))
+    m, s, o, f, b = (results[k] for k in ("in_process", *SERVERS))
 
     def ratio(x, y):
         """x's requests/s over y's: the medians', then each round's."""
@@ -377,21 +399,22 @@ def table(results):
         )
         return f"{x['requests_per_s'] / y['requests_per_s']:.0%} (rounds: {rounds})"
 
+    servers = (s, o, f, b)
+
     def load_rows(key, label):
-        a, b, c = s[key], o[key], f[key]
+        runs = [x[key] for x in servers]
         return [
-            (f"{label}: requests/s", f"{a['requests_per_s']:,.0f}", f"{b['requests_per_s']:,.0f}",
-             f"{c['requests_per_s']:,.0f}", ratio(a, c), ratio(b, c)),
-            (f"{label}: p50 / p99 latency (ms)", f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f}",
-             f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f}", f"{c['p50_ms']:.2f} / {c['p99_ms']:.2f}"),
-            (f"{label}: failed requests", f"{a['errors']} of {a['requests']:,}",
-             f"{b['errors']} of {b['requests']:,}", f"{c['errors']} of {c['requests']:,}"),
+            (f"{label}: requests/s", *(f"{r['requests_per_s']:,.0f}" for r in runs),
+             ratio(s[key], f[key]), ratio(s[key], b[key])),
+            (f"{label}: p50 / p99 latency (ms)",
+             *(f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}" for r in runs)),
+            (f"{label}: failed requests", *(f"{r['errors']} of {r['requests']:,}" for r in runs)),
         ]  # fmt: skip
 
     big = s["tweets1000_c8"]
 
     def memory(key):
-        return [", ".join(f"{w[key]:.0f}" for w in x["workers"]) for x in (s, o, f)]
+        return [", ".join(f"{w[key]:.0f}" for w in x["workers"]) for x in servers]
 
     rows = [
         ("In-process `model.run`, one tweet: p50 / p99 (µs)",
@@ -402,16 +425,17 @@ def table(results):
         ("In-process, batch of 10,000, cold token cache: tweets/s",
          f"{m['batch_10000_cold_tweets_per_s']:,.0f}"),
         ("In-process, one `payload.json` request through the app, no server (µs)",
-         *(f"{x['wsgi_us']:.0f}" for x in (s, o, f))),
+         *(f"{x['wsgi_us']:.0f}" for x in servers)),
         *load_rows("payload_c1", "`payload.json`, 1 connection"),
         *load_rows("payload_c16", "`payload.json`, 16 connections"),
-        ("1,000-tweet requests, 8 connections: tweets/s", f"{big['tweets_per_s']:,.0f}"),
+        ("1,000-tweet requests, 8 connections: tweets/s", f"{big['tweets_per_s']:,.0f}",
+         f"{o['tweets1000_c8']['tweets_per_s']:,.0f}"),
         ("1,000-tweet requests: p50 / p99 latency (ms)",
          f"{big['p50_ms']:.1f} / {big['p99_ms']:.1f}"),
         ("Worker RSS after load (MB)", *memory("rss_mb")),
         ("Worker PSS after load (MB)", *memory("pss_mb")),
         ("Start to first 200 answer (s)",
-         *(f"{x['seconds_to_first_answer']:.2f}" for x in (s, o, f))),
+         *(f"{x['seconds_to_first_answer']:.2f}" for x in servers)),
     ]  # fmt: skip
     d = results["doors"]
 
@@ -434,10 +458,11 @@ def table(results):
         rows.append((f"Kafka, 100,000 messages end to end, {count} processor(s): messages/s "
                      f"(processor RSS, MB)", f"{x['messages_per_s']:,.0f} ({rss})"))  # fmt: skip
     lines = [
-        "| Measure | Service | Model only | Floor | Service / floor | Model only / floor |",
-        "| --- | --: | --: | --: | --: | --: |",
+        "| Measure | Service | Model only | Floor | Bare floor | Service / floor "
+        "| Service / bare floor |",
+        "| --- | --: | --: | --: | --: | --: | --: |",
     ]
-    lines += [f"| {' | '.join(row + ('',) * (6 - len(row)))} |" for row in rows]
+    lines += [f"| {' | '.join(row + ('',) * (7 - len(row)))} |" for row in rows]
     return "\n".join(lines)
 
 
@@ -458,6 +483,7 @@ def main(argv=None):
         "service": ["make", "--no-print-directory", "api-start"],
         "model_only": [*gunicorn, "bench.model_only:app"],
         "floor": [*gunicorn, "bench.floor:app"],
+        "bare": [*gunicorn, "bench.floor:bare"],
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -482,14 +508,10 @@ def main(argv=None):
                 servers[name] = Server(name, command, folder, **extra)
             print(f"payload.json, 1 and 16 connections, {args.seconds} s each ...", flush=True)
             loads = load_in_rounds(servers, args.rounds, args.seconds)
-            print("1,000-tweet requests on the service and its peers ...", flush=True)
-            # 8 connections: a worker's accept loop takes a burst of new connections at once, and
-            # with 4 it held all of them now and then, leaving the other worker idle.
-            bigs = {}
-            for name in ("service", *PEERS):
-                if name in servers:
-                    bigs[name] = wrk(servers[name].url, servers[name].big_body, 8, 10)
-                    bigs[name]["tweets_per_s"] = bigs[name]["requests_per_s"] * 1000
+            print(
+                "1,000-tweet requests on the service, the model alone and the peers ...", flush=True
+            )
+            bigs = big_requests(servers, args.rounds, args.seconds)
             print("the websocket and ZeroRPC beside REST, the same Python client ...", flush=True)
             cafile = str(folder / "server.crt")
             results["doors"] = doors.measure(servers["service"].port, TOKEN, cafile, args.seconds)
@@ -541,17 +563,20 @@ def write_results_md(results, text):
     machine = results["machine"]
     rounds, seconds = machine["rounds"], machine["seconds_per_measure"]
     path = ROOT / "bench" / "RESULTS.md"
-    # make bench-jobs and make bench-files keep their own sections at the end, carried over.
+    # The profile (make profile), make bench-jobs and make bench-files keep their own sections at
+    # the end, carried over.
     old = path.read_text() if path.exists() else ""
-    starts = [old.find(s) for s in ("## Batch jobs", "## Files at scale") if s in old]
+    sections = ("## Where a worker's time goes", "## Batch jobs", "## Files at scale")
+    starts = [old.find(s) for s in sections if s in old]
     files = old[min(starts) :] if starts else ""
     path.write_text(
         f"""# Benchmark results
 
 Latest `make bench`: {machine["date"]}, {machine["cores"]} cores ({machine["cpu"]}), Python
 {machine["python"]}, load from {machine["load_generator"]} (keep-alive connections, HTTPS).
-`payload.json` figures are medians of {rounds} rounds of {seconds} s per server; in each round the
-three servers, running side by side, are loaded in turn. In-process figures use {results["tweets"]}.
+`payload.json` and 1,000-tweet figures are medians of {rounds} rounds of {seconds} s per server; in
+each round the servers, running side by side, are loaded in turn. In-process figures use
+{results["tweets"]}.
 
 {text}
 
@@ -562,11 +587,15 @@ uvicorn with uvloop and httptools, 2 workers, the token check and no limits or m
 own environment (`requirements-bench.txt`, installed by `make bench` into `.venv-bench`).
 
 The floor is the same gunicorn configuration, workers and certificate serving a Flask app that
-answers the predict route with a constant (`bench/floor.py`): what the server stack costs with an
-instant model. "Model only" is the same again, parsing the body and answering with `model.run`,
-with no token check, validation, request id, log line or metrics (`bench/model_only.py`): the gap
-between it and the floor is the model's own cost, the gap between the service and it the API's.
-The load generator shares the machine's cores with the servers, equally for all three. On a small
+answers the predict route with a constant (`bench/floor.py`): what the server stack and Flask cost
+with an instant model. The bare floor answers the same from a WSGI callable with no framework: what
+gunicorn, gevent and TLS cost alone. The service answers a well-formed predict request without
+Flask's per-request work (`api.FastPredict`), so it can come close to the floor, even pass it; the
+bare floor is the one it cannot pass. "Model only" is a WSGI callable that parses the body and
+answers with `model.run`, with no framework, token check, validation, request id, log line or
+metrics (`bench/model_only.py`): the gap between it and the bare floor is the model's own cost,
+the gap between the service and it the API's.
+The load generator shares the machine's cores with the servers, equally for all of them. On a small
 virtual machine the speed of the cores drifts by up to half within a minute: read the ratios, and
 each round's ratio, rather than the absolute figures. 1,000-tweet requests use 8 connections:
 a gunicorn worker accepts a burst of new connections at once, and with 4 it sometimes held all of

@@ -1,19 +1,19 @@
-"""The model with no API around it: the floor's Flask app, parsing the body and labelling it with no
-token check, validation, request id, log line or metrics. Served like the floor by `make bench`, it
-shows how much of the gap between the service and the floor is the model's own cost."""
+"""The model with no API around it: a WSGI callable, served like the floors by `make bench`, that
+parses the body and labels it with no framework, token check, validation, request id, log line or
+metrics. Beside the bare floor it shows the model's own cost; beside the service, the API's."""
 
 import json
-
-from flask import Flask, request
 
 import model
 
 loaded = model.load()
-app = Flask(__name__)
-app.json.sort_keys = False
 
 
-@app.post("/api/v1/<token>/predict")
-def predict(token):
-    tweets = json.loads(request.get_data())
-    return dict(zip(tweets, loaded.run(list(tweets.values())), strict=True))
+def app(environ, start_response):
+    tweets = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+    labels = dict(zip(tweets, loaded.run(list(tweets.values())), strict=True))
+    body = (json.dumps(labels, separators=(",", ":")) + "\n").encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
