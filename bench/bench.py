@@ -101,7 +101,8 @@ def wsgi_costs(rounds=10, calls=1_000):
         for _ in range(calls):
             response = app({**environ, "wsgi.input": io.BytesIO(body)}, start_response)
             b"".join(response)
-            response.close()
+            if hasattr(response, "close"):  # as a WSGI server does
+                response.close()
 
     with tempfile.TemporaryDirectory() as metrics, open(os.devnull, "w", buffering=1) as log:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics  # as under gunicorn
