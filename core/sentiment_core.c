@@ -12,8 +12,8 @@
  * for the first time is learned: if ASCII, here (elongations cut, stop words and separators left
  * out, stemmed by porter.c, NLTK's Porter stemmer), else from model.py's token caches. Then the
  * negation scope is marked; the terms (stems, neighbour pairs, negated stems) are each counted once
- * (a stamp per term says which tweet last counted it); their pulls are added exactly as math.fsum
- * does (correctly rounded, so their order does not matter), then the dense features, then the
+ * (a stamp per term says which tweet last counted it); their pulls are summed exactly and rounded
+ * once, as math.fsum does (so their order does not matter), then the dense features, then the
  * sigmoid.
  */
 #define PY_SSIZE_T_CLEAN
@@ -216,6 +216,9 @@ typedef struct {
     Py_ssize_t stem_count, pair_mask;
     uint32_t stamp;
     int exact, lowest;  /* the pulls are summed in fixed point, scaled by 2^-lowest */
+    /* One call at a time: the table and the stamps are the scorer's, and a call back to Python
+     * (a token that is not ASCII, html.unescape) lets another thread run. */
+    PyThread_type_lock lock;
     double intercept, scale, coefficients[4];
     int flags, scope, pairs;
 } Scorer;
@@ -732,10 +735,12 @@ static PyObject *score(Scorer *self, PyObject *tweets, int logits)
         return NULL;
     }
     seq = PySequence_Fast(tweets, "tweets must be a sequence of strings");
+    if (seq != NULL && PyList_Check(seq))  /* a tuple: another thread cannot change it meanwhile */
+        Py_SETREF(seq, PyList_AsTuple(seq));
     if (seq == NULL) return NULL;
-    count = PySequence_Fast_GET_SIZE(seq);
+    count = PyTuple_GET_SIZE(seq);
     for (i = 0; i < count; i++) {  /* every item is checked before any is scored */
-        PyObject *tweet = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *tweet = PyTuple_GET_ITEM(seq, i);
         if (!PyUnicode_Check(tweet)) {
             PyErr_Format(PyExc_TypeError, "tweet at index %zd must be a str, got %s", i,
                          Py_TYPE(tweet)->tp_name);
@@ -743,22 +748,29 @@ static PyObject *score(Scorer *self, PyObject *tweets, int logits)
         }
         if (PyUnicode_GET_LENGTH(tweet) > longest) longest = PyUnicode_GET_LENGTH(tweet);
     }
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {  /* another thread is scoring */
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
     answer = PyList_New(count);
     buffers = PyMem_Malloc(3 * (longest + 1));
     if (answer == NULL || buffers == NULL) {
         if (answer != NULL) PyErr_NoMemory();
         Py_CLEAR(answer);
+        PyThread_release_lock(self->lock);
         goto done;
     }
     for (i = 0; i < count; i++) {
         double z;
         PyObject *score = NULL;
-        if (tweet_logit(self, PySequence_Fast_GET_ITEM(seq, i), buffers, buffers + longest + 1,
+        if (tweet_logit(self, PyTuple_GET_ITEM(seq, i), buffers, buffers + longest + 1,
                         buffers + 2 * (longest + 1), &z) == 0)
             score = PyFloat_FromDouble(logits ? z : sigmoid(z));
-        if (score == NULL) { Py_CLEAR(answer); goto done; }
+        if (score == NULL) { Py_CLEAR(answer); break; }
         PyList_SET_ITEM(answer, i, score);
     }
+    PyThread_release_lock(self->lock);
 done:
     PyMem_Free(buffers);
     Py_DECREF(seq);
@@ -900,6 +912,10 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
                                      &unescape, &intercept, &scale, &coefficients, &scope, &pairs,
                                      &limit))
         return -1;
+    if (self->lock == NULL && (self->lock = PyThread_allocate_lock()) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (limit < 1 || limit > (1 << 29)) {
         PyErr_SetString(PyExc_ValueError, "token_limit must be from 1 to 2^29");
         return -1;
@@ -913,8 +929,7 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
     for (k = 0; k < 4; k++) self->coefficients[k] = k < n ? dense[k] : 0.0;
     PyMem_Free(dense);
     self->flags = n == 4;
-    Py_INCREF(stem_ids);
-    Py_XSETREF(self->stem_ids, stem_ids);
+    Py_XSETREF(self->stem_ids, Py_NewRef(stem_ids));
     free_terms(self);
     if (read_terms(self, words, negated, pairs_list) < 0) return -1;
     self->stamp = 0;
@@ -923,20 +938,13 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwargs)
     self->table = PyMem_Calloc(self->mask + 1, sizeof(Token));
     if (self->table == NULL) { PyErr_NoMemory(); return -1; }
     self->token_limit = limit;
-    Py_INCREF(negators);
-    Py_XSETREF(self->negators, negators);
-    Py_INCREF(unstemmed);
-    Py_XSETREF(self->unstemmed, unstemmed);
-    Py_INCREF(lexicon);
-    Py_XSETREF(self->lexicon, lexicon);
-    Py_INCREF(stems);
-    Py_XSETREF(self->stems, stems);
-    Py_INCREF(valences);
-    Py_XSETREF(self->valences, valences);
-    Py_INCREF(raw_tokens);
-    Py_XSETREF(self->raw_tokens, raw_tokens);
-    Py_INCREF(unescape);
-    Py_XSETREF(self->unescape, unescape);
+    Py_XSETREF(self->negators, Py_NewRef(negators));
+    Py_XSETREF(self->unstemmed, Py_NewRef(unstemmed));
+    Py_XSETREF(self->lexicon, Py_NewRef(lexicon));
+    Py_XSETREF(self->stems, Py_NewRef(stems));
+    Py_XSETREF(self->valences, Py_NewRef(valences));
+    Py_XSETREF(self->raw_tokens, Py_NewRef(raw_tokens));
+    Py_XSETREF(self->unescape, Py_NewRef(unescape));
     self->intercept = intercept;
     self->scale = scale;
     self->scope = scope;
@@ -976,6 +984,7 @@ static void Scorer_dealloc(Scorer *self)
     Scorer_clear(self);
     free_terms(self);
     free_table(self);
+    if (self->lock != NULL) PyThread_free_lock(self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

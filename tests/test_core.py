@@ -249,3 +249,31 @@ def test_pulls_too_far_apart_for_fixed_point_are_summed_as_fsum_does():
     assert made.core.exact == 0
     tweets = made_tweets(rng, [f"k{i}" for i in range(14)], 2000)
     assert made.core.logits(tweets) == reference_logits(made, tweets)
+
+
+def test_threads_sharing_a_model_each_get_the_reference_scores(shipped_core):
+    """A thread inside a call back to Python (a token that is not ASCII) lets others run: each
+    call to the core must still read its tweets alone."""
+    import sys
+    import threading
+
+    tweets = junk(400, 21) + ["naïve not good at all but happy", "café não é bom 😀 not bad"] * 50
+    reference = shipped_core.python_scores(tweets)
+    shared, wrong = model.load(), []
+
+    def score():
+        for _ in range(15):
+            got = shared.scores(tweets)
+            wrong.extend(i for i, (g, r) in enumerate(zip(got, reference, strict=True)) if g != r)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=score) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
