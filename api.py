@@ -195,9 +195,7 @@ def answer(extensions, tweets, scores=False, explain=False):
     labels = contract.labels_of(predictions)
     TWEETS.observe(len(labels))
     for label in model.LABELS:
-        count = labels.count(label)
-        if count:
-            predictions_metric(label).inc(count)
+        predictions_metric(label).inc(labels.count(label))
     return predictions
 
 

@@ -298,7 +298,8 @@ CORE_VERSION = 2  # core/sentiment_core.c's VERSION: what it takes and how it re
 
 def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):
     """The compiled scorer for this model, or None: not installed, turned off with
-    SENTIMENT_CORE=python, or the model's settings are not the ones it implements."""
+    SENTIMENT_CORE=python, built from other sources than this module expects (it warns), or the
+    model's settings are not the ones it implements."""
     if os.environ.get("SENTIMENT_CORE") == "python":
         return None
     try:
@@ -334,7 +335,7 @@ def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):
         stem_ids=ids,
         word_pulls=[words.get(s, 0.0) for s in stems],
         negated_pulls=[negated.get(s, 0.0) for s in stems],
-        pair_pulls=sorted((ids[a], ids[b], pull) for (a, b), pull in pairs.items()),
+        pair_pulls=[(ids[a], ids[b], pull) for (a, b), pull in pairs.items()],
         # What the core reads of a token it sees for the first time: ASCII tokens it stems
         # itself, others it takes from this module's token caches.
         negators=reader.negators,

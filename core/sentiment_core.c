@@ -25,6 +25,8 @@
 
 #include "porter.h"
 
+#define VERSION 2  /* model.CORE_VERSION: model.py uses the core only if they are equal */
+
 /* ---- Exact sums: CPython's math.fsum (msum), partials kept on the stack ---- */
 
 typedef struct {
@@ -1052,7 +1054,7 @@ PyMODINIT_FUNC PyInit_sentiment_core(void)
     if (PyType_Ready(&ScorerType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddIntConstant(m, "VERSION", 2) < 0) {  /* model.CORE_VERSION */
+    if (PyModule_AddIntConstant(m, "VERSION", VERSION) < 0) {
         Py_DECREF(m);
         return NULL;
     }
