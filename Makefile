@@ -184,10 +184,10 @@ bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(DEV_BIN)/python bench/jobs.py
 
 # Where a gunicorn worker's time goes under load, by layer (py-spy from .venv-bench): see
-# bench/profile.py for its options, e.g. PROFILE="--server floor --body big".
+# bench/profile_workers.py for its options, e.g. PROFILE="--server floor --body big".
 profile: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || { echo "make profile needs wrk: apt-get install -y wrk"; exit 1; }
-	$(DEV_BIN)/python bench/profile.py $(PROFILE)
+	$(DEV_BIN)/python bench/profile_workers.py $(PROFILE)
 
 # Batch jobs: a 1,000,000-tweet job with 1 and 2 workers; predict's latency while one runs.
 bench-jobs: $(DEV) $(VENV)/.installed

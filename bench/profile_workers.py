@@ -1,7 +1,7 @@
 """Where a worker's time goes under load, by layer: a sampling profile of the running server.
 
     make profile                                  # the service, payload.json at 16 connections
-    .venv-dev/bin/python bench/profile.py --server floor --body big --seconds 20
+    .venv-dev/bin/python bench/profile_workers.py --server floor --body big --seconds 20
 
 Starts a server as `make bench` does (the service as `make api-start` starts it, or the floor, or
 the model alone), loads it with wrk, and samples each of its gunicorn workers with py-spy (from the
