@@ -113,3 +113,22 @@ def test_server_output_holds_neither_token_nor_tweets(server):
     assert token not in output
     for tweet in payload.values():
         assert tweet not in output
+
+
+def test_request_ids_made_by_the_workers_are_all_different(server):
+    """Each worker makes its own ids (random reseeds after the fork); 16 clients on fresh
+    connections reach both workers."""
+    import concurrent.futures
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(server["folder"] / "server.crt"))
+    url = f"https://127.0.0.1:{server['port']}/health"
+
+    def request_id(_):
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            return response.headers["X-Request-ID"]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(request_id, range(64)))
+    assert len(set(ids)) == 64
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
