@@ -42,6 +42,7 @@ DEFAULTS = {
 }
 OPTIONS = contract.OPTIONS
 REQUEST_ID_MAX = 128
+PATH_TOKEN_ROUTE, BEARER_ROUTE = "/api/v1/<token>/predict", "/api/v1/predict"
 # The web page's policy: nothing from another host, no inline script or style.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -112,13 +113,13 @@ def create_app(config=None):
     app.register_error_handler(Exception, unexpected_error)
     # Another method gets 405 whatever the token, which says nothing about the token.
     app.add_url_rule(
-        "/api/v1/<token>/predict",
+        PATH_TOKEN_ROUTE,
         view_func=predict_with_path_token,
         methods=["POST"],
         provide_automatic_options=False,
     )
     app.add_url_rule(
-        "/api/v1/predict",
+        BEARER_ROUTE,
         view_func=predict_with_bearer_token,
         methods=["POST"],
         provide_automatic_options=False,
@@ -161,9 +162,15 @@ def predict_with_path_token(token):
     return predict()
 
 
+def bearer_token(authorization):
+    """Return the token of an 'Authorization: Bearer <token>' header's value, or None."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def require_bearer_token():
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token_is_valid(token.strip()):
+    token = bearer_token(request.headers.get("Authorization", ""))
+    if token is None or not token_is_valid(token):
         raise Unauthorized(
             "send a valid token as 'Authorization: Bearer <token>'",
             www_authenticate=WWWAuthenticate("bearer"),
@@ -476,8 +483,7 @@ def unexpected_error(error):
 # content type), goes to Flask: its view and error handlers stay the reference, and
 # tests/test_api.py checks that both give the same bytes.
 
-PREDICT_PREFIX, PREDICT_SUFFIX = "/api/v1/", "/predict"
-PATH_TOKEN_ROUTE, BEARER_ROUTE = "/api/v1/<token>/predict", "/api/v1/predict"
+PREDICT_PREFIX, PREDICT_SUFFIX = PATH_TOKEN_ROUTE.split("<token>")
 
 
 class FastPredict:
@@ -505,11 +511,12 @@ class FastPredict:
         ):
             return None
         length = environ.get("CONTENT_LENGTH", "")
-        if not length.isdigit() or int(length) > self.app.extensions["settings"]["MAX_BODY_BYTES"]:
+        length = int(length) if length.isdigit() else None
+        if length is None or length > self.app.config["MAX_CONTENT_LENGTH"]:  # Flask's limit
             return None
-        data = environ["wsgi.input"].read(int(length))
+        data = environ["wsgi.input"].read(length)
         answered = None
-        if len(data) == int(length) and token_is_valid(token, self.app.extensions):
+        if len(data) == length and token_is_valid(token, self.app.extensions):
             answered = self.labels(environ, route, data)
         if answered is None:
             environ["wsgi.input"] = io.BytesIO(data)
@@ -532,9 +539,9 @@ class FastPredict:
         if environ["REQUEST_METHOD"] != "POST" or not path.isascii():
             return None, None
         if path == BEARER_ROUTE:
-            scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-            if scheme.lower() == "bearer" and token.isascii():
-                return BEARER_ROUTE, token.strip()
+            token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+            if token is not None and token.isascii():
+                return BEARER_ROUTE, token
         elif path.startswith(PREDICT_PREFIX) and path.endswith(PREDICT_SUFFIX):
             token = path[len(PREDICT_PREFIX) : -len(PREDICT_SUFFIX)]
             if token and "/" not in token:
