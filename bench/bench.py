@@ -132,6 +132,21 @@ def timed(function, argument):
     return time.perf_counter() - start
 
 
+def big_request(tweets):
+    """The body of a 1,000-tweet request."""
+    return {str(i): t for i, t in enumerate(tweets[:1000])}
+
+
+def prepare(folder, tweets):
+    """Make a certificate in folder (make certs) and the 1,000-tweet body; return its path."""
+    env = {**os.environ, "TLS_CERT": str(folder / "server.crt")}
+    env["TLS_KEY"] = str(folder / "server.key")
+    subprocess.run(["make", "-s", "certs"], cwd=ROOT, env=env, check=True)
+    big = folder / BIG_BODY
+    big.write_text(json.dumps(big_request(tweets)))
+    return big
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -184,14 +199,18 @@ class Server:
                 time.sleep(0.01)
         sys.exit(f"{self.name} did not answer within {seconds} s")
 
-    def worker_memory(self):
-        """Return the RSS and PSS, in MB, of each gunicorn worker."""
+    def workers(self):
+        """Return the pids of the gunicorn workers (not the master, nor the job worker the service
+        supervises)."""
         masters = [p for p in descendants(self.process.pid) if is_gunicorn(p)]
         master = next(p for p in masters if not is_gunicorn(parent(p)))
+        return [w for w in children(master) if is_gunicorn(w)]
+
+    def worker_memory(self):
+        """Return the RSS and PSS, in MB, of each gunicorn worker."""
         return [
             {"rss_mb": status_kb(w, "VmRSS") / 1024, "pss_mb": pss_kb(w) / 1024}
-            for w in children(master)
-            if is_gunicorn(w)  # not the job worker the service supervises
+            for w in self.workers()
         ]
 
     def stop(self):
@@ -259,8 +278,17 @@ def wrk(url, body_file, connections, seconds):
     }
 
 
-SERVERS = ("service", "model_only", "floor", "bare")  # started here, in gunicorn
+GUNICORN = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "gunicorn.conf.py"]
+# The servers started here: the service as make api-start starts it, the others in its gunicorn.
+COMMANDS = {
+    "service": ["make", "--no-print-directory", "api-start"],
+    "model_only": [*GUNICORN, "bench.model_only:app"],
+    "floor": [*GUNICORN, "bench.floor:app"],
+    "bare": [*GUNICORN, "bench.floor:bare"],
+}
+SERVERS = tuple(COMMANDS)
 PEERS = ("fastapi", "bentoml")
+BIG_BODY = "tweets1000.json"
 BENCH_BIN = ROOT / ".venv-bench" / "bin"  # make bench installs requirements-bench.txt there
 
 
@@ -278,8 +306,8 @@ def peer_commands(folder, tweets):
     # BentoML takes the method's argument by name in the body.
     bento_payload, bento_big = folder / "bento_payload.json", folder / "bento_big.json"
     bento_payload.write_text(json.dumps({"tweets": json.loads(PAYLOAD.read_text())}))
-    bento_big.write_text(json.dumps({"tweets": {str(i): t for i, t in enumerate(tweets[:1000])}}))
-    big = folder / "tweets1000.json"
+    bento_big.write_text(json.dumps({"tweets": big_request(tweets)}))
+    big = folder / BIG_BODY
     return {
         "fastapi": (
             lambda port: [str(BENCH_BIN / "uvicorn"), "bench.peer_fastapi:app", "--host",
@@ -479,26 +507,12 @@ def main(argv=None):
     print(f"in-process model on {source} ...", flush=True)
     results = {"in_process": in_process(tweets), "tweets": source}
 
-    gunicorn = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "gunicorn.conf.py"]
-    commands = {
-        "service": ["make", "--no-print-directory", "api-start"],
-        "model_only": [*gunicorn, "bench.model_only:app"],
-        "floor": [*gunicorn, "bench.floor:app"],
-        "bare": [*gunicorn, "bench.floor:bare"],
-    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        env = {
-            **os.environ,
-            "TLS_CERT": str(folder / "server.crt"),
-            "TLS_KEY": str(folder / "server.key"),
-        }
-        subprocess.run(["make", "-s", "certs"], cwd=ROOT, env=env, check=True)
-        big_body = folder / "tweets1000.json"
-        big_body.write_text(json.dumps({str(i): t for i, t in enumerate(tweets[:1000])}))
+        big_body = prepare(folder, tweets)
         servers = {}
         try:
-            for name, command in commands.items():
+            for name, command in COMMANDS.items():
                 print(f"starting {name} ...", flush=True)
                 # The floor and the model alone are not the service: no job worker beside them.
                 os.environ["JOB_WORKERS_WITH_API"] = "1" if name == "service" else "0"
@@ -520,7 +534,7 @@ def main(argv=None):
                 results[name] = {
                     "seconds_to_first_answer": server.seconds_to_first_answer,
                     **{key: median_run(runs) for key, runs in loads[name].items()},
-                    "workers": server.worker_memory() if name in commands else [],
+                    "workers": server.worker_memory() if name in COMMANDS else [],
                 }
                 if name in bigs:
                     results[name]["tweets1000_c8"] = bigs[name]

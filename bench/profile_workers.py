@@ -14,8 +14,6 @@ OpenSSL) counts for the Python frame that called it.
 
 import argparse
 import collections
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +21,6 @@ from pathlib import Path
 
 import bench  # bench/bench.py: this script's folder is first on the path
 
-ROOT = bench.ROOT
 PY_SPY = bench.BENCH_BIN / "py-spy"
 
 # (layer, the files or folders its frames come from), most specific first.
@@ -76,13 +73,6 @@ def shares(paths):
     )
 
 
-def workers_of(server):
-    """The server's gunicorn worker processes (not its master, nor the job worker)."""
-    masters = [p for p in bench.descendants(server.process.pid) if bench.is_gunicorn(p)]
-    master = next(p for p in masters if not bench.is_gunicorn(bench.parent(p)))
-    return [w for w in bench.children(master) if bench.is_gunicorn(w)]
-
-
 def sample(pid, path, seconds, rate):
     """Start py-spy on a process for a number of seconds, writing collapsed stacks to path."""
     command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", str(rate), "--duration",
@@ -93,24 +83,11 @@ def sample(pid, path, seconds, rate):
 def profile(name, body, connections, seconds, rate, folder):
     """Load one server with wrk and sample its workers; return the raw profile files and wrk's
     figures."""
-    command = {
-        "service": ["make", "--no-print-directory", "api-start"],
-        "floor": [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "gunicorn.conf.py",
-                  "bench.floor:app"],
-        "model_only": [str(ROOT / ".venv" / "bin" / "gunicorn"), "--config", "gunicorn.conf.py",
-                       "bench.model_only:app"],
-    }[name]  # fmt: skip
-    subprocess.run(["make", "-s", "certs"], cwd=ROOT, check=True,
-                   env={**os.environ, "TLS_CERT": str(folder / "server.crt"),
-                        "TLS_KEY": str(folder / "server.key")})  # fmt: skip
-    big = folder / "tweets1000.json"
-    if body == "big":
-        tweets, _ = bench.load_tweets()
-        big.write_text(json.dumps({str(i): t for i, t in enumerate(tweets[:1000])}))
-    server = bench.Server(name, command, folder, big_body=big)
+    big = bench.prepare(folder, bench.load_tweets()[0])
+    server = bench.Server(name, bench.COMMANDS[name], folder, big_body=big)
     try:
         bench.wrk(server.url, server.body, connections, 2)  # warm up
-        outputs = [folder / f"{name}-{pid}.txt" for pid in workers_of(server)]
+        outputs = [folder / f"{name}-{pid}.txt" for pid in server.workers()]
         samplers = [sample(int(path.stem.split("-")[-1]), path, seconds, rate) for path in outputs]
         load = bench.wrk(server.url, big if body == "big" else server.body, connections, seconds)
         for sampler in samplers:
@@ -122,7 +99,7 @@ def profile(name, body, connections, seconds, rate, folder):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=("service", "floor", "model_only"), default="service")
+    parser.add_argument("--server", choices=bench.SERVERS, default="service")
     parser.add_argument("--body", choices=("payload", "big"), default="payload",
                         help="payload.json, or 1,000 real tweets a request")  # fmt: skip
     parser.add_argument("--connections", type=int, default=16)
