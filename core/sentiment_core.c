@@ -107,12 +107,14 @@ static int last_bit(double value)
     return e - 53 + __builtin_ctzll(m);
 }
 
-static int fixed_fits(double value, int lowest, int bits)
+/* Widen [*lowest, *highest) to hold a double's bits: its lowest set bit and 2^e > |value|. */
+static void widen(double value, int *lowest, int *highest)
 {
     int e;
-    if (value == 0.0) return 1;
-    frexp(value, &e);  /* |value| < 2^e */
-    return last_bit(value) >= lowest && e - lowest < bits;
+    if (value == 0.0) return;
+    frexp(value, &e);
+    if (e > *highest) *highest = e;
+    if (last_bit(value) < *lowest) *lowest = last_bit(value);
 }
 
 static Fixed to_fixed(double value, int lowest)
@@ -821,23 +823,15 @@ static void free_table(Scorer *self)
 static void fix_pulls(Scorer *self, Py_ssize_t pair_count)
 {
     Py_ssize_t k, terms = 2 * self->stem_count + pair_count;
-    int lowest = INT32_MAX, bits = 126;  /* 126: the sign, and room to carry */
+    int lowest = INT32_MAX, highest = INT32_MIN, bits = 126;  /* 126: the sign, room to carry */
     for (; terms > 0; terms >>= 1) bits--;  /* a tweet counts each term once at most */
     for (k = 0; k < self->stem_count; k++) {
-        double pulls[2] = {self->stem[k].word, self->stem[k].negated};
-        for (int j = 0; j < 2; j++)
-            if (pulls[j] != 0.0 && last_bit(pulls[j]) < lowest) lowest = last_bit(pulls[j]);
+        widen(self->stem[k].word, &lowest, &highest);
+        widen(self->stem[k].negated, &lowest, &highest);
     }
-    for (k = 0; k <= self->pair_mask; k++)
-        if (self->pair[k].key && self->pair[k].pull != 0.0 && last_bit(self->pair[k].pull) < lowest)
-            lowest = last_bit(self->pair[k].pull);
-    self->exact = 1;
-    self->lowest = lowest == INT32_MAX ? 0 : lowest;
-    for (k = 0; k < self->stem_count; k++)
-        self->exact &= fixed_fits(self->stem[k].word, self->lowest, bits) &&
-                       fixed_fits(self->stem[k].negated, self->lowest, bits);
-    for (k = 0; k <= self->pair_mask; k++)
-        self->exact &= fixed_fits(self->pair[k].pull, self->lowest, bits);
+    for (k = 0; k <= self->pair_mask; k++) widen(self->pair[k].pull, &lowest, &highest);
+    self->lowest = lowest == INT32_MAX ? 0 : lowest;  /* no pull but zeros: any scale fits */
+    self->exact = lowest == INT32_MAX || highest - lowest < bits;
     if (!self->exact) return;
     for (k = 0; k < self->stem_count; k++) {
         self->stem[k].word_fixed = to_fixed(self->stem[k].word, self->lowest);
