@@ -1,19 +1,20 @@
 """The HTTP API: validate requests, ask model.py for labels, format answers and errors as JSON."""
 
-import contextlib
 import functools
+import hashlib
 import hmac
 import io
 import json
 import logging
 import os
 import random
+import re
 import sys
 import time
 
 import prometheus_client
 from flask import Flask, Response, current_app, jsonify, render_template, request
-from flask_sock import Sock
+from gunicorn.http.errors import ParseException
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
@@ -22,6 +23,7 @@ from werkzeug.exceptions import (
     InternalServerError,
     NotFound,
     RequestEntityTooLarge,
+    RequestTimeout,
     ServiceUnavailable,
     Unauthorized,
     UnsupportedMediaType,
@@ -31,17 +33,23 @@ import contract
 import jobs
 import model
 import service
+import ws
 
 ROOT = service.ROOT
 OPENAPI_FILE = ROOT / "openapi.json"
 DEFAULTS = {
     **jobs.DEFAULTS,  # the settings every door shares, and the jobs door's
-    "WS_MAX_CONNECTIONS": 500,  # open websockets per worker; gunicorn's pool is 1,000 connections
+    # Bytes of request bodies and websocket messages one worker holds at once, read and not yet
+    # answered: past it, a new upload gets 503 and a websocket that would go past it is cut off.
+    "MAX_INFLIGHT_BYTES": 32 * 1024 * 1024,
+    "WS_MAX_CONNECTIONS": 500,  # websockets with a token, per worker; the pool is 1,000
+    "WS_MAX_UNAUTHENTICATED": 50,  # websockets still to send their auth message, per worker
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
+    "WS_AUTH_MAX_BYTES": 4096,  # the most a websocket may send before it has authenticated
     "WS_PING_SECONDS": 25,  # a silent websocket is pinged; no pong by the next ping closes it
 }
 OPTIONS = contract.OPTIONS
-REQUEST_ID_MAX = 128
+REQUEST_ID_MAX = ws.REQUEST_ID_MAX
 PATH_TOKEN_ROUTE, BEARER_ROUTE = "/api/v1/<token>/predict", "/api/v1/predict"
 # The web page's policy: nothing from another host, no inline script or style.
 PAGE_POLICY = (
@@ -71,13 +79,6 @@ PREDICTIONS = Counter("api_predictions", "Labels given, by label", ["label"])
 # Metric labels take few values, so that a client cannot grow the metrics: routes are rules,
 # statuses the app's own, and methods outside this set are counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-WS_OPEN = Gauge("api_websockets_open", "Websockets open", multiprocess_mode="livesum")
-WS_MESSAGES = Counter("api_websocket_messages", "Websocket replies, by type", ["type"])
-WS_LATENCY = Histogram(
-    "api_websocket_message_seconds",
-    "Seconds from a websocket message to its reply",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
 MODEL_INFO = Gauge(
     "api_model_info",
     "The model being served: 1, labelled with its version",
@@ -93,20 +94,13 @@ def create_app(config=None):
     app.json.compact = True
     settings = jobs.settings_of(config, DEFAULTS)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
-    app.config["SOCK_SERVER_OPTIONS"] = {
-        "max_message_size": settings["MAX_BODY_BYTES"],  # over it: closed with 1009
-        "ping_interval": settings["WS_PING_SECONDS"],
-        # One read takes a whole TLS record (16 KiB at most), so that no decrypted data waits in
-        # the TLS layer where the reader's select() cannot see it.
-        "receive_bytes": 65536,
-    }
     app.extensions["settings"] = settings
+    IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
     reload(app)
     app.extensions["openapi"] = openapi(settings)
     service.setup_logging(log)
 
     app.wsgi_app = Observed(FastPredict(app))
-    app.before_request(before_upgrade)
     app.after_request(note_route)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(contract.PredictionError, prediction_error)
@@ -126,10 +120,10 @@ def create_app(config=None):
     )
     app.add_url_rule("/api/v1/model", view_func=model_metadata)
     blueprint, app.extensions["jobs_metrics"] = jobs.routes(
-        require_bearer_token, parse_options, settings
+        require_bearer_token, parse_options, BodyStream, settings
     )
     app.register_blueprint(blueprint)
-    Sock(app).route("/api/v1/ws")(websocket)
+    ws.route(app, ws_answer, require_bearer_token, token_is_valid, IN_FLIGHT)
     app.add_url_rule("/", view_func=page)
     app.add_url_rule("/health", view_func=health)
     app.add_url_rule("/ready", view_func=ready)
@@ -149,7 +143,7 @@ def reload(app):
 
 def token_is_valid(token, extensions=None):
     """Compare against every valid token in constant time."""
-    candidate = token.encode("utf-8", "surrogateescape")
+    candidate = token.encode("utf-8", "surrogatepass")  # whatever str a client sent
     valid = False
     for known in (extensions or current_app.extensions)["tokens"]:
         valid |= hmac.compare_digest(candidate, known)
@@ -169,12 +163,16 @@ def bearer_token(authorization):
 
 
 def require_bearer_token():
+    """401 unless the request has a valid Bearer token; its holder's id (the start of the token's
+    SHA-256, which reveals nothing of it) in the environ as "api.client", whose jobs are its own."""
     token = bearer_token(request.headers.get("Authorization", ""))
     if token is None or not token_is_valid(token):
         raise Unauthorized(
             "send a valid token as 'Authorization: Bearer <token>'",
             www_authenticate=WWWAuthenticate("bearer"),
         )
+    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    request.environ["api.client"] = digest[:32]
 
 
 def predict_with_bearer_token():
@@ -189,9 +187,19 @@ def predict():
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, got {request.mimetype or 'none'}"
         )
-    tweets = contract.batch(contract.parse_json(read_body()))
+    data = read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"the body is not valid UTF-8: {e.reason} at byte {e.start}") from None
+    tweets = contract.batch(contract.parse_json(text))
     request.environ["api.tweets"] = len(tweets)
     return jsonify(answer(current_app.extensions, tweets, **options))
+
+
+def ws_answer(tweets, scores=False, explain=False):
+    """A websocket message's batch, answered as REST answers it."""
+    return answer(current_app.extensions, tweets, scores=scores, explain=explain)
 
 
 def answer(extensions, tweets, scores=False, explain=False):
@@ -220,19 +228,6 @@ def parse_options():
             raise BadRequest(f"query parameter {name} must be true or false, got {value!r}")
         options[name] = value in ("true", "1")
     return options
-
-
-def read_body():
-    """Return the body as text; 413 over the size limit, 400 unless UTF-8."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    try:
-        return request.get_data(cache=False).decode("utf-8")
-    except RequestEntityTooLarge:
-        size = request.content_length
-        got = f", got {size}" if size else ""
-        raise RequestEntityTooLarge(f"the body must be at most {limit} bytes{got}") from None
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"the body is not valid UTF-8: {e.reason} at byte {e.start}") from None
 
 
 def model_metadata():
@@ -289,159 +284,104 @@ def openapi(settings):
     return document
 
 
-# The websocket door: {"type": "prediction_request", ...} in, prediction_response or
-# prediction_error out, one connection for many requests. The contract does the rest.
-
-WS_FIELDS = {"type", "request_id", "tweets", *OPTIONS}
-WS_POLL_SECONDS = 0.5  # how often an idle handler looks whether the worker is stopping
-WS_DRAIN_SECONDS = 2  # how long a stopping worker answers a client that goes on sending
+# Request bodies: read only once the token is known to be good, never past the size limit
+# (Content-Length or not), within the worker's budget of bytes in flight, and with the WSGI
+# server's read failures as HTTP errors. gunicorn.conf.py gives each connection a time-out
+# (CLIENT_TIMEOUT), so a client that stalls mid-body ends as a 408, not a held worker.
 
 
-class Websockets:
-    """This worker's count of open websockets, and whether it is stopping (gunicorn.conf.py)."""
+class InFlight:
+    """The bytes of request bodies and websocket messages this worker holds, within a budget:
+    however many clients upload at once, a worker's memory stays bounded."""
 
-    open = 0
-    stopping = False
+    def __init__(self, limit=0):
+        self.limit, self.used = limit, 0
 
+    def take(self, size):
+        """Reserve size bytes; False if that would go past the budget."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
 
-def websocket(ws):
-    """Authenticate, then answer each message until the client leaves or the worker stops."""
-    settings = current_app.extensions["settings"]
-    Websockets.open += 1
-    WS_OPEN.inc()
-    try:
-        if authenticate(ws, settings["WS_AUTH_SECONDS"]):
-            converse(ws)
-    finally:
-        Websockets.open -= 1
-        WS_OPEN.dec()
+    def give(self, size):
+        self.used -= size
 
 
-def before_upgrade():
-    """Refuse a websocket with a bad token, or over the bound, with an HTTP error."""
-    if request.endpoint != "websocket":
-        return
-    if "Authorization" in request.headers:
-        require_bearer_token()
-    if (
-        Websockets.stopping
-        or Websockets.open >= current_app.extensions["settings"]["WS_MAX_CONNECTIONS"]
-    ):
-        raise ServiceUnavailable("this worker has too many open websockets; try again")
+IN_FLIGHT = InFlight()  # a gevent worker's greenlets share it; one thread, so no lock
 
 
-def authenticate(ws, seconds):
-    """A valid Bearer token on the upgrade, or a first message {"type": "auth", "token": ...}."""
-    if "Authorization" in request.headers:
-        return True  # checked by before_upgrade
-    first = ws.receive(timeout=seconds)
-    document = None
-    with contextlib.suppress(ValueError, TypeError):
-        document = json.loads(first)
-    if not isinstance(document, dict) or document.get("type") != "auth":
-        ws.close(1008, f'send {{"type": "auth", "token": ...}} first, within {seconds} s')
-        return False
-    token = document.get("token")
-    if not isinstance(token, str) or not token_is_valid(token):
-        ws.close(1008, "invalid token")
-        return False
-    ws.send(
-        json.dumps({"type": "auth_ok", "model_version": current_app.extensions["model"].version})
-    )
-    ws_message_done("auth", 0, 0.0)
-    return True
+def content_length(environ):
+    length = environ.get("CONTENT_LENGTH", "")
+    return int(length) if length.isdigit() else None
 
 
-def converse(ws):
-    """Answer every message; when the worker stops, answer what has arrived, then close 1001.
+class BodyStream(io.RawIOBase):
+    """A request's body, refusing to go past `limit` bytes (413), and turning the server's read
+    failures into HTTP errors: a client that stalls 408, broken chunked framing or a body cut
+    short 400."""
 
-    A client that goes on sending while the worker stops gets WS_DRAIN_SECONDS of answers, so
-    that it cannot hold the old worker until gunicorn's graceful time-out kills it.
-    """
-    drain_until = None
-    while True:
-        if Websockets.stopping and drain_until is None:
-            drain_until = time.monotonic() + WS_DRAIN_SECONDS
-        message = ws.receive(timeout=0 if drain_until else WS_POLL_SECONDS)
-        if message is None or (drain_until and time.monotonic() > drain_until):
-            if drain_until:
-                ws.close(1001, "the server is restarting; reconnect")
-                return
-            continue
-        start = time.perf_counter()
+    def __init__(self, environ, limit):
+        super().__init__()
+        self.input, self.limit, self.read_so_far = environ["wsgi.input"], limit, 0
+        self.expected = content_length(environ)
+
+    def readable(self):
+        return True
+
+    def take(self, size):
+        """Return up to size bytes of the body (b"" at its end)."""
+        size = min(size, self.limit + 1 - self.read_so_far)  # one byte past the limit shows it
         try:
-            kind, reply, tweets = ws_reply(message)
-        except Exception as error:  # a bug: say so, log it, and keep the connection
-            request_id = request.environ.get("api.request_id", "-")
-            log.error("unexpected error", exc_info=error, extra={"request_id": request_id})
-            detail = f"an unexpected error; request id {request_id}"
-            kind, tweets = "prediction_error", 0
-            reply = {"type": kind, "request_id": None, "error": 500}
-            reply.update(text="Internal Server Error", detail=detail)
-        ws.send(json.dumps(reply, ensure_ascii=False))
-        ws_message_done(kind, tweets, time.perf_counter() - start)
-
-
-def ws_reply(message):
-    """Return the kind of message (for metrics and logs), the reply and the number of tweets."""
-    request_id = None
-    try:
-        if not isinstance(message, str):
-            raise contract.BadInput("messages must be JSON text, got a binary message")
-        document = contract.parse_json(message, "the message")
-        if not isinstance(document, contract.Pairs):
-            raise contract.BadInput(
-                f"the message must be a JSON object, got {contract.json_type(document)}"
+            data = self.input.read(size)
+        except TimeoutError:
+            raise RequestTimeout("the body stalled: nothing arrived for too long") from None
+        except ParseException as e:
+            raise BadRequest(f"the body's chunked framing is broken: {describe(e)}") from None
+        self.read_so_far += len(data)
+        if self.read_so_far > self.limit:
+            raise RequestEntityTooLarge(f"the body must be at most {self.limit} bytes")
+        if not data and self.expected is not None and self.read_so_far < self.expected:
+            raise BadRequest(
+                f"the body ended after {self.read_so_far} of its {self.expected} bytes"
             )
-        fields = dict(document)
-        request_id = fields.get("request_id")
-        kind = fields.get("type")
-        if kind != "prediction_request":
-            raise contract.BadInput(
-                'missing field "type"'
-                if kind is None
-                else f"unknown message type {kind!r}; expected prediction_request"
-            )
-        unknown = sorted(set(fields) - WS_FIELDS)
-        if unknown:
-            raise contract.BadInput(f"unknown field(s) {unknown}; allowed: {sorted(WS_FIELDS)}")
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= REQUEST_ID_MAX:
-            raise contract.BadInput(
-                f'field "request_id" must be a string of 1 to {REQUEST_ID_MAX} characters'
-                + ("" if "request_id" in fields else "; it is missing")
-            )
-        options = {}
-        for name in OPTIONS:
-            value = fields.get(name, False)
-            if not isinstance(value, bool):
-                raise contract.BadInput(
-                    f'field "{name}" must be true or false, got {contract.json_type(value)}'
-                )
-            options[name] = value
-        if "tweets" not in fields:
-            raise contract.BadInput('missing field "tweets": {"id": "tweet text", ...}')
-        tweets = contract.batch(fields["tweets"], 'field "tweets"')
-        predictions = answer(current_app.extensions, tweets, **options)
-    except contract.PredictionError as e:
-        reply = {"type": "prediction_error", "request_id": request_id, **e.as_dict()}
-        return "prediction_error", reply, 0
-    reply = {"type": "prediction_response", "request_id": request_id, "predictions": predictions}
-    return "prediction_response", reply, len(predictions)
+        return data
+
+    def readinto(self, buffer):
+        data = self.take(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read_all(self):
+        if self.expected is not None:
+            return self.take(self.expected) if self.expected else b""
+        parts = []
+        while part := self.take(65536):
+            parts.append(part)
+        return b"".join(parts)
 
 
-def ws_message_done(kind, tweets, seconds):
-    """Count, time and log one message: its kind and size, never its token or tweets."""
-    ws_metrics(kind).inc()
-    WS_LATENCY.observe(seconds)
-    if log.isEnabledFor(logging.INFO):
-        fields = {
-            "request_id": request.environ.get("api.request_id", "-"),
-            "route": "/api/v1/ws",
-            "reply": kind,
-            "latency_ms": round(seconds * 1000, 3),
-            "tweets": tweets,
-        }
-        sys.stderr.write(service.json_line("info", "websocket message", fields))
+def read_body(environ, limit):
+    """Return the whole body (bytes): 413 over the limit, 503 when this worker already holds its
+    budget of bodies, and BodyStream's errors. Read once: the fast path leaves it for Flask."""
+    if "api.body_error" in environ:
+        raise environ["api.body_error"]
+    if "api.body" in environ:
+        return environ["api.body"]
+    length = content_length(environ)
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge(f"the body must be at most {limit} bytes, got {length}")
+    reserve = limit if length is None else length
+    if not IN_FLIGHT.take(reserve):
+        raise ServiceUnavailable("this worker is reading as many bodies as it may; try again")
+    environ["api.reserved"] = environ.get("api.reserved", 0) + reserve
+    data = environ["api.body"] = BodyStream(environ, limit).read_all()
+    return data
+
+
+def describe(error):
+    """Name a gunicorn parse error without echoing what the client sent (it may hold a token)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", type(error).__name__).lower()
 
 
 # Errors: one JSON shape, {"error": status, "text": reason phrase, "detail": what was wrong}.
@@ -502,25 +442,22 @@ class FastPredict:
         return [body]
 
     def answer(self, environ):
-        """Return the answer's bytes; or None for Flask to answer, the body put back to be read."""
+        """Return the answer's bytes; or None for Flask to answer, with what was read of the body
+        (or the error reading it) left in the environ for its view."""
         route, token = self.route_and_token(environ)
         if (
             route is None
             or environ.get("QUERY_STRING")
             or environ.get("CONTENT_TYPE") != "application/json"
+            or not token_is_valid(token, self.app.extensions)  # nothing is read for a wrong one
         ):
             return None
-        length = environ.get("CONTENT_LENGTH", "")
-        length = int(length) if length.isdigit() else None
-        if length is None or length > self.app.config["MAX_CONTENT_LENGTH"]:  # Flask's limit
+        try:
+            data = read_body(environ, self.app.config["MAX_CONTENT_LENGTH"])  # Flask's limit
+        except HTTPException as e:
+            environ["api.body_error"] = e
             return None
-        data = environ["wsgi.input"].read(length)
-        answered = None
-        if len(data) == length and token_is_valid(token, self.app.extensions):
-            answered = self.labels(environ, route, data)
-        if answered is None:
-            environ["wsgi.input"] = io.BytesIO(data)
-        return answered
+        return self.labels(environ, route, data)
 
     def labels(self, environ, route, data):
         """Return the labels of a body's tweets as JSON bytes, or None if Flask must answer."""
@@ -577,9 +514,11 @@ class Observed:
 
         try:
             response = self.wsgi_app(environ, start_response_with_id)
-        except StopIteration:  # a websocket has ended (flask-sock under gunicorn): 101, its life
+        except StopIteration:  # a websocket has ended (under gunicorn): 101, its life
             self.observe(environ, request_id, 101, start)
             raise
+        finally:
+            IN_FLIGHT.give(environ.pop("api.reserved", 0))
         self.observe(environ, request_id, status[-1], start)
         return response
 
@@ -610,11 +549,6 @@ class Observed:
 def request_metrics(rule, method, status):
     method = method if method in METHODS else "other"
     return REQUESTS.labels(rule, method, status), LATENCY.labels(rule)
-
-
-@functools.cache
-def ws_metrics(kind):
-    return WS_MESSAGES.labels(kind)
 
 
 @functools.cache

@@ -6,6 +6,7 @@ prediction_error message, ...). The rules live here once.
 """
 
 import json
+import re
 
 import model
 
@@ -13,6 +14,11 @@ LIMITS = {"MAX_TWEETS": 10_000, "MAX_TWEET_CHARS": 5_000}
 OPTIONS = ("scores", "explain")
 MAX_IDS_NAMED = 10  # an error names at most this many ids, then says how many more
 DECIMALS = 6  # scores and explanation weights in answers
+# A lone surrogate (JSON's "\ud800" with no partner) is no character: it cannot be written as
+# UTF-8, so an answer, a log line or a Kafka header holding one would fail. Refused on input.
+SURROGATE = re.compile("[\ud800-\udfff]")
+# Cells a spreadsheet would run as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class PredictionError(Exception):
@@ -31,6 +37,10 @@ class PredictionError(Exception):
 
 class BadInput(PredictionError):
     """Not the shape the contract takes: not JSON, not an object, repeated ids, bad options."""
+
+
+class NotUnicode(BadInput):
+    """Text that is no valid Unicode: a lone surrogate."""
 
 
 class TooLarge(PredictionError):
@@ -54,13 +64,39 @@ def _refuse_constant(name):
 
 
 def parse_json(text, what="the body"):
-    """Parse JSON text, objects as Pairs; BadInput naming what was not valid JSON."""
+    """Parse JSON text, objects as Pairs; BadInput naming what was not valid JSON, or text that
+    is not valid Unicode."""
     try:
-        return json.loads(text, object_pairs_hook=Pairs, parse_constant=_refuse_constant)
+        document = json.loads(text, object_pairs_hook=Pairs, parse_constant=_refuse_constant)
     except ValueError as e:
         raise BadInput(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
         raise BadInput(f"{what} is not valid JSON: it is nested too deeply") from None
+    if "\\ud" in text or "\\uD" in text:  # only an escape can make a lone surrogate
+        check_unicode(document, what)
+    return document
+
+
+def check_unicode(document, what="the body"):
+    """BadInput if a string of a parsed document holds a lone surrogate, naming its id."""
+    stack = [(None, document)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if SURROGATE.search(value):
+                raise NotUnicode(
+                    f"{what} is not valid Unicode: a lone surrogate (\\ud800-\\udfff with no "
+                    f"partner) in {'an id' if where is None else 'id ' + name_ids([where])}"
+                )
+        elif isinstance(value, Pairs):
+            for key, item in value:
+                stack.append((None, key))
+                stack.append((key if value is document else where, item))
+        elif isinstance(value, dict):
+            stack.extend((None, key) for key in value)
+            stack.extend((key if value is document else where, v) for key, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((where, item) for item in value)
 
 
 def batch(document, what="the body"):
@@ -199,6 +235,12 @@ def json_type(value):
     if isinstance(value, bytes):
         return "binary"
     return "object" if isinstance(value, Pairs | dict) else "array"
+
+
+def csv_cell(text):
+    """Return text as a CSV cell a spreadsheet shows and never runs: a leading ' before =, +, -,
+    @, a tab or a carriage return (OWASP's advice against formula injection)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def name_ids(ids):

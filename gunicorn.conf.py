@@ -1,7 +1,9 @@
 """gunicorn settings: TLS 1.2+, gevent workers, the app preloaded; read from the environment."""
 
 import gc
+import json
 import os
+import re
 import shutil
 import ssl
 import tempfile
@@ -13,7 +15,9 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["METRICS_DIR_MADE_HERE"] = "1"
 
 import gevent  # noqa: E402
-from gunicorn.workers import ggevent  # noqa: E402
+from gunicorn import util  # noqa: E402
+from gunicorn.http import errors  # noqa: E402
+from gunicorn.workers import base_async, ggevent  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -45,8 +49,20 @@ class StreamServer(ggevent.StreamServer):
 ggevent.StreamServer = StreamServer  # the class gunicorn's gevent worker builds its servers from
 
 
+# What gunicorn answers itself, before the app sees a request, by the kind of malformation; the
+# rest of its parse errors are 400. As JSON in the API's shape, and never echoing the request.
+MALFORMED = {
+    errors.LimitRequestLine: (414, "URI Too Long"),
+    errors.LimitRequestHeaders: (431, "Request Header Fields Too Large"),
+    errors.UnsupportedTransferCoding: (501, "Not Implemented"),
+    errors.ExpectationFailed: (417, "Expectation Failed"),
+    errors.ForbiddenProxyRequest: (403, "Forbidden"),
+}
+
+
 class FairGeventWorker(ggevent.GeventWorker):
-    """gunicorn's gevent worker, letting every connection take its turn.
+    """gunicorn's gevent worker, letting every connection take its turn, with a time-out on every
+    read and write, and malformed requests answered as the API answers errors.
 
     After a response, gevent's worker reads the connection's next request at once; under load the
     client has often sent it already, so the read succeeds without a switch and one keep-alive
@@ -58,15 +74,54 @@ class FairGeventWorker(ggevent.GeventWorker):
     def handle_exit(self, sig, frame):
         """On TERM (a stop, or a HUP's old workers): websockets answer, then close with 1001."""
         super().handle_exit(sig, frame)
-        import api  # already imported: the app is preloaded
+        import ws  # already imported: the app is preloaded
 
-        api.Websockets.stopping = True
+        ws.Websockets.stopping = True
+
+    def handle(self, listener, client, addr):
+        # gunicorn reads headers within KEEPALIVE, but a body or a websocket frame without end,
+        # and writes to a client that never reads: a time-out on the socket bounds them all.
+        client.settimeout(client_timeout)
+        base_async.AsyncWorker.handle(self, listener, client, addr)
 
     def handle_request(self, *args):
         try:
             return super().handle_request(*args)
+        except TimeoutError:  # a write the client did not take in time: drop the connection
+            self.log.info("a client took nothing for %s s: connection closed", client_timeout)
+            raise StopIteration() from None
+        except BaseException as e:
+            import service  # already imported: the app is preloaded
+
+            if not isinstance(e, service.CutShort):
+                raise
+            self.log.warning("a response was cut short: %s", e)
+            raise StopIteration() from None
         finally:
             gevent.idle()
+
+    def handle_error(self, req, client, addr, exc):
+        """A request gunicorn could not parse: a JSON error, and a log line naming its kind only
+        (gunicorn's own would write the request line, and the token in its path)."""
+        if isinstance(exc, errors.ParseException | ssl.SSLError):
+            status, reason = next(
+                (v for k, v in MALFORMED.items() if isinstance(exc, k)), (400, "Bad Request")
+            )
+            kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(exc).__name__).lower()
+            self.log.warning("malformed request from %s: %s", (addr or ("-",))[0], kind)
+            detail = f"the request is not valid HTTP/1.1: {kind}"
+        else:
+            status, reason, detail = 500, "Internal Server Error", "an unexpected error"
+            self.log.error("unexpected error before the app: %s", type(exc).__name__)
+        body = json.dumps({"error": status, "text": reason, "detail": detail}).encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            util.write_nonblock(client, head.encode() + body)
+        except Exception:  # the client has gone: nothing to answer
+            self.log.debug("could not send the error")
 
 
 # One gevent worker per core: the model is fast and CPU-bound, and gevent keeps connections
@@ -81,6 +136,7 @@ max_requests = env_int("MAX_REQUESTS", 50_000)  # a fresh worker now and then bo
 max_requests_jitter = env_int("MAX_REQUESTS_JITTER", 5_000)
 limit_request_line = 1024
 limit_request_fields = 50
+client_timeout = env_int("CLIENT_TIMEOUT", 30)  # seconds a read or write may wait on a client
 
 # Loaded once in the master and shared by the forked workers.
 preload_app = True

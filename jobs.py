@@ -43,9 +43,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import (
     Conflict,
+    HTTPException,
     NotFound,
-    RequestEntityTooLarge,
     ServiceUnavailable,
+    TooManyRequests,
     UnsupportedMediaType,
 )
 
@@ -61,9 +62,13 @@ DEFAULTS = {
     "BROKER_URL": "",  # empty: sqla+sqlite:///JOBS_DIR/broker.sqlite3
     "JOB_STORE_URL": "",  # empty: sqlite:///JOBS_DIR/jobs.sqlite3
     "MAX_JOB_TWEETS": 1_000_000,
-    "MAX_JOB_BODY_BYTES": 1024 * 1024 * 1024,
+    "MAX_JOB_BODY_BYTES": 256 * 1024 * 1024,
     "JOB_TTL_HOURS": 24,  # a job and its answers are removed this long after submission
-    "JOB_CHUNK_TWEETS": 10_000,  # the unit of work
+    "JOB_CHUNK_TWEETS": 10_000,  # the unit of work, at most this many tweets
+    "JOB_CHUNK_CHARS": 2 * 1024 * 1024,  # and at most this many characters of text
+    "JOB_MAX_ACTIVE": 4,  # unfinished jobs one token may have at once (429 beyond)
+    "JOB_STORE_MAX_CHARS": 512 * 1024 * 1024,  # text the store may hold, tweets and answers (507)
+    "JOB_UPLOAD_STALE_SECONDS": 600,  # an upload silent this long is taken for dead and removed
     "JOB_LEASE_SECONDS": 300,  # a chunk sent or taken this long ago and not done is sent again
     "JOB_MAX_ATTEMPTS": 3,  # a chunk taken this often without finishing fails its job
     "JOB_WORKERS_WITH_API": 1,  # workers `make api-start` starts and supervises; 0 for none
@@ -74,7 +79,9 @@ ZERO_ALLOWED = {"JOB_WORKERS_WITH_API"}
 QUEUE = "tweet-sentiment-jobs"
 STATES = ("queued", "running", "done", "failed", "cancelled")
 UNFINISHED = ("queued", "running")
+ACTIVE = ("receiving", *UNFINISHED)  # what counts against a token's JOB_MAX_ACTIVE
 SWEEP_SECONDS = 10  # how often a worker looks for chunks to send again and jobs to remove
+MAX_DEPTH = 64  # a job's JSON nested deeper is refused; a tweet is a string, at depth 1
 log = logging.getLogger("jobs")
 
 CHUNKS_LABELLED = Counter("jobs_chunks", "Chunks taken by this worker, by outcome", ["outcome"])
@@ -119,6 +126,8 @@ JOBS = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("expires_at", sa.Float, nullable=False),
+    # Whose job: the start of its token's SHA-256 (never the token); another token gets 404.
+    sa.Column("owner", sa.String(64)),
 )
 CHUNKS = sa.Table(
     "sentiment_job_chunks",
@@ -126,7 +135,7 @@ CHUNKS = sa.Table(
     sa.Column("job_id", sa.String(32), primary_key=True),
     sa.Column("number", sa.Integer, primary_key=True),
     sa.Column("size", sa.Integer, nullable=False),
-    sa.Column("tweets", sa.Text, nullable=False),  # JSON [[id, text], ...]
+    sa.Column("tweets", sa.Text, nullable=False),  # JSON [[id, text], ...], as UTF-8
     sa.Column("answers", sa.Text),  # JSON [[id, label, score, explanation?], ...] once done
     sa.Column("done", sa.Boolean, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
@@ -154,23 +163,53 @@ class Store:
         return self._engine
 
     def create(self):
-        """Make the tables if absent; a second process making them at once is no error."""
+        """Make the tables if absent, and add what an older store lacks; a second process making
+        them at once is no error."""
         if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            private_folder(Path(self.url.removeprefix("sqlite:///")).parent)
         try:
             METADATA.create_all(self.engine)
         except sa.exc.DBAPIError:
             time.sleep(0.5)
             METADATA.create_all(self.engine)
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns(JOBS.name)}
+        if "owner" not in columns:  # a store made before jobs had owners
+            with contextlib.suppress(sa.exc.DBAPIError), self.begin() as db:
+                db.execute(sa.text(f"ALTER TABLE {JOBS.name} ADD COLUMN owner VARCHAR(64)"))
+
+    def size(self):
+        """The characters of text the store holds: tweets and answers."""
+        with self.begin() as db:
+            return db.execute(
+                sa.select(
+                    sa.func.coalesce(
+                        sa.func.sum(
+                            sa.func.length(CHUNKS.c.tweets)
+                            + sa.func.coalesce(sa.func.length(CHUNKS.c.answers), 0)
+                        ),
+                        0,
+                    )
+                )
+            ).scalar_one()
+
+    def active(self, owner):
+        """How many jobs of this owner are being received, queued or running."""
+        with self.begin() as db:
+            return db.execute(
+                sa.select(sa.func.count()).where(JOBS.c.owner == owner, JOBS.c.status.in_(ACTIVE))
+            ).scalar_one()
 
     def begin(self):
         return self.engine.begin()
 
-    def job(self, job_id, now=None):
-        """Return the job's row as a dict, or None if unknown, expired or still being received."""
+    def job(self, job_id, owner=None, now=None):
+        """Return the job's row as a dict, or None if unknown, expired, still being received or
+        another owner's."""
         with self.begin() as db:
             row = db.execute(sa.select(JOBS).where(JOBS.c.id == job_id)).mappings().first()
             if row is None or row["status"] not in STATES:
+                return None
+            if owner is not None and row["owner"] not in (None, owner):
                 return None
             if row["expires_at"] <= (now or time.time()):
                 remove(db, [job_id])
@@ -183,7 +222,9 @@ class Store:
         return {**row, "done_tweets": int(done)}
 
     def answers(self, job_id):
-        """Yield the answers of a done job, chunk by chunk, in the order they were submitted."""
+        """Yield the answers of a done job, chunk by chunk, in the order they were submitted;
+        service.CutShort if the job is deleted or expires meanwhile, so that the download ends as
+        a broken transfer, never as a complete-looking one."""
         with self.begin() as db:
             numbers = db.execute(
                 sa.select(CHUNKS.c.number).where(CHUNKS.c.job_id == job_id).order_by("number")
@@ -197,7 +238,7 @@ class Store:
                     )
                 ).scalar_one_or_none()
             if text is None:  # deleted meanwhile
-                return
+                raise service.CutShort(f"job {job_id} was removed while its result was sent")
             yield json.loads(text)
 
     def cancel(self, job_id):
@@ -228,6 +269,12 @@ class Store:
                 .where(JOBS.c.status.in_(UNFINISHED), ~CHUNKS.c.done)
             ).one()
         return {s: states.get(s, 0) for s in STATES}, chunks, int(tweets)
+
+
+def private_folder(folder):
+    """Make a folder only its owner can enter: the embedded store and broker hold tweets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
 
 
 def _sqlite_pragmas(connection, _record):
@@ -267,7 +314,7 @@ def configure(settings):
         worker_send_task_events=False,
     )
     if embedded(settings):
-        Path(settings["JOBS_DIR"]).mkdir(parents=True, exist_ok=True)
+        private_folder(Path(settings["JOBS_DIR"]))
 
 
 def send(chunks):
@@ -488,11 +535,17 @@ def main(config=None):
 # The HTTP routes, registered by api.create_app on the same token rules as predict.
 
 
-def routes(require_token, parse_options, settings):
+class InsufficientStorage(HTTPException):
+    code, description = 507, "the job store is full; try again later"
+
+
+def routes(require_token, parse_options, body_stream, settings):
     """The jobs API as a blueprint, and a registry of its metrics.
 
-    require_token refuses a request without a valid token; parse_options reads the query options
-    as the predict route does.
+    require_token refuses a request without a valid token, and leaves its holder's id (a hash of
+    the token) in the environ as "api.client"; parse_options reads the query options as the
+    predict route does; body_stream(environ, limit) is the body as a stream that refuses to go
+    past limit bytes.
     """
     configure(settings)
     store = Store(settings["JOB_STORE_URL"])
@@ -506,19 +559,23 @@ def routes(require_token, parse_options, settings):
     def submit():
         """Store a job's tweets (JSON object or CSV) chunk by chunk, then queue them: 202."""
         options = parse_options()
-        request.max_content_length = settings["MAX_JOB_BODY_BYTES"]
-        if request.content_length and request.content_length > settings["MAX_JOB_BODY_BYTES"]:
-            raise RequestEntityTooLarge(
-                f"the body must be at most {settings['MAX_JOB_BODY_BYTES']} bytes, "
-                f"got {request.content_length}"
-            )
         reader = {"application/json": json_parts, "text/csv": csv_parts}.get(request.mimetype)
         if reader is None:
             raise UnsupportedMediaType(
                 "Content-Type must be application/json or text/csv, "
                 f"got {request.mimetype or 'none'}"
             )
+        owner = request.environ["api.client"]
+        if store.active(owner) >= settings["JOB_MAX_ACTIVE"]:
+            raise TooManyRequests(
+                f"at most {settings['JOB_MAX_ACTIVE']} unfinished jobs per token: wait for one to "
+                "finish, or cancel one",
+                retry_after=10,
+            )
+        room = settings["JOB_STORE_MAX_CHARS"] - store.size()
+        body = io.BufferedReader(body_stream(request.environ, settings["MAX_JOB_BODY_BYTES"]))
         job_id, now = secrets.token_hex(16), time.time()
+        stale = settings["JOB_UPLOAD_STALE_SECONDS"]
         with store.begin() as db:
             db.execute(
                 sa.insert(JOBS).values(
@@ -528,24 +585,35 @@ def routes(require_token, parse_options, settings):
                     chunks=0,
                     options=json.dumps(options),
                     created_at=now,
-                    expires_at=now + settings["JOB_TTL_HOURS"] * 3600,
+                    expires_at=now + stale,  # moved on with each chunk while it is received
+                    owner=owner,
                 )
             )
         try:
             count, number = 0, 0
             lease = now + settings["JOB_LEASE_SECONDS"]
-            for part in checked(reader(request.stream, settings["JOB_CHUNK_TWEETS"]), settings):
+            parts = reader(body, settings["JOB_CHUNK_TWEETS"], settings["JOB_CHUNK_CHARS"])
+            for part in checked(parts, settings):
+                text = json.dumps(list(part.items()), ensure_ascii=False)
+                room -= len(text)
+                if room < 0:
+                    raise InsufficientStorage()
                 with store.begin() as db:
                     db.execute(
                         sa.insert(CHUNKS).values(
                             job_id=job_id,
                             number=number,
                             size=len(part),
-                            tweets=json.dumps(list(part.items()), ensure_ascii=True),
+                            tweets=text,
                             done=False,
                             attempts=0,
                             lease_until=lease,
                         )
+                    )
+                    db.execute(
+                        sa.update(JOBS)
+                        .where(JOBS.c.id == job_id)
+                        .values(expires_at=time.time() + stale)
                     )
                 count, number = count + len(part), number + 1
                 time.sleep(0)  # under gevent, let the worker's other requests run between chunks
@@ -555,7 +623,12 @@ def routes(require_token, parse_options, settings):
                 db.execute(
                     sa.update(JOBS)
                     .where(JOBS.c.id == job_id)
-                    .values(status="queued", tweets=count, chunks=number)
+                    .values(
+                        status="queued",
+                        tweets=count,
+                        chunks=number,
+                        expires_at=now + settings["JOB_TTL_HOURS"] * 3600,
+                    )
                 )
             send([(job_id, n) for n in range(number)])
         except BaseException:
@@ -569,7 +642,7 @@ def routes(require_token, parse_options, settings):
         return response
 
     def found(job_id):
-        job = store.job(job_id)
+        job = store.job(job_id, request.environ["api.client"])
         if job is None:
             raise NotFound(f"no job {job_id!r}: it is unknown, or it expired and was removed")
         return job
@@ -626,54 +699,61 @@ def checked(parts, settings):
         yield part
 
 
-class Prefixed(io.RawIOBase):
-    """A stream with some bytes read already put back in front."""
-
-    def __init__(self, head, stream):
-        self.head, self.stream = head, stream
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        if self.head:
-            n = min(len(buffer), len(self.head))
-            buffer[:n], self.head = self.head[:n], self.head[n:]
-            return n
-        data = self.stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+NESTED = {"start_map": contract.Pairs, "start_array": list}  # no tweet: json_type names it
+FIRST = {"start_array": "array", "string": "string", "boolean": "boolean", "null": "null"}
 
 
-def json_parts(stream, size):
-    """Yield {id: value} parts of a JSON object read from a stream, without holding it whole."""
-    first = stream.read(1)
-    while first and first.isspace():
-        first = stream.read(1)
-    if first != b"{":
-        kinds = {b"[": "array", b'"': "string", b"t": "boolean", b"f": "boolean", b"n": "null"}
-        got = "nothing" if not first else kinds.get(first, "a number or no JSON")
-        raise contract.BadInput(
-            f'the body must be a JSON object of {{"id": "tweet text", ...}}, got {got}'
-        )
-    part, pairs = {}, ijson.kvitems(Prefixed(first, stream), "", use_float=True)
+def json_parts(stream, size, chars):
+    """Yield {id: value} parts of a JSON object read from a stream, of at most `size` tweets and
+    about `chars` characters, without holding it whole: a value that is no string is kept as an
+    empty one of its type (the contract names it), never built, and is nested at most MAX_DEPTH
+    deep."""
+    events = ijson.basic_parse(stream, use_float=True, buf_size=65536)
     try:
-        for key, value in pairs:
+        try:
+            first, _ = next(events, (None, None))
+        except ijson.IncompleteJSONError:  # an empty body
+            first = None
+        if first != "start_map":
+            got = "nothing" if first is None else FIRST.get(first, "a number")
+            raise contract.BadInput(
+                f'the body must be a JSON object of {{"id": "tweet text", ...}}, got {got}'
+            )
+        part, held, key, depth = {}, 0, None, 0
+        for event, value in events:
+            if depth:  # within a value that is no string: pass over it
+                depth += (event in NESTED) - (event in ("end_map", "end_array"))
+                if depth > MAX_DEPTH:
+                    raise contract.BadInput(f"the body is nested more than {MAX_DEPTH} deep")
+                continue
+            if event == "map_key":
+                key = value
+                continue
+            if event == "end_map":
+                break
             if key in part:
                 raise contract.BadInput(f"each id must appear once; repeated: {json.dumps(key)}")
+            if event in NESTED:
+                value, depth = NESTED[event](), 1
             part[key] = value
-            if len(part) == size:
+            held += len(value) if isinstance(value, str) else 0
+            if len(part) == size or held >= chars:
                 yield part
-                part = {}
+                part, held = {}, 0
+        for _ in events:  # whatever follows the object: nothing, or an error
+            pass
+    except ijson.IncompleteJSONError as e:
+        raise contract.BadInput(f"the body is not valid JSON: {e}") from None
     except (ijson.JSONError, UnicodeDecodeError) as e:
         raise contract.BadInput(f"the body is not valid JSON: {e}") from None
     if part:
         yield part
 
 
-def csv_parts(stream, size):
-    """Yield {id: text} parts of a CSV with a header row naming id and text columns."""
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+def csv_parts(stream, size, chars):
+    """Yield {id: text} parts of a CSV with a header row naming id and text columns, of at most
+    `size` tweets and about `chars` characters. Every row has as many fields as the header."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     rows = csv.reader(text)
     try:
         header = next(rows, None)
@@ -682,10 +762,10 @@ def csv_parts(stream, size):
                 f"the CSV's first row must name an id and a text column, got {header or 'nothing'}"
             )
         id_at, text_at = header.index("id"), header.index("text")
-        part, lines = {}, {}
+        part, lines, held = {}, {}, 0
         for row in rows:
             line = rows.line_num
-            if len(row) <= max(id_at, text_at):
+            if len(row) != len(header):
                 raise contract.BadInput(
                     f"line {line} has {len(row)} fields, the header {len(header)}"
                 )
@@ -698,9 +778,10 @@ def csv_parts(stream, size):
                     f"{lines[tweet_id]} and {line}"
                 )
             part[tweet_id], lines[tweet_id] = row[text_at], line
-            if len(part) == size:
+            held += len(row[text_at])
+            if len(part) == size or held >= chars:
                 yield part
-                part, lines = {}, {}
+                part, lines, held = {}, {}, 0
         if part:
             yield part
     except UnicodeDecodeError as e:
@@ -732,11 +813,12 @@ def json_result(chunks, options):
 
 
 def csv_result(chunks):
+    """The answers as CSV, id,label,score; ids that a spreadsheet would run are neutralised."""
     yield "id,label,score\r\n"
     for rows in chunks:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerows(row[:3] for row in rows)
+        writer.writerows((contract.csv_cell(i), label, score) for i, label, score, *_ in rows)
         yield out.getvalue()
 
 

@@ -37,8 +37,11 @@ FORMAT_VERSION = 2
 DENSE_COLUMNS = ("dense_features", "dense_coefficients")
 LEXICON_FEATURES = ("lexicon: positive words", "lexicon: negative words")
 # Tweets repeat words, so normalised tokens and their valences are cached: up to a bound, so odd
-# input cannot grow the caches forever.
+# input cannot grow the caches forever. A token longer than TOKEN_KEEP_CHARS is no word anyone
+# repeats, and is worked out anew each time it is seen: so the caches' memory is bounded too, by
+# count and length (a few MB), whatever is sent.
 TOKEN_CACHE_SIZE = 50_000
+TOKEN_KEEP_CHARS = 64  # the compiled core keeps tokens of at most this many bytes, likewise
 ZERO = 0.0
 
 
@@ -156,13 +159,16 @@ class Preprocessor:
 
 
 class TokenCache(dict):
-    """A dictionary that computes what it lacks, and is emptied when it reaches its size limit."""
+    """A dictionary that computes what it lacks, and is emptied when it reaches its size limit;
+    keys longer than TOKEN_KEEP_CHARS are computed and not kept."""
 
     def __init__(self, compute, limit):
         super().__init__()
         self.compute, self.limit = compute, limit
 
     def __missing__(self, key):
+        if len(key) > TOKEN_KEEP_CHARS:
+            return self.compute(key)
         if len(self) >= self.limit:
             self.clear()
         value = self[key] = self.compute(key)
@@ -293,7 +299,7 @@ CORE_READS = (
     "stemmer",
 )
 CORE_NEGATION = ("clause_ends", "separators")
-CORE_VERSION = 2  # core/sentiment_core.c's VERSION: what it takes and how it reads
+CORE_VERSION = 3  # core/sentiment_core.c's VERSION: what it takes and how it reads
 
 
 def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):

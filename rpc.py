@@ -18,10 +18,12 @@ import sys
 import time
 
 import gevent
+import msgpack
 import prometheus_client
 import zerorpc
 import zmq
 from prometheus_client import Counter, Gauge, Histogram
+from zerorpc.events import Event, get_pyzmq_frame_buffer
 
 import contract
 import model
@@ -167,6 +169,67 @@ class Server(zerorpc.Server):
         return (message,) if protocol_v1 else (name, message, "")
 
 
+# Calls zerorpc itself cannot take: one over MAX_BODY_BYTES, or one it cannot decode. Answered
+# with the contract's error, where the call's header can be read, rather than left unanswered.
+# ZeroMQ drops a peer that sends more than HARD_LIMIT times the limit before anything is read.
+HARD_LIMIT = 4
+
+
+def guard(events, limit):
+    """Make the server's socket turn a call over `limit` bytes, or one that cannot be decoded,
+    into a call of a method that raises the contract's error for it."""
+
+    def recv(timeout=None):
+        parts = events._recv(timeout=timeout)
+        # As zerorpc's own recv: the routing identity, an empty frame, then the message.
+        identity = parts[:-2] if len(parts) > 2 else parts[:-1] or None
+        blob = get_pyzmq_frame_buffer(parts[-1])
+        size = len(blob)
+        try:
+            event = Event.unpack(blob) if size <= limit else None
+        except Exception:  # not MessagePack, not a call, or keys zerorpc's settings refuse
+            event = None
+        if event is None:
+            unpacker = msgpack.Unpacker(raw=False, max_buffer_size=size)
+            unpacker.feed(blob)
+            try:
+                unpacker.read_array_header()
+                header = unpacker.unpack()
+            except Exception:
+                header = None
+            if not isinstance(header, dict) or "message_id" not in header:
+                log.warning("dropped a message that is no call (%d bytes): nothing to answer", size)
+                return recv(timeout)
+            name, args = ("_too_large", [size, limit]) if size > limit else ("_undecodable", [])
+            event = Event(name, args, None, header)
+        event.identity = identity
+        return event
+
+    events.recv = recv
+
+
+def too_large(size, limit):
+    raise contract.TooLarge(f"a call must be at most {limit} bytes (MAX_BODY_BYTES), got {size}")
+
+
+def undecodable():
+    raise contract.BadInput(
+        "the call could not be decoded: MessagePack with string keys only, [tweets, options]"
+    )
+
+
+class QuietLog(logging.Filter):
+    """zerorpc's own log lines without what a client sent: its exceptions can quote a whole
+    message (tweets included), so only their kind is kept."""
+
+    def filter(self, record):
+        if record.exc_info:
+            kind = record.exc_info[0].__name__ if record.exc_info[0] else "error"
+            record.msg, record.args = f"{record.getMessage()[:80]} ({kind})", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def check_bind(settings):
     """Refuse to bind beyond loopback unless the operator has accepted the risk by name."""
     address = settings["RPC_BIND"]
@@ -187,13 +250,17 @@ def check_bind(settings):
 
 def main(config=None):
     service.setup_logging(log)
-    service.setup_logging(logging.getLogger("zerorpc"))
+    for handler in service.setup_logging(logging.getLogger("zerorpc")).handlers:
+        handler.addFilter(QuietLog())  # its children's records too, which a logger's would miss
     settings = service.Settings.load(DEFAULTS, config)
     check_bind(settings)
     sentiment = Sentiment(settings)
     methods = {name: getattr(sentiment, name) for name in ("predict", "get_model", "health")}
+    limit = settings["MAX_BODY_BYTES"]
+    methods.update(_too_large=too_large, _undecodable=undecodable)  # unlisted: names with _
     server = Server(methods, name="sentiment", heartbeat=settings["RPC_HEARTBEAT_SECONDS"])
-    server._events.setsockopt(zmq.MAXMSGSIZE, settings["MAX_BODY_BYTES"])
+    guard(server._events, limit)
+    server._events.setsockopt(zmq.MAXMSGSIZE, HARD_LIMIT * limit)
     server._events.setsockopt(zmq.LINGER, 2000)  # answers in flight leave before the socket closes
     server.bind(settings["RPC_BIND"])
     prometheus_client.start_http_server(settings["RPC_METRICS_PORT"], settings["RPC_METRICS_HOST"])

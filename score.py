@@ -14,7 +14,6 @@ cannot be read.
 import argparse
 import collections
 import csv
-import json
 import multiprocessing
 import os
 import re
@@ -45,8 +44,9 @@ def rows(path):
 
 
 def csv_rows(path):
-    # surrogateescape: a row with invalid UTF-8 is reported, not the whole file refused.
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+    # surrogateescape: a row with invalid UTF-8 is reported, not the whole file refused;
+    # utf-8-sig: a byte-order mark, as spreadsheets write, is no part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("id", "text") if c not in (reader.fieldnames or [])]
         if missing:
@@ -61,22 +61,26 @@ def json_lines(path):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
+                record = contract.parse_json(raw.decode("utf-8"), "the line")
             except UnicodeDecodeError:
                 yield number, None, contract.BadInput("the line is not valid UTF-8")
                 continue
-            except ValueError as e:
-                yield number, None, contract.BadInput(f"the line is not valid JSON: {e}")
+            except contract.PredictionError as e:  # not JSON, too deep, a lone surrogate
+                yield number, None, e
                 continue
-            if not isinstance(record, dict):
+            if not isinstance(record, contract.Pairs):
                 yield number, None, contract.BadInput("the line is not a JSON object")
                 continue
+            record = dict(record)
             yield checked(number, record.get("id"), record.get("text"))
 
 
 def checked(number, id_, text):
     """Return (line, id, text), or (line, id, error) when the row cannot be labelled."""
     id_ = None if id_ is None else str(id_)
+    if id_ is not None and UNDECODABLE.search(id_):
+        shown = id_.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return number, shown, contract.BadInput("the id is not valid UTF-8")
     if text is None:
         return number, id_, contract.BadInput("no text")
     if isinstance(text, str) and UNDECODABLE.search(text):
@@ -111,6 +115,10 @@ def label(chunk):
 LOADED = None  # (model, limits) in each process: loaded once, before the workers fork
 
 
+def cell(tweet_id):
+    return None if tweet_id is None else contract.csv_cell(tweet_id)
+
+
 def chunks(iterable):
     chunk = []
     for row in iterable:
@@ -137,10 +145,10 @@ def score(source, target, errors_path, processes):
         writer.writerow(["id", "label", "score"])
         errors.writerow(["line", "id", "reason"])
 
-        def write(result):  # chunks arrive in input order
+        def write(result):  # chunks arrive in input order; ids a spreadsheet would run, defused
             labelled, refused = result
-            writer.writerows(row[1:] for row in labelled)
-            errors.writerows(refused)
+            writer.writerows((cell(i), label, score) for _, i, label, score in labelled)
+            errors.writerows((n, cell(i), reason) for n, i, reason in refused)
             counts["labelled"] += len(labelled)
             counts["refused"] += len(refused)
             progress.update(len(labelled) + len(refused))

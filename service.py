@@ -24,6 +24,12 @@ SHARED = {
 }
 
 
+class CutShort(BaseException):  # noqa: N818 (not an error of the request's: the server's word)
+    """A streamed answer that cannot be finished (its job was deleted meanwhile, say). The WSGI
+    server drops the connection (gunicorn.conf.py), so the client sees a broken transfer, never
+    a complete-looking one. A BaseException, so that no handler on the way answers it."""
+
+
 class Settings(dict):
     """A door's settings: its defaults, then the environment, then what the caller passes."""
 

@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 import prometheus_client
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 import contract
@@ -53,6 +53,8 @@ SECURITY = {
     "KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
 }
 log = logging.getLogger("stream")
+# The client's errors while no broker answers: said once, in one line, then retried quietly.
+UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
 
 MESSAGES = Counter("stream_messages", "Messages, by outcome: in, out, error", ["outcome"])
 BATCH_SECONDS = Histogram(
@@ -76,14 +78,17 @@ class Unlabelled(Exception):
 def parse(value, limits):
     """Return (id, text) of a message's value, or raise Unlabelled saying what is wrong."""
     try:
-        document = json.loads(value.decode("utf-8"))
+        document = contract.parse_json(value.decode("utf-8"), "the value")
     except (UnicodeDecodeError, AttributeError):
         raise Unlabelled("not_utf8", 400, "the value is not UTF-8 text") from None
-    except ValueError as e:
-        raise Unlabelled("not_json", 400, f"the value is not valid JSON: {e}") from None
-    if not isinstance(document, dict):
+    except contract.NotUnicode as e:
+        raise Unlabelled("not_unicode", 400, e.detail) from None
+    except contract.BadInput as e:
+        raise Unlabelled("not_json", 400, e.detail) from None
+    if not isinstance(document, contract.Pairs):
         kind = contract.json_type(document)
         raise Unlabelled("not_an_object", 400, f'the value must be {{"id", "text"}}, got {kind}')
+    document = dict(document)
     id_, text = document.get("id"), document.get("text")
     if not isinstance(id_, str) or not id_:
         raise Unlabelled("no_id", 400, 'the value needs "id", a non-empty string')
@@ -105,7 +110,15 @@ class Processor:
         self.model = model.load(settings["ARTIFACTS_DIR"])
         self.running = True
         self.assignment = []
-        common = {"bootstrap.servers": settings["KAFKA_BOOTSTRAP_SERVERS"]}
+        self.unreachable = False  # said so already: quiet until the broker answers again
+        common = {
+            "bootstrap.servers": settings["KAFKA_BOOTSTRAP_SERVERS"],
+            # A broker that is down is tried again every second or so, up to every 10 s; the
+            # client's own log lines of each failed attempt are left to on_error's one line.
+            "reconnect.backoff.ms": 1000,
+            "reconnect.backoff.max.ms": 10_000,
+            "log_level": 2,
+        }
         common.update({SECURITY[k]: settings[k] for k in SECURITY if settings[k]})
         self.consumer = Consumer(
             {
@@ -123,9 +136,27 @@ class Processor:
         )
 
     def on_error(self, error):
-        log.error("kafka: %s", error)
+        if error.code() not in UNREACHABLE:
+            log.error("kafka: %s", error.str())
+        elif not self.unreachable:
+            self.unreachable = True
+            CONNECTED.set(0)
+            log.error(
+                "no Kafka broker answers at %s (KAFKA_BOOTSTRAP_SERVERS): %s. Start one or point "
+                "KAFKA_BOOTSTRAP_SERVERS at yours; trying again every few seconds, quietly",
+                self.settings["KAFKA_BOOTSTRAP_SERVERS"],
+                error.str(),
+            )
+
+    def reached(self):
+        """The broker has answered: say so if it had not been reachable."""
+        CONNECTED.set(1)
+        if self.unreachable:
+            self.unreachable = False
+            log.info("the Kafka broker answers again")
 
     def on_assign(self, consumer, partitions):
+        self.reached()
         self.assignment = partitions
         ASSIGNED.set(len(partitions))
         log.info("assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
@@ -143,8 +174,8 @@ class Processor:
         last_lag = 0.0
         while self.running:
             messages = self.consumer.consume(self.settings["STREAM_BATCH"], timeout=0.5)
-            CONNECTED.set(1)
             if messages:
+                self.reached()
                 self.process(messages)
             if time.monotonic() - last_lag > 5:
                 self.measure_lag()
@@ -167,14 +198,10 @@ class Processor:
                 good.append((message, *parse(message.value(), self.settings)))
             except Unlabelled as e:
                 failures.append((message, e))
-        tweets = {str(n): text for n, (_, _, text) in enumerate(good)}
-        answer = (
-            contract.predict(
-                self.model, tweets, {**self.settings, "MAX_TWEETS": len(tweets)}, scores=True
-            )
-            if tweets
-            else {}
-        )
+            except Exception as e:  # a bug must not stop the stream: this message to the errors
+                log.error("unexpected error reading a message: %s", type(e).__name__)
+                failures.append((message, Unlabelled("internal", 500, "an unexpected error")))
+        good, answer = self.label(good, failures)
         delivery = {"failed": []}
 
         def delivered(error, _):
@@ -192,7 +219,7 @@ class Processor:
                 *(message.headers() or []),
                 ("error.kind", error.kind.encode()),
                 ("error.status", str(error.status).encode()),
-                ("error.detail", error.detail.encode()),
+                ("error.detail", error.detail.encode("utf-8", "backslashreplace")),
             ]
             self.producer.produce(
                 self.settings["KAFKA_ERROR_TOPIC"], message.value(), key=message.key(),
@@ -220,6 +247,27 @@ class Processor:
                 "latency_ms": round(seconds * 1000, 3),
             }
             sys.stderr.write(service.json_line("info", "stream batch", fields))
+
+    def label(self, good, failures):
+        """Label the batch's good messages in one call; if that fails, which only a bug can make
+        it, each on its own, the ones that fail alone to the errors: no message stops the stream.
+        Returns the messages labelled and their answers by position."""
+        limits = {**self.settings, "MAX_TWEETS": max(1, len(good))}
+        tweets = {str(n): text for n, (_, _, text) in enumerate(good)}
+        try:
+            return good, contract.predict(self.model, tweets, limits, scores=True) if tweets else {}
+        except Exception as e:
+            log.error("a batch could not be labelled (%s): labelling each alone", type(e).__name__)
+        kept, answer = [], {}
+        for item in good:
+            try:
+                answer[str(len(kept))] = contract.predict(
+                    self.model, {"0": item[2]}, limits, scores=True
+                )["0"]
+                kept.append(item)
+            except Exception:
+                failures.append((item[0], Unlabelled("internal", 500, "an unexpected error")))
+        return kept, answer
 
     def measure_lag(self):
         lag = 0

@@ -25,7 +25,7 @@
 
 #include "porter.h"
 
-#define VERSION 2  /* model.CORE_VERSION: model.py uses the core only if they are equal */
+#define VERSION 3  /* model.CORE_VERSION: model.py uses the core only if they are equal */
 
 /* ---- Exact sums: CPython's math.fsum (msum), partials kept on the stack ---- */
 
@@ -166,6 +166,8 @@ static int is_clause_end(unsigned char c) { return CLASS[c] & CLAUSE_END_CHAR; }
 /* ---- What is known of each token: a table that learns ---- */
 
 #define INLINE 13  /* a text this long or shorter is kept in its Token; longer, in the arena */
+#define KEEP 64  /* model.TOKEN_KEEP_CHARS: a longer token is learned anew each time, not kept, so
+                  * that the table and the arena stay small (token_limit * KEEP bytes at most) */
 enum { HAS_STEM = 1, NEGATOR = 2, CLAUSE_END = 4 };
 
 /* 32 bytes, stored in the table's own slots: finding a known token reads one of them. */
@@ -365,7 +367,7 @@ static Token *token_of(Scorer *self, const char *text, Py_ssize_t n, PyObject *t
     for (k = 0; k < n && ascii; k++) ascii = (unsigned char)text[k] < 128;
     if ((ascii ? learn_ascii(self, text, n, &found) : learn_from_python(self, token, &found)) < 0)
         return NULL;
-    if (n > UINT16_MAX) {  /* too long to keep: the length would not fit */
+    if (n > KEEP) {  /* too long to keep: no word anyone repeats, and it would grow the arena */
         self->spare = found;
         return &self->spare;
     }

@@ -148,8 +148,10 @@ function renderTable() {
   $("table").hidden = false;
 }
 
+// Text a spreadsheet would run as a formula gets a leading ' (OWASP), as the service's CSV does.
 function csvField(value) {
-  const text = String(value);
+  let text = String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
   return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 

@@ -72,6 +72,7 @@ def app(tmp_path_factory):
             "MAX_JOB_TWEETS": 100,
             "JOB_CHUNK_TWEETS": 10,
             "MAX_JOB_BODY_BYTES": 256 * 1024,
+            "JOB_MAX_ACTIVE": 1000,  # jobs stay queued here: no worker takes them
         }
     )
 

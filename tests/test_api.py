@@ -109,7 +109,6 @@ def test_empty_blank_and_odd_tweets_get_the_documented_answer(client, shipped):
         "rtl": "\u200f\u202e",
         "emoji": "\U0001f600\U0001f525",
         "cjk": "今日はとても楽しかった",
-        "lone surrogate": "\ud800",
     }
     response = post(client, odd, path=PREDICT + "?scores=true")
     assert response.status_code == 200
@@ -192,7 +191,8 @@ def test_what_the_fast_path_does_not_take_goes_to_flask_with_its_body(
     environ = wsgi_environ(path, body, headers, query, content_type)
     taken = {**environ, "wsgi.input": io.BytesIO(body)}
     assert fast.answer(taken) is None
-    assert taken["wsgi.input"].read() == body  # put back for Flask to read
+    # What it read is left for Flask's view, which reads nothing twice; else it read nothing.
+    assert taken.get("api.body", taken["wsgi.input"].read()) == body
     assert wsgi_answer(fast, environ) == wsgi_answer(fast.flask, environ)
 
 
@@ -316,6 +316,16 @@ ERRORS = [
         {},
         413,
         "at most 65536 bytes",
+    ),
+    (
+        "lone surrogate",
+        "POST",
+        PREDICT,
+        '{"1": "ok", "2": "\\ud800 alone"}',
+        None,
+        {},
+        400,
+        'a lone surrogate (\\ud800-\\udfff with no partner) in id "2"',
     ),
     ("GET predict", "GET", PREDICT, None, None, {}, 405, "method is not allowed"),
     ("PUT predict", "PUT", PREDICT, '{"1": "a"}', None, {}, 405, "method is not allowed"),
