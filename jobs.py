@@ -21,6 +21,7 @@ ran out.
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import celery
@@ -496,6 +498,20 @@ def _logging(**_):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def quiet_celery():
+    """Celery's worker without its two lines that are not ours to print: "worker: Warm shutdown"
+    at every TERM (a stop here is silent unless something is wrong), and the SecurityWarning for
+    root, which the mounted Docker way is by design (the image's own way runs as user 10001);
+    the worker takes JSON only, never pickle, which is what that warning is about."""
+    import celery.apps.worker as celery_worker
+    from celery.exceptions import SecurityWarning
+
+    celery_worker.install_worker_term_handler = functools.partial(
+        celery_worker._shutdown_handler, sig="SIGTERM", how="Warm", verbose=False
+    )
+    warnings.filterwarnings("ignore", "You're running the worker with superuser", SecurityWarning)
+
+
 def main(config=None):
     """Run a worker: make worker-start, or the one make api-start supervises."""
     service.setup_logging(log)
@@ -503,8 +519,8 @@ def main(config=None):
     configure(settings)
     Worker.current = worker = Worker(settings)
     worker.store.create()
-    prometheus_client.start_http_server(
-        settings["WORKER_METRICS_PORT"], settings["WORKER_METRICS_HOST"]
+    port = service.serve_metrics(
+        settings["WORKER_METRICS_HOST"], settings["WORKER_METRICS_PORT"], "WORKER_METRICS_PORT"
     )
     worker.sweep(at_start=True)
     threading.Thread(target=worker.sweep_forever, daemon=True, name="sweep").start()
@@ -513,8 +529,9 @@ def main(config=None):
         QUEUE,
         worker.model.version,
         settings["WORKER_METRICS_HOST"],
-        settings["WORKER_METRICS_PORT"],
+        port,
     )
+    quiet_celery()
     # solo: the task runs in this process, so killing it loses no acknowledged work. TERM is a
     # warm shutdown: the chunk in hand is finished first.
     app.worker_main(
@@ -849,6 +866,8 @@ class LocalWorkers:
         self.count = settings["JOB_WORKERS_WITH_API"]
         self.port = settings["WORKER_METRICS_PORT"]
         self.processes, self.stopping = {}, False
+        self.restarting = set()  # TERMed on HUP: their exit is expected
+        self.failures = {}  # index: exits in a row that were not asked for, for the back-off
         self.lock = threading.Lock()
 
     def start(self):
@@ -866,27 +885,48 @@ class LocalWorkers:
         }
         env["WORKER_METRICS_PORT"] = str(self.port + index)
         command = [sys.executable, str(Path(__file__).resolve())]
-        self.processes[index] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)  # noqa: S603
-        log.info("started job worker %d (pid %d)", index, self.processes[index].pid)
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)  # noqa: S603
+        process.started = time.monotonic()
+        self.processes[index] = process
+        log.info("started job worker %d (pid %d)", index, process.pid)
 
     def watch(self):
+        """Start again a worker that exited: at once after a HUP, else after a back-off that
+        doubles with each exit in a row (1 s to a minute), so a worker that cannot start says why
+        a few times, not in a loop."""
+        due = {}
         while not self.stopping:
             time.sleep(0.5)
             with self.lock:
                 for index, process in list(self.processes.items()):
-                    if process.poll() is not None and not self.stopping:
-                        log.warning(
-                            "job worker %d exited with %s; starting it again",
-                            index,
-                            process.returncode,
-                        )
+                    if self.stopping or process.poll() is None:
+                        continue
+                    if index in self.restarting:
+                        self.restarting.discard(index)
+                        log.info("job worker %d stopped to load the new model", index)
                         self.spawn(index)
+                        continue
+                    if index not in due:
+                        code = process.returncode
+                        how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+                        self.failures[index] = self.failures.get(index, 0) + 1
+                        wait = min(60, 2 ** (self.failures[index] - 1))
+                        log.warning("job worker %d %s; starting it again in %d s", index, how, wait)
+                        due[index] = time.monotonic() + wait
+                    elif time.monotonic() >= due[index]:
+                        del due[index]
+                        self.spawn(index)
+                for index, process in self.processes.items():  # up a minute: no longer failing
+                    if process.poll() is None and time.monotonic() - process.started > 60:
+                        self.failures.pop(index, None)
 
     def restart(self):
         """TERM each worker (it finishes its chunk); the watcher starts new ones."""
-        for process in list(self.processes.values()):
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+        with self.lock:
+            for index, process in self.processes.items():
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                    self.restarting.add(index)
 
     def stop(self, seconds=8):
         self.stopping = True

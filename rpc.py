@@ -19,7 +19,6 @@ import time
 
 import gevent
 import msgpack
-import prometheus_client
 import zerorpc
 import zmq
 from prometheus_client import Counter, Gauge, Histogram
@@ -263,7 +262,9 @@ def main(config=None):
     server._events.setsockopt(zmq.MAXMSGSIZE, HARD_LIMIT * limit)
     server._events.setsockopt(zmq.LINGER, 2000)  # answers in flight leave before the socket closes
     server.bind(settings["RPC_BIND"])
-    prometheus_client.start_http_server(settings["RPC_METRICS_PORT"], settings["RPC_METRICS_HOST"])
+    port = service.serve_metrics(
+        settings["RPC_METRICS_HOST"], settings["RPC_METRICS_PORT"], "RPC_METRICS_PORT"
+    )
     gevent.signal_handler(signal.SIGTERM, server.stop)
     gevent.signal_handler(signal.SIGINT, server.stop)
     gevent.signal_handler(signal.SIGHUP, sentiment.reload)
@@ -271,7 +272,7 @@ def main(config=None):
         "serving ZeroRPC on %s, metrics on %s:%s, model %s",
         settings["RPC_BIND"],
         settings["RPC_METRICS_HOST"],
-        settings["RPC_METRICS_PORT"],
+        port,
         sentiment.model.version,
     )
     server.run()  # returns on TERM once the calls in flight are answered

@@ -67,6 +67,25 @@ class Settings(dict):
         return [t.encode() for t in tokens]
 
 
+METRICS_PORTS_TRIED = 16
+
+
+def serve_metrics(host, port, setting):
+    """Serve this process's Prometheus metrics on the first free port from `port` on, so that
+    several processes of a door run side by side with the defaults; return the port. Fails in
+    one line naming the setting when none of METRICS_PORTS_TRIED is free."""
+    import prometheus_client
+
+    for candidate in range(port, port + METRICS_PORTS_TRIED):
+        try:
+            prometheus_client.start_http_server(candidate, host)
+            return candidate
+        except OSError:
+            continue
+    last = port + METRICS_PORTS_TRIED - 1
+    raise RuntimeError(f"ports {port} to {last} on {host} are all in use: set {setting} to another")
+
+
 def json_line(level, message, fields):
     """Return a log line: one JSON object with the time, level, message and fields."""
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "level": level, "message": message}

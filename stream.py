@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.request
 
-import prometheus_client
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -314,16 +313,18 @@ def main(argv=None):
         return check(settings)
     service.setup_logging(log)
     processor = Processor(settings)
-    prometheus_client.start_http_server(
-        settings["STREAM_METRICS_PORT"], settings["STREAM_METRICS_HOST"]
+    port = service.serve_metrics(
+        settings["STREAM_METRICS_HOST"], settings["STREAM_METRICS_PORT"], "STREAM_METRICS_PORT"
     )
     signal.signal(signal.SIGTERM, processor.stop)
     signal.signal(signal.SIGINT, processor.stop)
     log.info(
-        "consuming %s from %s, model %s",
+        "consuming %s from %s, model %s, metrics on %s:%s",
         settings["KAFKA_INPUT_TOPIC"],
         settings["KAFKA_BOOTSTRAP_SERVERS"],
         processor.model.version,
+        settings["STREAM_METRICS_HOST"],
+        port,
     )
     processor.run()
     return 0
