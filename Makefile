@@ -92,10 +92,14 @@ token:
 	fi
 
 api-start: $(RUNTIME) certs token
-	@if [ -n "$$API_TOKEN" ]; then token='$$API_TOKEN'; else token='$$(cat $(API_TOKEN_FILE))'; fi; \
+	@if [ -n "$$API_TOKEN" ]; then token='$$API_TOKEN'; else token='$$(head -n1 $(API_TOKEN_FILE))'; fi; \
 	echo "Try it:"; \
 	echo "  curl --cacert $(TLS_CERT) -H 'Content-Type: application/json' -d @payload.json \\"; \
 	echo "    https://localhost:$(PORT)/api/v1/$$token/predict"; \
+	echo "The web page: https://localhost:$(PORT)/ (self-signed: trust $(TLS_CERT) or pass the browser's warning;"; \
+	if [ -n "$$API_TOKEN" ]; then echo "  the token is the API_TOKEN you set)"; \
+	else echo "  the token is the first line of $(API_TOKEN_FILE))"; fi; \
+	echo "Stop it with Ctrl-C, or kill -TERM \$$(cat run/api-$(PORT).pid); HUP reloads the tokens and models."; \
 	if [ -n "$$IN_DOCKER" ] && [ -z "$$API_TOKEN" ]; then \
 		echo "From the host (the token is never printed; it stays in the container):"; \
 		echo "  docker cp <container>:$(abspath $(TLS_CERT)) server.crt"; \
@@ -117,15 +121,17 @@ stream-start: $(RUNTIME)
 	exec $(BIN)/python stream.py
 
 # Files: score a CSV or JSON Lines file on every core; or on Spark (local[*] unless SPARK_MASTER).
+# MODEL= names a model of models.json; empty: its default.
 SPARK_MASTER ?= local[*]
+MODEL_FLAG = $(if $(MODEL),--model "$(MODEL)")
 score: $(RUNTIME)
 	@[ -n "$(IN)" ] && [ -n "$(OUT)" ] || { echo "usage: make score IN=tweets.csv OUT=labels.csv"; exit 2; }
-	$(BIN)/python -m score "$(IN)" "$(OUT)"
+	$(BIN)/python -m score "$(IN)" "$(OUT)" $(MODEL_FLAG)
 
 spark-score: $(DEV)
 	@[ -n "$(IN)" ] && [ -n "$(OUT)" ] || { echo "usage: make spark-score IN=in.csv OUT=out.parquet"; exit 2; }
 	PYSPARK_PYTHON=$(abspath $(DEV_BIN)/python) $(DEV_BIN)/spark-submit --master "$(SPARK_MASTER)" \
-		spark_score.py "$(IN)" "$(OUT)"
+		spark_score.py "$(IN)" "$(OUT)" $(MODEL_FLAG)
 
 # Docker: the image, the self-contained container, and the check of both ways to run it.
 # Here containers have no bridge network: make docker-run DOCKER_RUN_ARGS=--network=host

@@ -1,4 +1,4 @@
-"""The HTTP API: validate requests, ask model.py for labels, format answers and errors as JSON."""
+"""The HTTP API: validate requests, ask the registry's models for labels, answer in JSON."""
 
 import functools
 import hashlib
@@ -32,6 +32,7 @@ from werkzeug.exceptions import (
 import contract
 import jobs
 import model
+import registry
 import service
 import ws
 
@@ -51,6 +52,8 @@ DEFAULTS = {
 OPTIONS = contract.OPTIONS
 REQUEST_ID_MAX = ws.REQUEST_ID_MAX
 PATH_TOKEN_ROUTE, BEARER_ROUTE = "/api/v1/<token>/predict", "/api/v1/predict"
+MODEL_ROUTE = "/api/v1/models/<name>/predict"
+VERSION_ROUTE = "/api/v1/models/<name>/versions/<version>/predict"
 # The web page's policy: nothing from another host, no inline script or style.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -75,14 +78,16 @@ TWEETS = Histogram(
     "Tweets in each predict request",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
 )
-PREDICTIONS = Counter("api_predictions", "Labels given, by label", ["label"])
+PREDICTIONS = Counter(
+    "api_predictions", "Labels given, by model, version and label", ["model", "version", "label"]
+)
 # Metric labels take few values, so that a client cannot grow the metrics: routes are rules,
 # statuses the app's own, and methods outside this set are counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MODEL_INFO = Gauge(
     "api_model_info",
-    "The model being served: 1, labelled with its version",
-    ["version"],
+    "Each model version loaded: 1, labelled with its name and version",
+    ["model", "version"],
     multiprocess_mode="livemax",
 )
 
@@ -118,9 +123,15 @@ def create_app(config=None):
         methods=["POST"],
         provide_automatic_options=False,
     )
+    for rule in (MODEL_ROUTE, VERSION_ROUTE):
+        app.add_url_rule(
+            rule, view_func=predict_named, methods=["POST"], provide_automatic_options=False
+        )
     app.add_url_rule("/api/v1/model", view_func=model_metadata)
+    app.add_url_rule("/api/v1/models", view_func=models_listing)
+    app.add_url_rule("/api/v1/models/<name>", view_func=model_metadata)
     blueprint, app.extensions["jobs_metrics"] = jobs.routes(
-        require_bearer_token, parse_options, BodyStream, settings
+        require_bearer_token, parse_options, BodyStream, settings, resolve_model
     )
     app.register_blueprint(blueprint)
     ws.route(app, ws_answer, require_bearer_token, token_is_valid, IN_FLIGHT)
@@ -133,12 +144,11 @@ def create_app(config=None):
 
 
 def reload(app):
-    """Load the tokens and the model afresh; both or neither replace the current ones."""
+    """Load the tokens and the models afresh; both or neither replace the current ones."""
     settings = app.extensions["settings"]
     tokens = settings.tokens()
-    loaded = model.load(settings["ARTIFACTS_DIR"])
-    loaded.run(["a model that cannot answer does not replace the one in service"])
-    app.extensions["tokens"], app.extensions["model"] = tokens, loaded
+    models = registry.load(settings["MODELS_FILE"])
+    app.extensions["tokens"], app.extensions["registry"] = tokens, models
 
 
 def token_is_valid(token, extensions=None):
@@ -180,8 +190,21 @@ def predict_with_bearer_token():
     return predict()
 
 
-def predict():
+def resolve_model(name=None, version=None):
+    """The registry.Served for a name and version (the default for None), from the models loaded
+    now: a HUP may have replaced them."""
+    return current_app.extensions["registry"].get(name, version)
+
+
+def predict_named(name, version=None):
+    """Predict with a model named in the path, and a version of it if named."""
+    require_bearer_token()
+    return predict(name, version)
+
+
+def predict(name=None, version=None):
     """Label each tweet of a JSON object {"id": "tweet", ...}, keeping the ids and their order."""
+    served = resolve_model(name, version)
     options = parse_options()
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
@@ -194,48 +217,66 @@ def predict():
         raise BadRequest(f"the body is not valid UTF-8: {e.reason} at byte {e.start}") from None
     tweets = contract.batch(contract.parse_json(text))
     request.environ["api.tweets"] = len(tweets)
-    return jsonify(answer(current_app.extensions, tweets, **options))
+    response = jsonify(answer(current_app.extensions, served, tweets, **options))
+    response.headers.extend(model_headers(served))
+    return response
 
 
-def ws_answer(tweets, scores=False, explain=False):
-    """A websocket message's batch, answered as REST answers it."""
-    return answer(current_app.extensions, tweets, scores=scores, explain=explain)
+def model_headers(served):
+    """The headers every predict answer carries: which model and version answered."""
+    return [("X-Model-Name", served.name), ("X-Model-Version", served.version)]
 
 
-def answer(extensions, tweets, scores=False, explain=False):
-    """Ask the contract with the app's model and settings, and count the tweets and labels."""
+def ws_answer(tweets, scores=False, explain=False, name=None, version=None):
+    """A websocket message's batch, answered as REST answers it: (predictions, served)."""
+    served = resolve_model(name, version)
+    extensions = current_app.extensions
+    return answer(extensions, served, tweets, scores=scores, explain=explain), served
+
+
+def answer(extensions, served, tweets, scores=False, explain=False):
+    """Ask the contract with a model and the app's settings, and count the tweets and labels."""
     predictions = contract.predict(
-        extensions["model"], tweets, extensions["settings"], scores=scores, explain=explain
+        served.model, tweets, extensions["settings"], scores=scores, explain=explain
     )
     labels = contract.labels_of(predictions)
     TWEETS.observe(len(labels))
     for label in model.LABELS:
-        predictions_metric(label).inc(labels.count(label))
+        predictions_metric(served.name, served.version, label).inc(labels.count(label))
     return predictions
 
 
-def parse_options():
-    """Return the query options, each true or false; refuse unknown ones."""
+def parse_options(also=()):
+    """Return the query options, each true or false; refuse unknown ones (but those in `also`,
+    which the caller reads)."""
     if not request.query_string:
         return dict.fromkeys(OPTIONS, False)
-    unknown = sorted(set(request.args) - set(OPTIONS))
+    unknown = sorted(set(request.args) - set(OPTIONS) - set(also))
     if unknown:
-        raise BadRequest(f"unknown query parameter(s) {unknown}; allowed: {list(OPTIONS)}")
+        allowed = [*OPTIONS, *also]
+        raise BadRequest(f"unknown query parameter(s) {unknown}; allowed: {allowed}")
     options = {}
     for name in OPTIONS:
         value = request.args.get(name, "false")
         if value not in ("true", "false", "1", "0"):  # as openapi.json says
-            raise BadRequest(f"query parameter {name} must be true or false, got {value!r}")
+            raise BadRequest(f"query parameter {name} must be true, false, 1 or 0, got {value!r}")
         options[name] = value in ("true", "1")
     return options
 
 
-def model_metadata():
-    """The model's version, labels, limits, input schema, training data and figures."""
+def model_metadata(name=None):
+    """A model's (the default's if none is named) version, labels, limits, input and output
+    schemas, training data and figures."""
     require_bearer_token()
     settings = current_app.extensions["settings"]
-    classifier = current_app.extensions["model"]
-    return contract.metadata(classifier, settings, settings["MAX_BODY_BYTES"])
+    served = resolve_model(name)
+    return contract.metadata(served, settings, settings["MAX_BODY_BYTES"])
+
+
+def models_listing():
+    """Every registered model: name, description, version served, default or not, its state."""
+    require_bearer_token()
+    return {"models": current_app.extensions["registry"].listing()}
 
 
 def page():
@@ -253,23 +294,30 @@ def health():
 
 
 def ready():
-    """The model is loaded, checked against its manifest, and answers."""
-    loaded = current_app.extensions.get("model")
-    if loaded is None or loaded.run([""])[0] not in model.LABELS:
-        raise ServiceUnavailable("the model is not loaded")
-    return {"status": "ready", "model_version": loaded.version}
+    """Every model models.json requires is loaded (checked against its manifest, and answers);
+    the body names each model's state. The token is not needed: it says nothing of tweets."""
+    models = current_app.extensions.get("registry")
+    if models is None:
+        raise ServiceUnavailable("no model is loaded")
+    is_ready, states = models.ready()
+    if is_ready:
+        return {"status": "ready", "model_version": models.get().version, "models": states}
+    failed = [f"{n}: {e.error}" for n, e in models.entries.items() if e.error is not None]
+    body = {"error": 503, "text": "Service Unavailable", "detail": "; ".join(failed)}
+    return {**body, "status": "not ready", "models": states}, 503
 
 
 def metrics():
     """The Prometheus metrics of every worker; the token is needed, as a Bearer token."""
     require_bearer_token()
-    MODEL_INFO.labels(current_app.extensions["model"].version).set(1)
-    registry = prometheus_client.CollectorRegistry()
+    for name, version in current_app.extensions["registry"].known:
+        MODEL_INFO.labels(name, version).set(1)
+    collector = prometheus_client.CollectorRegistry()
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(collector)
     else:
-        registry = prometheus_client.REGISTRY
-    text = prometheus_client.generate_latest(registry)
+        collector = prometheus_client.REGISTRY
+    text = prometheus_client.generate_latest(collector)
     text += prometheus_client.generate_latest(current_app.extensions["jobs_metrics"])
     return Response(text, mimetype="text/plain")
 
@@ -433,17 +481,23 @@ class FastPredict:
         self.app, self.flask = app, app.wsgi_app
 
     def __call__(self, environ, start_response):
-        body = self.answer(environ)
-        if body is None:
+        answered = self.answer(environ)
+        if answered is None:
             return self.flask(environ, start_response)
+        body, served = answered
         start_response(
-            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            "200 OK",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                *model_headers(served),
+            ],
         )
         return [body]
 
     def answer(self, environ):
-        """Return the answer's bytes; or None for Flask to answer, with what was read of the body
-        (or the error reading it) left in the environ for its view."""
+        """Return the answer's bytes and the registry.Served that answered; or None for Flask to
+        answer, with what was read of the body (or the error reading it) left in the environ."""
         route, token = self.route_and_token(environ)
         if (
             route is None
@@ -460,14 +514,17 @@ class FastPredict:
         return self.labels(environ, route, data)
 
     def labels(self, environ, route, data):
-        """Return the labels of a body's tweets as JSON bytes, or None if Flask must answer."""
+        """Return the labels of a body's tweets as JSON bytes and the registry.Served that
+        answered, or None if Flask must answer."""
         try:
             tweets = contract.batch(contract.parse_json(data.decode("utf-8")))
-            predictions = answer(self.app.extensions, tweets)
+            served = self.app.extensions["registry"].get()
+            predictions = answer(self.app.extensions, served, tweets)
         except Exception:  # bad input, or a bug: Flask answers either as it always does
             return None
         environ["api.route"], environ["api.tweets"] = route, len(tweets)
-        return f"{self.app.json.dumps(predictions, separators=(',', ':'))}\n".encode()
+        body = f"{self.app.json.dumps(predictions, separators=(',', ':'))}\n".encode()
+        return body, served
 
     @staticmethod
     def route_and_token(environ):
@@ -552,8 +609,8 @@ def request_metrics(rule, method, status):
 
 
 @functools.cache
-def predictions_metric(label):
-    return PREDICTIONS.labels(label)
+def predictions_metric(name, version, label):
+    return PREDICTIONS.labels(name, version, label)
 
 
 def note_route(response):

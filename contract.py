@@ -49,6 +49,12 @@ class TooLarge(PredictionError):
     status, text = 413, "Request Entity Too Large"
 
 
+class UnknownModel(PredictionError):
+    """A model name, or a version of one, that the registry does not hold."""
+
+    status, text = 404, "Not Found"
+
+
 class Unprocessable(PredictionError):
     """Well-formed, but a tweet is not a string or is too long."""
 
@@ -199,12 +205,18 @@ def labels_of(answer):
     return [a["label"] for a in values]
 
 
-def metadata(classifier, limits, max_bytes):
-    """Describe the model and the contract: what /api/v1/model answers and other doors serve."""
+def metadata(served, limits, max_bytes):
+    """Describe a model and the contract: what /api/v1/models/<name> answers and other doors
+    serve. served: a registry.Served."""
+    labels = list(model.LABELS)
     return {
-        "name": "tweet-sentiment",
-        "version": classifier.version,
-        "labels": list(model.LABELS),
+        "name": served.name,
+        "display_name": served.entry.display_name,
+        "description": served.entry.description,
+        "kind": served.entry.kind,
+        "version": served.version,
+        "versions": list(served.entry.versions),
+        "labels": labels,
         "limits": {
             "max_tweets": limits["MAX_TWEETS"],
             "max_tweet_chars": limits["MAX_TWEET_CHARS"],
@@ -218,7 +230,25 @@ def metadata(classifier, limits, max_bytes):
             "maxProperties": limits["MAX_TWEETS"],
             "additionalProperties": {"type": "string", "maxLength": limits["MAX_TWEET_CHARS"]},
         },
-        **classifier.evaluation,
+        "output": {
+            "type": "object",
+            "description": "labels by id, in the input's order; with options, objects",
+            "additionalProperties": {
+                "oneOf": [
+                    {"enum": labels},
+                    {
+                        "type": "object",
+                        "required": ["label"],
+                        "properties": {
+                            "label": {"enum": labels},
+                            "score": {"type": "number", "minimum": 0, "maximum": 1},
+                            "explanation": {"type": "object"},
+                        },
+                    },
+                ]
+            },
+        },
+        **served.model.evaluation,
     }
 
 

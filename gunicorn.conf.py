@@ -28,6 +28,17 @@ def env_int(name, default):
 
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
+# The master's pid, for kill -TERM / -HUP; gunicorn removes it when the master exits. None where
+# the project folder is read-only (the image in Kubernetes), where signals go to the container.
+pidfile = os.environ.get(
+    "PID_FILE", os.path.join(ROOT, "run", f"api-{os.environ.get('PORT', '5000')}.pid")
+)
+try:
+    os.makedirs(os.path.dirname(pidfile), exist_ok=True)
+    if not os.access(os.path.dirname(pidfile), os.W_OK):
+        pidfile = None
+except OSError:
+    pidfile = None
 certfile = os.environ.get("TLS_CERT", os.path.join(ROOT, "server.crt"))
 keyfile = os.environ.get("TLS_KEY", os.path.join(ROOT, "server.key"))
 
@@ -205,8 +216,8 @@ def on_reload(server):
 
     try:
         api.reload(server.app.wsgi())
-        server.log.info("reloaded the API tokens and the model")
+        server.log.info("reloaded the API tokens and the models")
         if hasattr(server, "job_workers"):
             server.job_workers.restart()  # they load the new model as they start again
     except Exception as e:  # a bad new model must not take the running service down
-        server.log.error("reload failed; keeping the tokens and model in use: %s", e)
+        server.log.error("reload failed; keeping the tokens and models in use: %s", e)

@@ -54,6 +54,7 @@ from werkzeug.exceptions import (
 
 import contract
 import model
+import registry
 import service
 
 JOBS_DIR = service.ROOT / ".jobs"
@@ -94,7 +95,9 @@ CHUNK_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 SENT_AGAIN = Counter("jobs_chunks_sent_again", "Chunks sent again after their lease ran out")
-WORKER_MODEL = Gauge("jobs_model_info", "The model this worker labels with", ["version"])
+WORKER_MODEL = Gauge(
+    "jobs_model_info", "Each model version this worker labels with", ["model", "version"]
+)
 
 
 def settings_of(config=None, defaults=DEFAULTS):
@@ -130,6 +133,9 @@ JOBS = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     # Whose job: the start of its token's SHA-256 (never the token); another token gets 404.
     sa.Column("owner", sa.String(64)),
+    # The model and version that label it, pinned when it was submitted.
+    sa.Column("model", sa.String(128)),
+    sa.Column("model_version", sa.String(64)),
 )
 CHUNKS = sa.Table(
     "sentiment_job_chunks",
@@ -175,9 +181,12 @@ class Store:
             time.sleep(0.5)
             METADATA.create_all(self.engine)
         columns = {c["name"] for c in sa.inspect(self.engine).get_columns(JOBS.name)}
-        if "owner" not in columns:  # a store made before jobs had owners
-            with contextlib.suppress(sa.exc.DBAPIError), self.begin() as db:
-                db.execute(sa.text(f"ALTER TABLE {JOBS.name} ADD COLUMN owner VARCHAR(64)"))
+        # A store made before jobs had owners, or pinned models: add the column (NULL: none).
+        for column in ("owner", "model", "model_version"):
+            if column not in columns:
+                kind = JOBS.c[column].type.compile(self.engine.dialect)
+                with contextlib.suppress(sa.exc.DBAPIError), self.begin() as db:
+                    db.execute(sa.text(f"ALTER TABLE {JOBS.name} ADD COLUMN {column} {kind}"))
 
     def size(self):
         """The characters of text the store holds: tweets and answers."""
@@ -338,15 +347,16 @@ def label_chunk(job_id, number):
 
 
 class Worker:
-    """What a worker process holds: its settings, the store and the model, loaded once."""
+    """What a worker process holds: its settings, the store and the models, loaded once."""
 
     current = None
 
     def __init__(self, settings):
         self.settings, self.store = settings, Store(settings["JOB_STORE_URL"])
-        self.model = model.load(settings["ARTIFACTS_DIR"])
+        self.models = registry.load(settings["MODELS_FILE"])
         self.limits = {**settings, "MAX_TWEETS": settings["JOB_CHUNK_TWEETS"]}
-        WORKER_MODEL.labels(self.model.version).set(1)
+        for name, version in self.models.known:
+            WORKER_MODEL.labels(name, version).set(1)
 
     def label(self, job_id, number):
         """Take a chunk, label it, store its answers; finish or fail its job."""
@@ -371,9 +381,12 @@ class Worker:
                     CHUNKS.c.job_id == job_id, CHUNKS.c.number == number
                 )
             ).one()
-            options = json.loads(
-                db.execute(sa.select(JOBS.c.options).where(JOBS.c.id == job_id)).scalar_one()
-            )
+            options, name, version = db.execute(
+                sa.select(JOBS.c.options, JOBS.c.model, JOBS.c.model_version).where(
+                    JOBS.c.id == job_id
+                )
+            ).one()
+            options = json.loads(options)
             db.execute(
                 sa.update(JOBS)
                 .where(JOBS.c.id == job_id, JOBS.c.status == "queued")
@@ -383,9 +396,16 @@ class Worker:
             self.fail(job_id, f"chunk {number} was taken {attempts - 1} times and never finished")
             return
         try:
+            try:  # a job made before models were pinned has none: the default labels it
+                served = self.models.get(name, version)
+            except contract.PredictionError as e:  # models.json changed since it was submitted
+                self.fail(job_id, f"its model is not served by this worker: {e.detail}")
+                return
             batch = dict(json.loads(tweets))
             explain = options["explain"]
-            answer = contract.predict(self.model, batch, self.limits, scores=True, explain=explain)
+            answer = contract.predict(
+                served.model, batch, self.limits, scores=True, explain=explain
+            )
             rows = [
                 [i, a["label"], a["score"], *([a["explanation"]] if explain else [])]
                 for i, a in answer.items()
@@ -525,9 +545,9 @@ def main(config=None):
     worker.sweep(at_start=True)
     threading.Thread(target=worker.sweep_forever, daemon=True, name="sweep").start()
     log.info(
-        "worker for queue %s, model %s, metrics on %s:%s",
+        "worker for queue %s, models %s, metrics on %s:%s",
         QUEUE,
-        worker.model.version,
+        ", ".join(f"{n} {v}" for n, v in sorted(worker.models.known)),
         settings["WORKER_METRICS_HOST"],
         port,
     )
@@ -556,26 +576,28 @@ class InsufficientStorage(HTTPException):
     code, description = 507, "the job store is full; try again later"
 
 
-def routes(require_token, parse_options, body_stream, settings):
+def routes(require_token, parse_options, body_stream, settings, resolve):
     """The jobs API as a blueprint, and a registry of its metrics.
 
     require_token refuses a request without a valid token, and leaves its holder's id (a hash of
     the token) in the environ as "api.client"; parse_options reads the query options as the
     predict route does; body_stream(environ, limit) is the body as a stream that refuses to go
-    past limit bytes.
+    past limit bytes; resolve(name, version) is the registry.Served a job pins (the default
+    for None).
     """
     configure(settings)
     store = Store(settings["JOB_STORE_URL"])
     store.create()
-    registry = prometheus_client.CollectorRegistry()
-    registry.register(Metrics(store))
+    collector = prometheus_client.CollectorRegistry()
+    collector.register(Metrics(store))
     jobs = Blueprint("jobs", __name__)
     jobs.before_request(require_token)
 
     @jobs.post("/api/v1/jobs")
     def submit():
         """Store a job's tweets (JSON object or CSV) chunk by chunk, then queue them: 202."""
-        options = parse_options()
+        options = parse_options(("model", "version"))
+        served = resolve(request.args.get("model"), request.args.get("version"))
         reader = {"application/json": json_parts, "text/csv": csv_parts}.get(request.mimetype)
         if reader is None:
             raise UnsupportedMediaType(
@@ -604,6 +626,8 @@ def routes(require_token, parse_options, body_stream, settings):
                     created_at=now,
                     expires_at=now + stale,  # moved on with each chunk while it is received
                     owner=owner,
+                    model=served.name,
+                    model_version=served.version,
                 )
             )
         try:
@@ -653,7 +677,13 @@ def routes(require_token, parse_options, body_stream, settings):
                 remove(db, [job_id])
             raise
         request.environ["api.tweets"] = count
-        response = jsonify(job_id=job_id, status="queued", tweets=count)
+        response = jsonify(
+            job_id=job_id,
+            status="queued",
+            tweets=count,
+            model=served.name,
+            model_version=served.version,
+        )
         response.status_code = 202
         response.headers["Location"] = f"/api/v1/jobs/{job_id}"
         return response
@@ -674,6 +704,8 @@ def routes(require_token, parse_options, body_stream, settings):
             "tweets": job["tweets"],
             "done_tweets": job["done_tweets"],
             "options": json.loads(job["options"]),
+            "model": job["model"],
+            "model_version": job["model_version"],
         }
         for moment in ("created_at", "started_at", "finished_at", "expires_at"):
             answer[moment] = iso(job[moment])
@@ -700,7 +732,7 @@ def routes(require_token, parse_options, body_stream, settings):
         store.cancel(job_id)
         return {"job_id": job_id, "status": "cancelled"}
 
-    return jobs, registry
+    return jobs, collector
 
 
 def iso(moment):

@@ -2,10 +2,13 @@
 
     make rpc-start                          # RPC_BIND=tcp://127.0.0.1:4242
 
-Methods: predict(tweets, options=None), get_model(), health(). A contract error arrives at the
+Methods: predict(tweets, options=None) (options "scores", "explain", "model", "version"),
+predict_with_model (the same, saying which model answered), <model>_predict for each model
+(tweet_sentiment_predict, ...), get_models(), get_model_metadata(name), get_model() (the
+default's), health(). A contract error arrives at the
 client as a RemoteError named after its kind (BadInput, TooLarge, Unprocessable) whose message
 names the ids; never a traceback. TERM stops accepting, answers the calls in flight and exits 0;
-HUP loads the artifacts again. ZeroRPC has no authentication and no encryption: binding anything
+HUP loads the models again. ZeroRPC has no authentication and no encryption: binding anything
 but loopback needs RPC_ALLOW_UNAUTHENTICATED_NETWORK=yes.
 """
 
@@ -26,6 +29,7 @@ from zerorpc.events import Event, get_pyzmq_frame_buffer
 
 import contract
 import model
+import registry
 import service
 
 DEFAULTS = {
@@ -47,7 +51,9 @@ LATENCY = Histogram(
 )
 TWEETS = Counter("rpc_tweets", "Tweets labelled")
 MODEL_INFO = Gauge(
-    "rpc_model_info", "The model being served: 1, labelled with its version", ["version"]
+    "rpc_model_info",
+    "Each model version loaded: 1, labelled with its name and version",
+    ["model", "version"],
 )
 
 
@@ -66,7 +72,10 @@ def remote(method):
         start, outcome, tweets = time.perf_counter(), "ok", 0
         try:
             answer = method(self, *args)
-            tweets = len(answer) if method.__name__ == "predict" else 0
+            if method.__name__ == "predict_with_model":
+                tweets = len(answer["predictions"])
+            elif method.__name__.endswith("predict"):
+                tweets = len(answer)
             return answer
         except contract.PredictionError as e:
             outcome = type(e).__name__
@@ -93,64 +102,108 @@ def remote(method):
 
 
 class Sentiment:
-    """Tweet sentiment: is each tweet Positive or Negative?"""
+    """Tweet sentiment: is each tweet Positive or Negative? Every model models.json names."""
 
     def __init__(self, settings):
         self.settings = settings
-        self.model = self.load()
+        self.models = self.load()
 
     def load(self):
-        loaded = model.load(self.settings["ARTIFACTS_DIR"])
-        loaded.run(["a model that cannot answer does not replace the one in service"])
-        MODEL_INFO.labels(loaded.version).set(1)
-        return loaded
+        models = registry.load(self.settings["MODELS_FILE"])
+        for name, version in models.known:
+            MODEL_INFO.labels(name, version).set(1)
+        return models
 
     def reload(self):
-        """On HUP: load the artifacts again; keep the model in service if they are broken."""
+        """On HUP: load the models again; keep those in service if the new ones are broken."""
         try:
-            self.model = self.load()
-            log.info("reloaded the model, version %s", self.model.version)
-        except model.ArtifactError as e:
-            log.error("reload failed; keeping the model in use: %s", e)
+            self.models = self.load()
+            log.info("reloaded the models, default %s", self.models.get().version)
+        except (RuntimeError, model.ArtifactError) as e:
+            log.error("reload failed; keeping the models in use: %s", e)
+
+    def label(self, tweets, options, name=None):
+        """Return (predictions, registry.Served): the model named, or options' "model" and
+        "version", or the default."""
+        flags, wanted, version = parse_options(options)
+        served = self.models.get(name or wanted, version)
+        batch = contract.batch(tweets, "tweets")
+        return contract.predict(served.model, batch, self.settings, **flags), served
 
     @remote
     def predict(self, tweets, options=None):
-        """Label tweets {id: text} as POST /api/v1/predict does, options {"scores", "explain"}.
+        """Label tweets {id: text} as POST /api/v1/predict does; options may name the model.
+
+        options {"scores", "explain", "model", "version"}, each optional.
 
         Answers {id: label}, or with an option {id: {"label", "score"?, "explanation"?}}.
         """
-        flags = parse_options(options)
-        return contract.predict(
-            self.model, contract.batch(tweets, "tweets"), self.settings, **flags
-        )
+        return self.label(tweets, options)[0]
+
+    @remote
+    def predict_with_model(self, tweets, options=None):
+        """As predict, answering {"model", "model_version", "predictions"}: which model answered."""
+        predictions, served = self.label(tweets, options)
+        return {"model": served.name, "model_version": served.version, "predictions": predictions}
+
+    def model_predict(self, name):
+        """The method <name>_predict(tweets, options=None): predict with that model."""
+
+        def predict(self, tweets, options=None):
+            return self.label(tweets, options, name)[0]
+
+        predict.__name__ = predict.__qualname__ = f"{name.replace('-', '_')}_predict"
+        predict.__doc__ = f"Label tweets {{id: text}} with the model {name}, as predict does."
+        return remote(predict).__get__(self)
+
+    @remote
+    def get_models(self):
+        """Every model: name, display name, description, version served, default, state."""
+        return self.models.listing()
+
+    @remote
+    def get_model_metadata(self, name):
+        """A model's version, labels, limits, schemas, training data and figures."""
+        if not isinstance(name, str):
+            raise contract.BadInput(f"name must be a string, got {contract.json_type(name)}")
+        served = self.models.get(name)
+        return contract.metadata(served, self.settings, self.settings["MAX_BODY_BYTES"])
 
     @remote
     def get_model(self):
-        """The model's version, labels, limits, input schema, training data and figures."""
-        return contract.metadata(self.model, self.settings, self.settings["MAX_BODY_BYTES"])
+        """The default model's metadata, as get_model_metadata gives it."""
+        served = self.models.get()
+        return contract.metadata(served, self.settings, self.settings["MAX_BODY_BYTES"])
 
     @remote
     def health(self):
-        """{"status": "ok", "model_version": ...} while the service answers."""
-        return {"status": "ok", "model_version": self.model.version}
+        """{"status": "ok", "model_version": the default's, "models": {name: state}}."""
+        _, states = self.models.ready()
+        return {"status": "ok", "model_version": self.models.get().version, "models": states}
 
 
 def parse_options(options):
     """Return the options as booleans; BadInput for anything else."""
     if options is None:
-        return {}
+        return {}, None, None
     if not isinstance(options, dict):
-        shape = '{"scores": bool, "explain": bool}'
+        shape = '{"scores": bool, "explain": bool, "model": str, "version": str}'
         raise contract.BadInput(f"options must be a map {shape}, got {contract.json_type(options)}")
-    unknown = sorted(map(str, set(options) - set(contract.OPTIONS)))
+    allowed = [*contract.OPTIONS, "model", "version"]
+    unknown = sorted(map(str, set(options) - set(allowed)))
     if unknown:
-        raise contract.BadInput(f"unknown option(s) {unknown}; allowed: {list(contract.OPTIONS)}")
+        raise contract.BadInput(f"unknown option(s) {unknown}; allowed: {allowed}")
+    flags = {}
     for name, value in options.items():
-        if not isinstance(value, bool):
+        wanted = bool if name in contract.OPTIONS else str
+        if not isinstance(value, wanted):
+            what = "true or false" if wanted is bool else "a string"
             raise contract.BadInput(
-                f"option {name} must be true or false, got {contract.json_type(value)}"
+                f"option {name} must be {what}, got {contract.json_type(value)}"
             )
-    return options
+        if wanted is bool:
+            flags[name] = value
+    return flags, options.get("model"), options.get("version")
 
 
 class Server(zerorpc.Server):
@@ -254,7 +307,11 @@ def main(config=None):
     settings = service.Settings.load(DEFAULTS, config)
     check_bind(settings)
     sentiment = Sentiment(settings)
-    methods = {name: getattr(sentiment, name) for name in ("predict", "get_model", "health")}
+    names = ("predict", "predict_with_model", "get_models", "get_model_metadata", "get_model")
+    methods = {name: getattr(sentiment, name) for name in (*names, "health")}
+    for name in sentiment.models.entries:  # named at start; predict's "model" option follows HUP
+        method = sentiment.model_predict(name)
+        methods[method.__name__] = method
     limit = settings["MAX_BODY_BYTES"]
     methods.update(_too_large=too_large, _undecodable=undecodable)  # unlisted: names with _
     server = Server(methods, name="sentiment", heartbeat=settings["RPC_HEARTBEAT_SECONDS"])
@@ -273,7 +330,7 @@ def main(config=None):
         settings["RPC_BIND"],
         settings["RPC_METRICS_HOST"],
         port,
-        sentiment.model.version,
+        sentiment.models.get().version,
     )
     server.run()  # returns on TERM once the calls in flight are answered
     server.close()

@@ -1,7 +1,7 @@
 """Label a file of tweets: CSV or JSON Lines in, `id,label,score` CSV out, in input order.
 
     python -m score tweets.csv labels.csv          # or: make score IN=tweets.csv OUT=labels.csv
-    python -m score tweets.jsonl labels.csv --processes 1
+    python -m score tweets.jsonl labels.csv --processes 1 --model tweet-sentiment
 
 The input has columns (CSV, with a header row) or keys (JSON Lines) `id` and `text`; other
 columns are ignored, so the training CSV works as it is. The file is read and written in chunks,
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 import contract
 import model
+import registry
 import service
 
 CHUNK = 5_000  # rows labelled per task
@@ -130,11 +131,14 @@ def chunks(iterable):
         yield chunk
 
 
-def score(source, target, errors_path, processes):
-    """Label source into target, and refused rows into errors_path; return both counts."""
+def score(source, target, errors_path, processes, name=None):
+    """Label source into target with the model `name` (models.json's default if None), and
+    refused rows into errors_path; return both counts."""
     global LOADED
     settings = service.Settings.load(service.SHARED)
-    LOADED = (model.load(settings["ARTIFACTS_DIR"]), {**settings, "MAX_TWEETS": CHUNK})
+    served = registry.load_one(settings["MODELS_FILE"], name).get()
+    LOADED = (served.model, {**settings, "MAX_TWEETS": CHUNK})
+    print(f"labelling with {served.name} {served.version}", file=sys.stderr)
     counts = {"labelled": 0, "refused": 0}
     with (
         target.open("w", newline="", encoding="utf-8") as out,
@@ -174,11 +178,13 @@ def main(argv=None):
     parser.add_argument("target", type=Path, help="CSV to write: id,label,score")
     parser.add_argument("--errors", type=Path, help="default: TARGET with .errors.csv")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model", help="a model's name in models.json; default: its default")
     args = parser.parse_args(argv)
     errors = args.errors or args.target.with_suffix(".errors.csv")
     try:
-        done, refused = score(args.source, args.target, errors, max(1, args.processes))
-    except (OSError, InputError, model.ArtifactError) as e:
+        processes = max(1, args.processes)
+        done, refused = score(args.source, args.target, errors, processes, args.model)
+    except (OSError, InputError, RuntimeError, model.ArtifactError) as e:
         print(f"score: {e}", file=sys.stderr)
         return 2
     print(

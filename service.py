@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import contract
-import model
+import registry
 
 ROOT = Path(__file__).resolve().parent
 SHARED = {
     "API_TOKEN": "",  # comma-separated; empty means: read API_TOKEN_FILE
     "API_TOKEN_FILE": str(ROOT / ".api_token"),
-    "ARTIFACTS_DIR": str(model.ARTIFACTS_DIR),
+    "MODELS_FILE": str(registry.MODELS_FILE),  # the models served, and the default
     **contract.LIMITS,
     "MAX_BODY_BYTES": 8 * 1024 * 1024,  # a REST body, a websocket message, an RPC call
 }

@@ -4,7 +4,9 @@
     python stream.py --check                # is the running processor connected and assigned?
 
 Input: a message whose value is UTF-8 JSON {"id": "...", "text": "..."}. Output: the same key and
-headers, value {"id", "label", "score", "model_version"}. A message that cannot be labelled goes to
+headers, value {"id", "label", "score", "model", "model_version"}. One processor serves one
+model: STREAM_MODEL (models.json's default if empty); run one per model, each with its own topics
+and group id. A message that cannot be labelled goes to
 the error topic byte for byte, with headers error.kind, error.status and error.detail. Messages are
 taken in batches and labelled in one call. Offsets are committed only after every output of the
 batch is acknowledged by the broker: at least once, so a crash can repeat a batch, never lose one.
@@ -24,6 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 import contract
 import model
+import registry
 import service
 
 DEFAULTS = {
@@ -33,6 +36,7 @@ DEFAULTS = {
     "KAFKA_OUTPUT_TOPIC": "tweet-sentiment-outputs",
     "KAFKA_ERROR_TOPIC": "tweet-sentiment-errors",
     "KAFKA_GROUP_ID": "tweet-sentiment",
+    "STREAM_MODEL": "",  # a model's name in models.json; empty: its default
     # The client's security settings, for a TLS or SASL cluster; empty: librdkafka's defaults.
     "KAFKA_SECURITY_PROTOCOL": "",  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
     "KAFKA_SASL_MECHANISM": "",  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
@@ -106,7 +110,7 @@ class Processor:
 
     def __init__(self, settings):
         self.settings = settings
-        self.model = model.load(settings["ARTIFACTS_DIR"])
+        self.served = registry.load_one(settings["MODELS_FILE"], settings["STREAM_MODEL"]).get()
         self.running = True
         self.assignment = []
         self.unreachable = False  # said so already: quiet until the broker answers again
@@ -201,6 +205,7 @@ class Processor:
                 log.error("unexpected error reading a message: %s", type(e).__name__)
                 failures.append((message, Unlabelled("internal", 500, "an unexpected error")))
         good, answer = self.label(good, failures)
+        served, version = self.served, self.served.version
         delivery = {"failed": []}
 
         def delivered(error, _):
@@ -208,7 +213,7 @@ class Processor:
                 delivery["failed"].append(error)
 
         for n, (message, id_, _) in enumerate(good):
-            value = {"id": id_, **answer[str(n)], "model_version": self.model.version}
+            value = {"id": id_, **answer[str(n)], "model": served.name, "model_version": version}
             self.producer.produce(
                 self.settings["KAFKA_OUTPUT_TOPIC"], json.dumps(value).encode(),
                 key=message.key(), headers=message.headers(), on_delivery=delivered,
@@ -254,14 +259,16 @@ class Processor:
         limits = {**self.settings, "MAX_TWEETS": max(1, len(good))}
         tweets = {str(n): text for n, (_, _, text) in enumerate(good)}
         try:
-            return good, contract.predict(self.model, tweets, limits, scores=True) if tweets else {}
+            return good, contract.predict(
+                self.served.model, tweets, limits, scores=True
+            ) if tweets else {}
         except Exception as e:
             log.error("a batch could not be labelled (%s): labelling each alone", type(e).__name__)
         kept, answer = [], {}
         for item in good:
             try:
                 answer[str(len(kept))] = contract.predict(
-                    self.model, {"0": item[2]}, limits, scores=True
+                    self.served.model, {"0": item[2]}, limits, scores=True
                 )["0"]
                 kept.append(item)
             except Exception:
@@ -319,10 +326,11 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, processor.stop)
     signal.signal(signal.SIGINT, processor.stop)
     log.info(
-        "consuming %s from %s, model %s, metrics on %s:%s",
+        "consuming %s from %s, model %s %s, metrics on %s:%s",
         settings["KAFKA_INPUT_TOPIC"],
         settings["KAFKA_BOOTSTRAP_SERVERS"],
-        processor.model.version,
+        processor.served.name,
+        processor.served.version,
         settings["STREAM_METRICS_HOST"],
         port,
     )

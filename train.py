@@ -34,6 +34,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_sco
 from sklearn.pipeline import Pipeline
 
 import model
+import model_2020
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -65,6 +66,7 @@ LEXICON_NOTICE = (
     "(Hutto & Gilbert, 2014), MIT License, Copyright (c) 2016 C.J. Hutto"
 )
 CARD_FILE = "MODEL_CARD.md"
+MODEL_2020_DIR = "tweet-sentiment-2020"  # the 2020 approach's artifacts, inside --out
 PLOT_FILE = "evaluation.png"
 
 
@@ -317,16 +319,13 @@ def to_weights(fitted):
 class Baseline2020:
     """The 2020 approach: a linear regression on two summed word frequencies per tweet."""
 
-    TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-
     def __init__(self, stop_words):
         self.stop_words = set(stop_words)
         self.stem = PorterStemmer().stem
 
     def tokens(self, text):
-        text = re.sub(r"https?://\S+|#|@\w+|^RT\s+", "", text)
         # Its bug, kept: stop words were removed before case-folding, "not" and "no" among them.
-        return [self.stem(t.lower()) for t in self.TOKEN.findall(text) if t not in self.stop_words]
+        return model_2020.tokens(text, self.stop_words, self.stem)
 
     def features(self, rows):
         """Return each tweet's summed positive and negative counts, from its tokens."""
@@ -585,6 +584,45 @@ def markdown_cell(text):
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def write_2020(out, english, df, document):
+    """Write the 2020 approach's artifacts into out/MODEL_2020_DIR, for model_2020.py to serve:
+    fitted on every row, as the shipped model is; its figures those of the fit on the training
+    rows. document: this model's evaluation, which holds those figures and the training data."""
+    shipped = Baseline2020(english).fit(df["text"], df["target"])
+    folder = out / MODEL_2020_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {
+        "format_version": model_2020.FORMAT_VERSION,
+        "stop_words": sorted(shipped.stop_words),
+        "positive": dict(sorted(shipped.pos.items())),
+        "negative": dict(sorted(shipped.neg.items())),
+        # 12 significant digits: the same bytes whichever BLAS kernels solved the regression.
+        "intercept": float(f"{shipped.lr.intercept_:.12g}"),
+        "coefficients": [float(f"{c:.12g}") for c in shipped.lr.coef_],
+    }
+    evaluation = {
+        "training_data": document["training_data"],
+        "figures": {
+            "test_rows": document["figures"]["test_rows"],
+            "this_model": document["figures"]["approach_2020"],
+        },
+        "score": "the linear regression's output clipped to [0, 1], not a probability",
+    }
+    write_json(folder / model_2020.MODEL_FILE, weights)
+    write_json(folder / model_2020.EVALUATION_FILE, evaluation)
+    digests = {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        for name in (model_2020.EVALUATION_FILE, model_2020.MODEL_FILE)
+    }
+    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
+    (folder / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    served = model_2020.load(folder)
+    texts = df["text"].tolist()[:500]
+    if not np.allclose(served.scores(texts), np.clip(shipped.scores(texts), 0, 1), atol=1e-9):
+        sys.exit("model_2020.py's scores differ from train.py's for the same fit")
+    return served
+
+
 def write_json(path, document):
     path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -640,6 +678,7 @@ def main(argv=None):
     }
     manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
     (args.out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    old_model = write_2020(args.out, english, df, document)
     plot(args.out / PLOT_FILE, test["target"], ours, old)
     mistakes = errors(chosen, test, ours)
     text = card(args.data, data_sha, df, train, test, search, figures, weights, steps, mistakes)
@@ -649,9 +688,10 @@ def main(argv=None):
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
         widths = zip(figures, (11, 10, 8), strict=True)
         print(f"{key:12} " + " ".join(f"{x[key]:{w}.4f}" for x, w in widths))
-    size = sum(f.stat().st_size for f in args.out.iterdir())
+    size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
     # The artifacts just written must load.
     print(f"wrote {args.out} ({size / 1e6:.2f} MB), model version {model.load(args.out).version}")
+    print(f"wrote {args.out / MODEL_2020_DIR}, the 2020 approach, version {old_model.version}")
     return {
         "ours": ours_figures,
         "frequency only": figures[1],

@@ -25,7 +25,7 @@ import service
 
 ROUTE = "/api/v1/ws"
 OPTIONS = contract.OPTIONS
-FIELDS = {"type", "request_id", "tweets", *OPTIONS}
+FIELDS = {"type", "request_id", "tweets", "model", "version", *OPTIONS}
 REQUEST_ID_MAX = 128
 POLL_SECONDS = 0.5  # how often an idle handler looks whether the worker is stopping
 DRAIN_SECONDS = 2  # how long a stopping worker answers a client that goes on sending
@@ -96,7 +96,8 @@ class Connection(simple_websocket.Server):
 
 
 def route(app, answer, require_token, token_is_valid, budget):
-    """Add the websocket route to the app: answer(tweets, **options) labels a batch as REST does,
+    """Add the websocket route to the app: answer(tweets, name=, version=, **options) returns a
+    batch's predictions, as REST labels them, and the registry.Served that answered;
     require_token() refuses a request without a valid Bearer token, token_is_valid(token) checks
     one, budget is the worker's bytes in flight."""
     settings = app.extensions["settings"]
@@ -175,8 +176,9 @@ def authenticate(ws, settings, token_is_valid):
         ws.close(1008, "invalid token")
         return False
     ws.max_message_size = settings["MAX_BODY_BYTES"]
-    model = current_app.extensions["model"]
-    ws.send(json.dumps({"type": "auth_ok", "model_version": model.version}))
+    default = current_app.extensions["registry"].get()
+    reply = {"type": "auth_ok", "model": default.name, "model_version": default.version}
+    ws.send(json.dumps(reply))
     message_done("auth", 0, 0.0)
     return True
 
@@ -251,14 +253,22 @@ def reply_to(message, answer):
                     f'field "{name}" must be true or false, got {contract.json_type(value)}'
                 )
             options[name] = value
+        for name in ("model", "version"):
+            if not isinstance(fields.get(name, ""), str):
+                raise contract.BadInput(
+                    f'field "{name}" must be a string, got {contract.json_type(fields[name])}'
+                )
         if "tweets" not in fields:
             raise contract.BadInput('missing field "tweets": {"id": "tweet text", ...}')
         tweets = contract.batch(fields["tweets"], 'field "tweets"')
-        predictions = answer(tweets, **options)
+        predictions, served = answer(
+            tweets, name=fields.get("model"), version=fields.get("version"), **options
+        )
     except contract.PredictionError as e:
         reply = {"type": "prediction_error", "request_id": request_id, **e.as_dict()}
         return "prediction_error", reply, 0
     reply = {"type": "prediction_response", "request_id": request_id, "predictions": predictions}
+    reply.update(model=served.name, model_version=served.version)
     return "prediction_response", reply, len(predictions)
 
 

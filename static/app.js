@@ -10,6 +10,7 @@ const pending = new Map(); // request_id -> function taking the reply
 let rows = []; // the table's rows: {id, tweet, label, score}
 let sortKey = null;
 let sortAscending = true;
+let token = null;
 
 function show(element, text) {
   element.textContent = text;
@@ -20,18 +21,49 @@ function setStatus(text, connected) {
   $("status").classList.toggle("connected", connected);
 }
 
-async function loadCard(token) {
-  const response = await fetch("/api/v1/model", { headers: { Authorization: `Bearer ${token}` } });
+async function getJson(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
   const body = await response.json();
   if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+  return body;
+}
+
+// The models the server lists, in the picker; the one picked answers every request.
+async function loadModels() {
+  const { models } = await getJson("/api/v1/models");
+  const picker = $("model");
+  const picked = picker.value;
+  picker.replaceChildren();
+  for (const item of models) {
+    const option = document.createElement("option");
+    option.value = item.name;
+    option.disabled = item.state !== "loaded";
+    option.textContent = `${item.display_name}${item.default ? " (default)" : ""}`;
+    option.selected = picked ? item.name === picked : item.default;
+    picker.append(option);
+  }
+  picker.disabled = false;
+}
+
+async function loadCard() {
+  const name = $("model").value;
+  const body = await getJson(name ? `/api/v1/models/${encodeURIComponent(name)}` : "/api/v1/model");
   const ours = body.figures.this_model;
   const old = body.figures.approach_2020;
-  show($("card"), `Model ${body.version}: ${(ours.accuracy * 100).toFixed(1)}% accurate on ` +
-    `${body.figures.test_rows.toLocaleString()} test tweets, against ` +
-    `${(old.accuracy * 100).toFixed(1)}% for the 2020 approach. Up to ` +
-    `${body.limits.max_tweets.toLocaleString()} tweets a request, ` +
+  show($("card"), `${body.display_name || body.name} ${body.version}: ` +
+    `${(ours.accuracy * 100).toFixed(1)}% accurate on ` +
+    `${body.figures.test_rows.toLocaleString()} test tweets` +
+    (old ? `, against ${(old.accuracy * 100).toFixed(1)}% for the 2020 approach` : "") +
+    `. Up to ${body.limits.max_tweets.toLocaleString()} tweets a request, ` +
     `${body.limits.max_tweet_chars.toLocaleString()} characters each.`);
   $("tweet").maxLength = body.limits.max_tweet_chars;
+}
+
+async function start(given) {
+  token = given;
+  await loadModels();
+  await loadCard();
+  connect(token);
 }
 
 function connect(token) {
@@ -43,7 +75,7 @@ function connect(token) {
   ws.onmessage = (event) => {
     const message = JSON.parse(event.data);
     if (message.type === "auth_ok") {
-      setStatus(`connected, model ${message.model_version}`, true);
+      setStatus(`connected, default model ${message.model} ${message.model_version}`, true);
       show($("error"), "");
       predictTyped();
       return;
@@ -54,6 +86,7 @@ function connect(token) {
       show($("error"), `${message.error} ${message.text}: ${message.detail}`);
     } else if (reply) {
       show($("error"), "");
+      setStatus(`connected, answered by ${message.model} ${message.model_version}`, true);
       reply(message.predictions);
     }
   };
@@ -73,7 +106,9 @@ function request(tweets, options, reply) {
   }
   const id = String(++sequence);
   pending.set(id, reply);
-  socket.send(JSON.stringify({ type: "prediction_request", request_id: id, tweets, ...options }));
+  const model = $("model").value ? { model: $("model").value } : {};
+  const message = { type: "prediction_request", request_id: id, tweets, ...options, ...model };
+  socket.send(JSON.stringify(message));
 }
 
 // The typed tweet: label, score and the terms coloured by their pull.
@@ -168,13 +203,12 @@ function downloadCsv() {
 document.addEventListener("DOMContentLoaded", () => {
   $("token-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const token = $("token").value.trim();
-    if (!token) return;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    const typed = $("token").value.trim();
+    if (!typed) return;
+    sessionStorage.setItem(TOKEN_KEY, typed);
     $("token").value = "";
     try {
-      await loadCard(token);
-      connect(token);
+      await start(typed);
     } catch (error) {
       show($("error"), `The model's card could not be read: ${error.message}`);
       setStatus("not connected", false);
@@ -183,6 +217,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("tweet").addEventListener("input", () => {
     clearTimeout(typedTimer);
     typedTimer = setTimeout(predictTyped, 120);
+  });
+  $("model").addEventListener("change", () => {
+    loadCard().then(predictTyped, (error) => show($("error"), `The model's card could not be read: ${error.message}`));
   });
   $("label-lines").addEventListener("click", labelLines);
   $("download").addEventListener("click", downloadCsv);
@@ -194,5 +231,5 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   const saved = sessionStorage.getItem(TOKEN_KEY);
-  if (saved) loadCard(saved).then(() => connect(saved)).catch(() => sessionStorage.removeItem(TOKEN_KEY));
+  if (saved) start(saved).catch(() => sessionStorage.removeItem(TOKEN_KEY));
 });

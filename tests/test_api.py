@@ -13,10 +13,13 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 import api
 import model
+import registry
 
 PREDICT = f"/api/v1/{TOKEN}/predict"
 PAYLOAD = json.loads((Path(api.ROOT) / "payload.json").read_text())
 SPEC = json.loads(api.OPENAPI_FILE.read_text())
+CATALOGUE = json.loads(registry.MODELS_FILE.read_text())
+OTHER_MODELS = {m["name"]: "loaded" for m in CATALOGUE["models"] if m["name"] != "tweet-sentiment"}
 
 
 def post(client, body, path=PREDICT, content_type="application/json", **kwargs):
@@ -208,20 +211,24 @@ def test_request_id_is_echoed_or_made(client, given, echoed):
 
 def test_health_ready_and_openapi(client, shipped):
     assert client.get("/health").json == {"status": "ok"}
-    assert client.get("/ready").json == {"status": "ready", "model_version": shipped.version}
+    assert client.get("/ready").json == {
+        "status": "ready",
+        "model_version": shipped.version,
+        "models": {"tweet-sentiment": "loaded", **OTHER_MODELS},
+    }
     spec = client.get("/openapi.json").json
     tweets = spec["components"]["schemas"]["Tweets"]
     assert (tweets["maxProperties"], tweets["additionalProperties"]["maxLength"]) == (50, 280)
 
 
 def test_ready_is_503_without_a_model(app):
-    loaded = app.extensions.pop("model")
+    loaded = app.extensions.pop("registry")
     try:
         response = app.test_client().get("/ready")
     finally:
-        app.extensions["model"] = loaded
+        app.extensions["registry"] = loaded
     assert response.status_code == 503
-    assert response.json["detail"] == "the model is not loaded"
+    assert response.json["detail"] == "no model is loaded"
 
 
 # Errors: one row per case of the error table.
@@ -250,7 +257,7 @@ ERRORS = [
     ("NaN", "POST", PREDICT, '{"1": NaN}', None, {}, 400, "NaN is not valid JSON"),
     ("deep nesting", "POST", PREDICT, "[" * 50_000, None, {}, 400, "nested too deeply"),
     ("unknown option", "POST", PREDICT + "?score=true", "{}", None, {}, 400, "unknown query"),
-    ("bad option", "POST", PREDICT + "?scores=yes", "{}", None, {}, 400, "true or false"),
+    ("bad option", "POST", PREDICT + "?scores=yes", "{}", None, {}, 400, "true, false, 1 or 0"),
     ("text/plain", "POST", PREDICT, '{"1": "a"}', "text/plain", {}, 415, "got text/plain"),
     (
         "form",
@@ -416,7 +423,7 @@ def test_unexpected_error_is_a_json_500_and_the_server_keeps_serving(app, client
     handler = logging.Handler()
     handler.emit = records.append
     api.log.addHandler(handler)
-    loaded = app.extensions["model"]
+    loaded = app.extensions["registry"].get().model
     monkeypatch.setattr(loaded, "scores", lambda tweets: 1 / 0)
     try:
         response = post(client, {"1": "secret tweet text"}, headers={"X-Request-ID": "req-500"})
@@ -495,9 +502,20 @@ def test_start_up_with_a_bad_limit_fails_clearly(monkeypatch):
         api.create_app({"API_TOKEN": TOKEN})
 
 
+def catalogue(tmp_path, folder):
+    """A models.json in tmp_path whose default model's one version is in `folder`."""
+    path = tmp_path / "models.json"
+    document = json.loads(registry.MODELS_FILE.read_text())
+    default = next(m for m in document["models"] if m["name"] == document["default"])
+    document["models"] = [{**default, "versions": [str(folder)]}]
+    path.write_text(json.dumps(document))
+    return path
+
+
 def test_start_up_with_broken_artifacts_fails_naming_the_file(tmp_path):
-    with pytest.raises(model.ArtifactError, match="MANIFEST.sha256"):
-        api.create_app({"API_TOKEN": TOKEN, "ARTIFACTS_DIR": str(tmp_path)})
+    path = catalogue(tmp_path, tmp_path)  # no artifacts there
+    with pytest.raises(RuntimeError, match="'tweet-sentiment' cannot load: .*MANIFEST.sha256"):
+        api.create_app({"API_TOKEN": TOKEN, "MODELS_FILE": str(path)})
 
 
 def test_reload_swaps_tokens_and_keeps_them_if_the_model_breaks(tmp_path):
@@ -510,8 +528,8 @@ def test_reload_swaps_tokens_and_keeps_them_if_the_model_breaks(tmp_path):
     assert post(client, {"1": "a"}, path="/api/v1/new-token/predict").status_code == 200
     assert post(client, {"1": "a"}, path="/api/v1/old-token/predict").status_code == 404
     token_file.write_text("third-token")
-    app.extensions["settings"]["ARTIFACTS_DIR"] = str(tmp_path)  # no artifacts there
-    with pytest.raises(model.ArtifactError):
+    app.extensions["settings"]["MODELS_FILE"] = str(catalogue(tmp_path, tmp_path))  # no artifacts
+    with pytest.raises(RuntimeError, match="MANIFEST.sha256"):
         api.reload(app)
     assert post(client, {"1": "a"}, path="/api/v1/new-token/predict").status_code == 200
 
@@ -540,11 +558,12 @@ def metric(client, name, **labels):
 
 def test_metrics_count_requests_tweets_and_labels(client, shipped):
     route = "/api/v1/<token>/predict"
+    served = {"model": "tweet-sentiment", "version": shipped.version}
     before = {
         "ok": metric(client, "api_requests_total", route=route, method="POST", status="200"),
         "bad": metric(client, "api_requests_total", route=route, method="POST", status="422"),
-        "positive": metric(client, "api_predictions_total", label="Positive"),
-        "negative": metric(client, "api_predictions_total", label="Negative"),
+        "positive": metric(client, "api_predictions_total", **served, label="Positive"),
+        "negative": metric(client, "api_predictions_total", **served, label="Negative"),
         "tweets": metric(client, "api_tweets_per_request_sum"),
     }
     post(client, PAYLOAD)
@@ -555,10 +574,12 @@ def test_metrics_count_requests_tweets_and_labels(client, shipped):
     assert metric(client, "api_requests_total", route=route, method="POST", status="422") == (
         before["bad"] + 1
     )
-    assert metric(client, "api_predictions_total", label="Positive") == before["positive"] + 4
-    assert metric(client, "api_predictions_total", label="Negative") == before["negative"] + 4
+    positive = metric(client, "api_predictions_total", **served, label="Positive")
+    assert positive == before["positive"] + 4
+    negative = metric(client, "api_predictions_total", **served, label="Negative")
+    assert negative == before["negative"] + 4
     assert metric(client, "api_tweets_per_request_sum") == before["tweets"] + 8
-    assert metric(client, "api_model_info", version=shipped.version) == 1
+    assert metric(client, "api_model_info", **served) == 1
     text = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert 'api_request_duration_seconds_bucket{le="0.01",route="/api/v1/<token>/predict"}' in text
     assert TOKEN not in text

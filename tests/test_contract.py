@@ -4,6 +4,7 @@ import pytest
 
 import contract
 import model
+import registry
 
 LIMITS = {"MAX_TWEETS": 3, "MAX_TWEET_CHARS": 10}
 
@@ -95,8 +96,10 @@ def test_scores_and_weights_are_the_models_rounded(shipped):
 
 
 def test_metadata_describes_the_model_and_the_limits(shipped):
-    meta = contract.metadata(shipped, LIMITS, 1000)
-    assert meta["version"] == shipped.version
+    served = registry.load().get("tweet-sentiment")
+    meta = contract.metadata(served, LIMITS, 1000)
+    assert (meta["name"], meta["version"]) == ("tweet-sentiment", shipped.version)
+    assert meta["versions"] == [shipped.version] and meta["kind"] == "log-count-ratio-logistic"
     assert meta["labels"] == list(model.LABELS)
     assert meta["limits"] == {"max_tweets": 3, "max_tweet_chars": 10, "max_body_bytes": 1000}
     assert meta["input"]["maxProperties"] == 3

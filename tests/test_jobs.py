@@ -81,6 +81,24 @@ def test_a_submitted_job_is_queued_with_an_id_and_a_location(client):
     assert status["status"] == "queued" and status["done_tweets"] == 0 and status["tweets"] == 25
     assert status["created_at"].endswith("Z") and status["started_at"] is None
     assert status["options"] == {"scores": False, "explain": False}
+    served = client.application.extensions["registry"].get()
+    assert (body["model"], body["model_version"]) == (served.name, served.version)
+    assert (status["model"], status["model_version"]) == (served.name, served.version)
+
+
+@pytest.mark.parametrize(
+    "query, status, detail",
+    [
+        ("?model=nope", 404, "no model 'nope'; known models:"),
+        ("?model=tweet-sentiment&version=0", 404, "has no version '0'"),
+        ("?version=0", 404, "model 'tweet-sentiment' has no version '0'"),  # the default's
+    ],
+)
+def test_a_job_for_an_unknown_model_is_refused_before_its_body_is_read(
+    client, query, status, detail
+):
+    response = submit(client, as_csv(tweets(3)), query=query)
+    assert response.status_code == status and detail in response.json["detail"]
 
 
 def test_job_ids_differ(client):
@@ -387,6 +405,29 @@ def test_a_job_answers_what_rest_answers(tmp_path, backend):
 
 
 @pytest.mark.slow
+def test_a_job_keeps_the_model_it_named(tmp_path):
+    """Each registered model labels the jobs that name it, as its REST route answers."""
+    batch = tweets(300, seed=5)
+    with running_server(tmp_path, API_TOKEN=TOKEN) as server:
+        listing = json.loads(call(server, "GET", "/api/v1/models")[2])["models"]
+        for item in listing:
+            name, version = item["name"], item["version"]
+            query = f"?scores=true&model={name}&version={version}"
+            code, _, body = call(server, "POST", f"/api/v1/jobs{query}", as_csv(batch), "text/csv")
+            assert code == 202, body
+            submitted = json.loads(body)
+            assert (submitted["model"], submitted["model_version"]) == (name, version)
+            status = wait_for(server, submitted["job_id"])
+            assert (status["model"], status["model_version"]) == (name, version)
+            route = f"/api/v1/models/{name}/predict?scores=true"
+            code, headers, body = call(
+                server, "POST", route, json.dumps(batch).encode(), "application/json"
+            )
+            assert headers["X-Model-Version"] == version
+            assert dict(result_pairs(server, submitted["job_id"])) == json.loads(body)
+
+
+@pytest.mark.slow
 def test_a_killed_worker_loses_and_doubles_no_tweet(tmp_path, backend):
     """Two workers; one is killed mid-job. The job finishes, each tweet answered exactly once."""
     batch, seen = tweets(100_000, seed=5), {}
@@ -547,7 +588,7 @@ def normalised(text):
 
 @pytest.mark.slow
 def test_readme_session_prints_what_the_readme_says(tmp_path):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "jobs.md").read_text()
     section = readme.split("<!-- jobs example: tests/test_jobs.py runs it -->", 1)[1]
     script = section.split("```sh\n", 1)[1].split("```", 1)[0]
     printed = section.split("```text\n", 1)[1].split("```", 1)[0]

@@ -82,7 +82,7 @@ def test_secrets_give_what_the_service_reads(pod):
     for variable, key in (("TLS_CERT", "tls.crt"), ("TLS_KEY", "tls.key")):
         assert f'"{variable}"' in conf
         assert env[variable]["value"] == f"{tls['mountPath']}/{key}"
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deploy.md").read_text()
     assert "kubectl create secret tls sentiment-tls" in readme
     assert "kubectl create secret generic sentiment-token --from-file=api-token=" in readme
 

@@ -114,3 +114,24 @@ def test_a_wrong_token_says_so_and_nothing_connects(page):
     page.click("#token-form button")
     expect(page.locator("#error")).to_contain_text("send a valid token")
     assert not page.text_content("#status").startswith("connected")
+
+
+def test_the_model_picked_answers_and_its_card_is_shown(page):
+    """Every model the server lists is in the picker; the one picked labels the typed tweet."""
+    import registry
+
+    models = registry.load()
+    connect(page)
+    names = page.eval_on_selector_all("#model option", "options => options.map(o => o.value)")
+    assert names == [m["name"] for m in models.listing()]
+    assert page.input_value("#model") == models.default
+    page.click("#tweet")
+    page.keyboard.type(TWEET, delay=5)
+    for name in reversed(names):
+        served = models.get(name)
+        page.select_option("#model", name)
+        expect(page.locator("#card")).to_contain_text(served.version)
+        expected = f"score {served.model.scores([TWEET])[0]:.3f}"
+        expect(page.locator("#score")).to_have_text(expected)
+        expect(page.locator("#status")).to_contain_text(f"answered by {name} {served.version}")
+    assert page.problems == []

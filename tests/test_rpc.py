@@ -18,7 +18,6 @@ import contract
 
 pytestmark = pytest.mark.slow
 PAYLOAD = json.loads((ROOT / "payload.json").read_text())
-METHODS = ("predict", "get_model", "health")
 
 
 @contextlib.contextmanager
@@ -71,10 +70,44 @@ def test_predict_answers_as_rest_does(rpc, client, query, options):
     assert list(rpc.predict(PAYLOAD, options)) == list(PAYLOAD)
 
 
-def test_get_model_and_health(rpc, shipped):
-    meta = rpc.get_model()
-    assert meta == contract.metadata(shipped, contract.LIMITS, 8 * 1024 * 1024)
-    assert rpc.health() == {"status": "ok", "model_version": shipped.version}
+def test_get_model_and_health(rpc, app, shipped):
+    served = app.extensions["registry"].get()
+    assert rpc.get_model() == contract.metadata(served, contract.LIMITS, 8 * 1024 * 1024)
+    assert rpc.get_model_metadata("tweet-sentiment") == rpc.get_model()
+    health = rpc.health()
+    assert (health["status"], health["model_version"]) == ("ok", shipped.version)
+    assert health["models"] == {m["name"]: "loaded" for m in rpc.get_models()}
+
+
+def test_every_model_is_addressable(rpc, app, client):
+    """get_models lists what REST lists; each model answers through predict's "model" option,
+    its own <name>_predict method and predict_with_model, as REST answers for it."""
+    listing = client.get("/api/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).json
+    assert rpc.get_models() == listing["models"]
+    for item in listing["models"]:
+        name, version = item["name"], item["version"]
+        path = f"/api/v1/models/{name}/versions/{version}/predict?scores=true"
+        rest = client.post(path, json=PAYLOAD, headers={"Authorization": f"Bearer {TOKEN}"}).json
+        options = {"scores": True, "model": name}
+        assert rpc.predict(PAYLOAD, options) == rest
+        assert getattr(rpc, f"{name.replace('-', '_')}_predict")(PAYLOAD, {"scores": True}) == rest
+        answer = rpc.predict_with_model(PAYLOAD, {**options, "version": version})
+        assert answer == {"model": name, "model_version": version, "predictions": rest}
+
+
+@pytest.mark.parametrize(
+    "options, name, message",
+    [
+        ({"model": "nope"}, "UnknownModel", "404 Not Found: no model 'nope'; known models:"),
+        ({"model": "tweet-sentiment", "version": "0"}, "UnknownModel", "has no version '0'"),
+        ({"version": "0"}, "UnknownModel", "model 'tweet-sentiment' has no version '0'"),
+        ({"model": 5}, "BadInput", "option model must be a string, got number"),
+    ],
+)
+def test_unknown_models_are_named(rpc, options, name, message):
+    with pytest.raises(zerorpc.RemoteError) as raised:
+        rpc.predict(PAYLOAD, options)
+    assert raised.value.name == name and message in raised.value.msg
 
 
 @pytest.mark.parametrize(
@@ -183,7 +216,7 @@ def test_a_network_address_is_refused_without_the_opt_in(bind):
 
 
 def test_readme_example_and_listing_print_what_the_readme_says(server):
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "rpc.md").read_text()
     section = readme.split("<!-- rpc example: tests/test_rpc.py runs it -->", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     printed = section.split("```text\n", 1)[1].split("```", 1)[0]

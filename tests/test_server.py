@@ -15,7 +15,7 @@ import model
 ROOT = Path(__file__).resolve().parent.parent
 README_CURL = (
     "curl --cacert server.crt -H 'Content-Type: application/json' -d @payload.json \\\n"
-    "    https://localhost:5000/api/v1/$(cat .api_token)/predict"
+    "    https://localhost:5000/api/v1/$(head -n1 .api_token)/predict"
 )
 pytestmark = pytest.mark.slow
 

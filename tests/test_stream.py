@@ -172,11 +172,12 @@ def test_10000_tweets_in_10000_labels_out_equal_to_rest(topics, tmp_path):
         assert len(out) == 10_000, started["log"].read_text()[-2000:]
     app = api.create_app({"API_TOKEN": TOKEN})
     rest = app.test_client().post(f"/api/v1/{TOKEN}/predict?scores=true", json=sent).json
-    version = app.extensions["model"].version
+    served = app.extensions["registry"].get()
     key_of = {i: keys[n] for n, i in enumerate(sent)}
     for message in out:
         value = json.loads(message.value())
-        assert value == {"id": value["id"], **rest[value["id"]], "model_version": version}
+        expected = {"id": value["id"], **rest[value["id"]]}
+        assert value == {**expected, "model": served.name, "model_version": served.version}
         assert message.key() == key_of[value["id"]]
         assert message.headers() == [("trace", b"abc")]
     assert {json.loads(m.value())["id"] for m in out} == set(sent)
@@ -298,7 +299,7 @@ def test_check_says_not_running_when_nothing_runs(topics):
 
 
 def test_readme_example_prints_what_the_readme_says(tmp_path):
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "stream.md").read_text()
     section = readme.split("<!-- kafka example: tests/test_stream.py runs it -->", 1)[1]
     script = section.split("```sh\n", 1)[1].split("```", 1)[0]
     printed = section.split("```text\n", 1)[1].split("```", 1)[0]

@@ -76,14 +76,20 @@ def close_frame(ws):
             return int.from_bytes(frame.data[:2], "big"), frame.data[2:].decode()
 
 
-def rest(server, tweets, query=""):
+def rest(server, tweets, query="", route=f"/api/v1/{TOKEN}/predict", answered=None):
+    """REST's answer; the answering model's name and version in `answered` if a dict is given."""
     context = ssl.create_default_context(cafile=server["sslopt"]["ca_certs"])
     request = urllib.request.Request(
-        f"https://127.0.0.1:{server['port']}/api/v1/{TOKEN}/predict{query}",
+        f"https://127.0.0.1:{server['port']}{route}{query}",
         data=json.dumps(tweets).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
     )
     with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        if answered is not None:
+            answered.update(
+                model=response.headers["X-Model-Name"],
+                model_version=response.headers["X-Model-Version"],
+            )
         return json.loads(response.read())
 
 
@@ -98,12 +104,37 @@ def rest(server, tweets, query=""):
 def test_predictions_equal_rests_for_the_same_input(server, options, query):
     ws = connect(server)
     reply = ask(ws, PAYLOAD, "same-as-rest", **options)
+    answered = {}
     assert reply == {
         "type": "prediction_response",
         "request_id": "same-as-rest",
-        "predictions": rest(server, PAYLOAD, query),
+        "predictions": rest(server, PAYLOAD, query, answered=answered),
+        **answered,
     }
     ws.close()
+
+
+def test_each_model_answers_as_its_rest_route_does(server):
+    """A request may name a model, and a version; the reply says which answered."""
+    ws = connect(server)
+    listing = rest_get(server, "/api/v1/models")["models"]
+    for item in listing:
+        name, version = item["name"], item["version"]
+        expected = rest(server, PAYLOAD, "?scores=true", f"/api/v1/models/{name}/predict")
+        for fields in ({"model": name}, {"model": name, "version": version}):
+            reply = ask(ws, PAYLOAD, "named", scores=True, **fields)
+            assert reply["predictions"] == expected
+            assert (reply["model"], reply["model_version"]) == (name, version)
+    ws.close()
+
+
+def rest_get(server, route):
+    context = ssl.create_default_context(cafile=server["sslopt"]["ca_certs"])
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{server['port']}{route}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def test_a_browser_authenticates_with_a_first_message(server):
@@ -201,6 +232,14 @@ def test_a_wrong_bearer_token_is_refused_before_the_upgrade(server):
             "at most 100 tweets per request, got 101",
         ),
         (b"\x00binary", 400, "messages must be JSON text, got a binary message"),
+        (REQUEST + '"tweets": {"1": "a"}, "model": "nope"}', 404, "no model 'nope'; known"),
+        (
+            REQUEST + '"tweets": {"1": "a"}, "model": "tweet-sentiment", "version": "0"}',
+            404,
+            "model 'tweet-sentiment' has no version '0'; its versions:",
+        ),
+        (REQUEST + '"tweets": {"1": "a"}, "version": "0"}', 404, "'tweet-sentiment' has no"),
+        (REQUEST + '"tweets": {"1": "a"}, "model": 5}', 400, '"model" must be a string'),
     ],
 )
 def test_every_bad_message_gets_a_prediction_error_and_the_connection_stays_open(
@@ -304,7 +343,7 @@ def test_metrics_and_logs_count_messages_without_token_or_tweet(server):
 
 
 def test_readme_python_example_prints_what_the_readme_says(server, tmp_path):
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "websocket.md").read_text()
     section = readme.split("<!-- websocket example: tests/test_websocket.py runs it -->", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     printed = section.split("```json\n", 1)[1].split("```", 1)[0]
