@@ -145,6 +145,7 @@ def rows(*lines):
         (b"", "text/csv", "", 400, "must name an id and a text column, got nothing"),
         (rows("id,text"), "text/csv", "", 400, "at least one tweet"),
         (rows("id,date,text", "1,x,fine", "2,x"), "text/csv", "", 400, "line 3 has 2 fields"),
+        (rows("id,text", "1,a,b"), "text/csv", "", 400, "line 2 has 3 fields, the header 2"),
         (rows("id,text", ",no id"), "text/csv", "", 400, "line 2 has an empty id"),
         (
             rows("id,text", "a,one", "b,two", "a,three"),

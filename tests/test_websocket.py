@@ -16,6 +16,8 @@ import pytest
 import websocket
 from conftest import ROOT, TOKEN, make_child, running_server, wait_for_workers
 
+import model
+
 pytestmark = pytest.mark.slow
 PAYLOAD = json.loads((ROOT / "payload.json").read_text())
 MAX_BYTES = 64 * 1024
@@ -276,6 +278,8 @@ def test_fifty_concurrent_connections_over_two_workers(server):
                     "type": "prediction_response",
                     "request_id": f"{n}-{i}",
                     "predictions": {"t": expected},
+                    "model": "tweet-sentiment",
+                    "model_version": model.default_model().version,
                 }
                 answered.append(1)
             ws.close()
