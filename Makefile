@@ -31,7 +31,7 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs profile certs token test lint format train bench docker-build docker-run \
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models profile certs token test lint format train bench docker-build docker-run \
 	docker-test compose-test clean
 
 help:
@@ -198,6 +198,10 @@ profile: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 # Batch jobs: a 1,000,000-tweet job with 1 and 2 workers; predict's latency while one runs.
 bench-jobs: $(DEV) $(VENV)/.installed
 	$(DEV_BIN)/python bench/jobs.py
+
+# Memory per worker with one, two, ... of models.json's models.
+bench-models: $(DEV) $(VENV)/.installed
+	$(DEV_BIN)/python bench/models_memory.py
 
 # The command line and Spark on 1,000,000 rows, by cores (minutes).
 bench-files: $(DEV) $(VENV)/.installed

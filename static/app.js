@@ -11,6 +11,7 @@ let rows = []; // the table's rows: {id, tweet, label, score}
 let sortKey = null;
 let sortAscending = true;
 let token = null;
+let models = []; // the loaded models' names and display names, as /api/v1/models lists them
 
 function show(element, text) {
   element.textContent = text;
@@ -30,11 +31,11 @@ async function getJson(path) {
 
 // The models the server lists, in the picker; the one picked answers every request.
 async function loadModels() {
-  const { models } = await getJson("/api/v1/models");
+  const { models: models_ } = await getJson("/api/v1/models");
   const picker = $("model");
   const picked = picker.value;
   picker.replaceChildren();
-  for (const item of models) {
+  for (const item of models_) {
     const option = document.createElement("option");
     option.value = item.name;
     option.disabled = item.state !== "loaded";
@@ -43,6 +44,7 @@ async function loadModels() {
     picker.append(option);
   }
   picker.disabled = false;
+  models = listed(models_);
 }
 
 async function loadCard() {
@@ -86,8 +88,7 @@ function connect(token) {
       show($("error"), `${message.error} ${message.text}: ${message.detail}`);
     } else if (reply) {
       show($("error"), "");
-      setStatus(`connected, answered by ${message.model} ${message.model_version}`, true);
-      reply(message.predictions);
+      reply(message.predictions, message);
     }
   };
   ws.onclose = (event) => {
@@ -99,14 +100,18 @@ function connect(token) {
   };
 }
 
-function request(tweets, options, reply) {
+function listed(items) {
+  return items.filter((item) => item.state === "loaded").map((item) => ({ name: item.name, title: item.display_name }));
+}
+
+function request(tweets, options, reply, name = $("model").value) {
   if (!socket || socket.readyState !== WebSocket.OPEN) {
     show($("error"), "Not connected: enter the API token first.");
     return;
   }
   const id = String(++sequence);
   pending.set(id, reply);
-  const model = $("model").value ? { model: $("model").value } : {};
+  const model = name ? { model: name } : {};
   const message = { type: "prediction_request", request_id: id, tweets, ...options, ...model };
   socket.send(JSON.stringify(message));
 }
@@ -122,11 +127,13 @@ function predictTyped() {
     show($("label"), "–");
     show($("score"), "");
     $("terms").replaceChildren();
+    $("compare").hidden = true;
     return;
   }
   const mine = ++latestTyped;
-  request({ typed: text }, { scores: true, explain: true }, (predictions) => {
+  request({ typed: text }, { scores: true, explain: true }, (predictions, message) => {
     if (mine !== latestTyped) return; // an older answer arriving late
+    setStatus(`connected, answered by ${message.model} ${message.model_version}`, true);
     const answer = predictions.typed;
     show($("label"), answer.label);
     $("label").className = `label ${answer.label}`;
@@ -143,6 +150,34 @@ function predictTyped() {
       return span;
     }));
   });
+  compareTyped(text, mine);
+}
+
+// Every model's label and score for the typed tweet, side by side.
+
+function compareTyped(text, mine) {
+  const body = $("compare").tBodies[0];
+  body.replaceChildren(...models.map((item) => {
+    const row = document.createElement("tr");
+    row.dataset.model = item.name;
+    for (const value of [item.title, "…", ""]) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      row.append(cell);
+    }
+    return row;
+  }));
+  $("compare").hidden = !models.length;
+  for (const item of models) {
+    request({ typed: text }, { scores: true }, (predictions) => {
+      if (mine !== latestTyped) return;
+      const row = [...body.rows].find((r) => r.dataset.model === item.name);
+      const answer = predictions.typed;
+      show(row.cells[1], answer.label);
+      row.cells[1].className = `label ${answer.label}`;
+      show(row.cells[2], answer.score.toFixed(3));
+    }, item.name);
+  }
 }
 
 // Many lines: a sortable table, downloadable as CSV.

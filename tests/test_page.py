@@ -134,4 +134,12 @@ def test_the_model_picked_answers_and_its_card_is_shown(page):
         expected = f"score {served.model.scores([TWEET])[0]:.3f}"
         expect(page.locator("#score")).to_have_text(expected)
         expect(page.locator("#status")).to_contain_text(f"answered by {name} {served.version}")
+    rows = page.locator("#compare tbody tr")
+    expect(rows).to_have_count(len(names))
+    for n, name in enumerate(names):  # every model side by side, whichever is picked
+        served = models.get(name)
+        row = rows.nth(n)
+        expect(row.locator("td").nth(2)).to_have_text(f"{served.model.scores([TWEET])[0]:.3f}")
+        assert row.locator("td").nth(0).text_content() == served.entry.display_name
+        assert row.locator("td").nth(1).text_content() == served.model.run([TWEET])[0]
     assert page.problems == []
