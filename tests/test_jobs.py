@@ -37,6 +37,7 @@ import jobs
 import model
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tweet_sentiment_10K.csv"
 
 
@@ -426,6 +427,47 @@ def test_a_job_keeps_the_model_it_named(tmp_path):
             )
             assert headers["X-Model-Version"] == version
             assert dict(result_pairs(server, submitted["job_id"])) == json.loads(body)
+
+
+@pytest.mark.slow
+def test_a_job_pinned_before_the_default_changed_finishes_on_its_version(tmp_path):
+    """A job submitted while tweet-sentiment was the default keeps it after models.json makes
+    tweet-sentiment-2020 the default and the server reloads; a new job takes the new default."""
+    catalogue = json.loads((ROOT / "models.json").read_text())
+    for item in catalogue["models"]:
+        item["versions"] = [str(ROOT / v) for v in item["versions"]]
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({**catalogue, "default": "tweet-sentiment"}))
+    batch = tweets(500, seed=7)
+    env = {"MODELS_FILE": str(path), "JOB_WORKERS_WITH_API": "0"}
+    with running_server(tmp_path, API_TOKEN=TOKEN, **env) as server:
+        code, _, body = call(server, "POST", "/api/v1/jobs?scores=true", as_csv(batch), "text/csv")
+        pinned = json.loads(body)
+        assert pinned["model"] == "tweet-sentiment"
+        path.write_text(json.dumps({**catalogue, "default": "tweet-sentiment-2020"}))
+        master = make_child(server)
+        old = set(Path(f"/proc/{master}/task/{master}/children").read_text().split())
+        os.kill(master, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while old & set(Path(f"/proc/{master}/task/{master}/children").read_text().split()):
+            assert time.monotonic() < deadline, "the old workers did not stop"  # a HUP is rolling
+            time.sleep(0.2)
+        assert json.loads(call(server, "GET", "/api/v1/model")[2])["name"] == "tweet-sentiment-2020"
+        code, _, body = call(server, "POST", "/api/v1/jobs?scores=true", as_csv(batch), "text/csv")
+        later = json.loads(body)
+        assert later["model"] == "tweet-sentiment-2020"
+        environment = {**os.environ, **env, "JOBS_DIR": str(server["folder"] / "jobs")}
+        environment["WORKER_METRICS_PORT"] = str(free_port())
+        worker = start_make("worker-start", environment, tmp_path / "worker.log")
+        try:
+            for job, name in ((pinned, "tweet-sentiment"), (later, "tweet-sentiment-2020")):
+                status = wait_for(server, job["job_id"])
+                assert (status["model"], status["model_version"]) == (name, job["model_version"])
+                route = f"/api/v1/models/{name}/versions/{job['model_version']}/predict?scores=true"
+                rest = call(server, "POST", route, json.dumps(batch).encode(), "application/json")
+                assert dict(result_pairs(server, job["job_id"])) == json.loads(rest[2])
+        finally:
+            stop(worker)
 
 
 @pytest.mark.slow

@@ -62,6 +62,11 @@ def broker(tmp_path_factory):
 @pytest.fixture
 def topics(broker):
     """Fresh input (4 partitions), output and error topics for one test."""
+    return new_topics(broker)
+
+
+def new_topics(broker):
+    """Fresh input (4 partitions), output and error topics, and a group id."""
     name = f"t{uuid.uuid4().hex[:8]}"
     names = {"input": f"{name}-in", "output": f"{name}-out", "error": f"{name}-err"}
     admin = AdminClient({"bootstrap.servers": broker})  # kept: its futures die with it
@@ -181,6 +186,40 @@ def test_10000_tweets_in_10000_labels_out_equal_to_rest(topics, tmp_path):
         assert message.key() == key_of[value["id"]]
         assert message.headers() == [("trace", b"abc")]
     assert {json.loads(m.value())["id"] for m in out} == set(sent)
+
+
+def test_a_processor_per_model_side_by_side(broker, tmp_path):
+    """Two processors, each STREAM_MODEL with its own topics and group, run at once; each answers
+    with its model, as that model's REST route does."""
+    import api
+
+    sent = tweets(500)
+    app = api.create_app({"API_TOKEN": TOKEN})
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    names = [m["name"] for m in client.get("/api/v1/models", headers=auth).json["models"]]
+    with contextlib.ExitStack() as stack:
+        runs = {}
+        for name in names:
+            made = new_topics(broker)
+            stack.enter_context(processor(made, tmp_path, name=name, STREAM_MODEL=name))
+            produce(
+                broker, made["input"], [json.dumps({"id": i, "text": t}) for i, t in sent.items()]
+            )
+            runs[name] = made
+        for name, made in runs.items():
+            reader = Reader(broker, made["output"])
+            out = reader.until(lambda m: len(m) >= len(sent))
+            reader.close()
+            rest = client.post(
+                f"/api/v1/models/{name}/predict?scores=true", json=sent, headers=auth
+            )
+            served = app.extensions["registry"].get(name)
+            assert len(out) == len(sent)
+            for message in out:
+                value = json.loads(message.value())
+                expected = {"id": value["id"], **rest.json[value["id"]]}
+                assert value == {**expected, "model": name, "model_version": served.version}
 
 
 BAD = [
