@@ -43,7 +43,7 @@ help:
 	@echo "make spark-score IN=tweets.csv OUT=labels.parquet  the same on Spark"
 	@echo "make test        install the dev tools and run every test"
 	@echo "make lint        ruff check and format check"
-	@echo "make train       retrain artifacts/ from DATA=$(DATA)"
+	@echo "make train       retrain every shipped model from DATA; MODEL=<name>: one (CHOICE=recorded: no CV)"
 	@echo "make bench       measure the model and the running service"
 	@echo "make profile     where a worker's time goes under load (PROFILE=\"--server floor\")"
 	@echo "make certs       make a self-signed server.crt/server.key if absent"
@@ -171,7 +171,10 @@ format: $(DEV)
 	$(DEV_BIN)/ruff format .
 
 train: $(DEV)
-	$(DEV_BIN)/python train.py --data "$(DATA)"
+	@for name in $(or $(MODEL),tweet-sentiment tweet-sentiment-large); do \
+		(set -x; $(DEV_BIN)/python train.py --data "$(DATA)" --model "$$name" $(if $(CHOICE),--choice $(CHOICE))) \
+			|| exit 1; \
+	done
 
 # The benchmark's peers (FastAPI, BentoML) in an environment of their own.
 BENCH_VENV ?= .venv-bench
