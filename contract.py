@@ -190,8 +190,13 @@ def predict(classifier, tweets, limits, scores=False, explain=False):
         if scores:
             answer[i]["score"] = round(probability, DECIMALS)
         if explain:
+            # A term whose pull rounds to 0 pulls neither way at the answer's precision: left out.
             answer[i]["explanation"] = {
-                side: [{"term": t, "weight": round(w, DECIMALS)} for t, w in pulls]
+                side: [
+                    {"term": t, "weight": round(w, DECIMALS)}
+                    for t, w in pulls
+                    if round(w, DECIMALS)
+                ]
                 for side, pulls in classifier.explain(text).items()
             }
     return answer

@@ -29,8 +29,21 @@ import train  # noqa: E402
 
 @pytest.fixture(scope="session")
 def shipped():
-    """The model in artifacts/."""
+    """The model in artifacts/: tweet-sentiment, model.py's own."""
     return model.load()
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The model every door answers with when none is named: models.json's default."""
+    return served_default().model
+
+
+def served_default():
+    """The registry.Served of models.json's default model."""
+    import registry
+
+    return registry.load_one().get()
 
 
 @pytest.fixture(scope="session")

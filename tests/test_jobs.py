@@ -28,6 +28,7 @@ from conftest import (
     free_port,
     make_child,
     running_server,
+    served_default,
     start_make,
     stop,
 )
@@ -92,7 +93,7 @@ def test_a_submitted_job_is_queued_with_an_id_and_a_location(client):
     [
         ("?model=nope", 404, "no model 'nope'; known models:"),
         ("?model=tweet-sentiment&version=0", 404, "has no version '0'"),
-        ("?version=0", 404, "model 'tweet-sentiment' has no version '0'"),  # the default's
+        ("?version=0", 404, "has no version '0'; its versions"),  # the default's
     ],
 )
 def test_a_job_for_an_unknown_model_is_refused_before_its_body_is_read(
@@ -354,7 +355,7 @@ def plain(value):
 
 def expected(batch, **options):
     """What the contract answers for a batch, in parts of MAX_TWEETS."""
-    shipped, answer, ids = model.default_model(), {}, list(batch)
+    shipped, answer, ids = served_default().model, {}, list(batch)
     for start in range(0, len(ids), 10_000):
         part = {i: batch[i] for i in ids[start : start + 10_000]}
         answer.update(contract.predict(shipped, part, contract.LIMITS, **options))

@@ -372,6 +372,8 @@ def test_training_reproduces_the_shipped_artifacts(data_path, tmp_path, capsys):
     assert accuracy_line.split()[1:] == [f"{figures[k]['accuracy']:.4f}" for k in columns]
     names = [model.PREPROCESSING_FILE, model.MODEL_FILE, model.MANIFEST_FILE, train.CARD_FILE]
     names.append(model.EVALUATION_FILE)
+    names += [f"{train.MODEL_2020_DIR}/{n}" for n in ("model.json", "evaluation.json")]
+    names.append(f"{train.MODEL_2020_DIR}/{model.MANIFEST_FILE}")
     for name in names:
         assert (tmp_path / name).read_bytes() == (model.ARTIFACTS_DIR / name).read_bytes(), name
     assert (tmp_path / train.PLOT_FILE).stat().st_size > 10_000
@@ -423,9 +425,12 @@ def test_training_is_byte_identical_whatever_kernels_run(data_path, tmp_path):
     for name, process in runs.items():
         output = process.communicate(timeout=900)[0]
         assert process.returncode == 0, f"training with the {name} kernels failed:\n{output}"
-    for path in sorted(p for p in model.ARTIFACTS_DIR.iterdir() if p.is_file()):
+    folder = model.ARTIFACTS_DIR
+    shipped = [p for p in folder.iterdir() if p.is_file()]
+    shipped += list((folder / train.MODEL_2020_DIR).iterdir())  # the 2020 approach, made beside
+    for path in sorted(shipped):
         for name in runs:
-            made = (tmp_path / name / path.name).read_bytes()
+            made = (tmp_path / name / path.relative_to(folder)).read_bytes()
             assert made == path.read_bytes(), f"{path.name} differs with the {name} kernels"
 
 

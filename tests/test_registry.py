@@ -226,7 +226,7 @@ def test_the_default_model_is_what_the_design_card_route_answers(client):
 @pytest.mark.parametrize(
     "path, status, detail",
     [
-        ("/api/v1/models/nope/predict", 404, "no model 'nope'; known models: 'tweet-sentiment'"),
+        ("/api/v1/models/nope/predict", 404, "no model 'nope'; known models: 'tweet-sentiment"),
         ("/api/v1/models/tweet-sentiment/versions/0/predict", 404, "has no version '0'"),
     ],
 )

@@ -70,12 +70,12 @@ def test_predict_answers_as_rest_does(rpc, client, query, options):
     assert list(rpc.predict(PAYLOAD, options)) == list(PAYLOAD)
 
 
-def test_get_model_and_health(rpc, app, shipped):
+def test_get_model_and_health(rpc, app, default_model):
     served = app.extensions["registry"].get()
     assert rpc.get_model() == contract.metadata(served, contract.LIMITS, 8 * 1024 * 1024)
-    assert rpc.get_model_metadata("tweet-sentiment") == rpc.get_model()
+    assert rpc.get_model_metadata(served.name) == rpc.get_model()
     health = rpc.health()
-    assert (health["status"], health["model_version"]) == ("ok", shipped.version)
+    assert (health["status"], health["model_version"]) == ("ok", default_model.version)
     assert health["models"] == {m["name"]: "loaded" for m in rpc.get_models()}
 
 
@@ -100,7 +100,7 @@ def test_every_model_is_addressable(rpc, app, client):
     [
         ({"model": "nope"}, "UnknownModel", "404 Not Found: no model 'nope'; known models:"),
         ({"model": "tweet-sentiment", "version": "0"}, "UnknownModel", "has no version '0'"),
-        ({"version": "0"}, "UnknownModel", "model 'tweet-sentiment' has no version '0'"),
+        ({"version": "0"}, "UnknownModel", "has no version '0'"),
         ({"model": 5}, "BadInput", "option model must be a string, got number"),
     ],
 )

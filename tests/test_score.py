@@ -57,7 +57,7 @@ def read_rows(path):
 
 
 @pytest.mark.slow
-def test_100000_rows_labels_equal_the_apis_and_errors_are_exact(tmp_path, client, shipped):
+def test_100000_rows_labels_equal_the_apis_and_errors_are_exact(tmp_path, client, default_model):
     rows = generated(100_000)
     source, target = tmp_path / "tweets.csv", tmp_path / "labels.csv"
     write_csv(source, rows)
@@ -67,7 +67,7 @@ def test_100000_rows_labels_equal_the_apis_and_errors_are_exact(tmp_path, client
     written = read_rows(target)
     assert written[0] == ["id", "label", "score"]
     assert [r[0] for r in written[1:]] == [i for i, _ in good]  # input order
-    expected = [round(s, 6) for s in shipped.scores([t for _, t in good])]
+    expected = [round(s, 6) for s in default_model.scores([t for _, t in good])]
     assert [float(r[2]) for r in written[1:]] == expected
     sample = dict(good[:40])
     rest = client.post(f"/api/v1/{TOKEN}/predict", json=sample).json
@@ -99,7 +99,7 @@ def test_memory_stays_bounded_whatever_the_file_size(tmp_path):
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
-def test_json_lines_and_every_kind_of_bad_line(tmp_path, processes, shipped):
+def test_json_lines_and_every_kind_of_bad_line(tmp_path, processes, default_model):
     lines = [
         json.dumps({"id": "a", "text": "I love it"}).encode(),
         json.dumps({"id": "b"}).encode(),
@@ -114,7 +114,7 @@ def test_json_lines_and_every_kind_of_bad_line(tmp_path, processes, shipped):
     source.write_bytes(b"\n".join(lines) + b"\n")
     result = run_score(source, tmp_path / "out.csv", "--processes", processes)
     assert result.returncode == 1
-    labels = shipped.run(["I love it", "not good at all"])
+    labels = default_model.run(["I love it", "not good at all"])
     assert [r[:2] for r in read_rows(tmp_path / "out.csv")] == [
         ["id", "label"],
         ["a", labels[0]],

@@ -1,0 +1,85 @@
+"""Every shell session printed in README.md and docs/ (the lines that start with "$ ") runs here
+against a real `make api-start`, and prints what the page shows, so the pages cannot go stale.
+
+Output is compared with its lines joined (the pages wrap long JSON) and "..." standing for anything
+the page leaves out. The longer examples of one door (websocket, jobs, ZeroRPC, Kafka) run in that
+door's tests, from the same pages.
+"""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import ROOT, running_server
+
+pytestmark = pytest.mark.slow
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def sessions():
+    """Yield (page, line, command, expected output) for each "$ " command of the pages."""
+    for page in PAGES:
+        lines = page.read_text().splitlines()
+        n = 0
+        while n < len(lines):
+            if not lines[n].startswith("$ "):
+                n += 1
+                continue
+            start, command = n + 1, [lines[n][2:]]
+            while command[-1].endswith("\\"):
+                n += 1
+                command.append(lines[n])
+            n += 1
+            output = []
+            while n < len(lines) and not lines[n].startswith(("$ ", "```")):
+                output.append(lines[n])
+                n += 1
+            yield page.relative_to(ROOT), start, "\n".join(command), "\n".join(output)
+
+
+SESSIONS = list(sessions())
+
+
+def matches(expected, actual):
+    """Whether the output matches the page's, lines joined, "..." for anything."""
+    joined = "".join(line.rstrip() for line in expected.splitlines())
+    pattern = ".*?".join(map(re.escape, joined.split("...")))
+    return re.fullmatch(pattern, "".join(line.rstrip() for line in actual.splitlines())) is not None
+
+
+def test_the_pages_have_sessions_to_run():
+    assert len(SESSIONS) >= 6
+    assert {str(page) for page, *_ in SESSIONS} >= {"README.md", "docs/models.md", "docs/rest.md"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("docs")
+    shutil.copy(ROOT / "payload.json", folder / "payload.json")
+    with running_server(folder) as started:  # no API_TOKEN: the token file, as a newcomer has
+        yield started
+
+
+@pytest.mark.parametrize(
+    "page, line, command, expected", SESSIONS, ids=[f"{p}:{n}" for p, n, *_ in SESSIONS]
+)
+def test_each_session_prints_what_the_page_shows(server, page, line, command, expected):
+    folder = server["folder"]
+    out = {"labels.csv": str(folder / "labels.csv")}  # files a session writes: not in the project
+    out["labels.errors.csv"] = str(folder / "labels.errors.csv")
+    for name, path in out.items():
+        command = re.sub(rf"(?<![\w/.]){re.escape(name)}", path, command)
+        expected = re.sub(rf"(?<![\w/.]){re.escape(name)}", path, expected)
+    command = command.replace("localhost:5000", f"localhost:{server['port']}")
+    # make runs in the project (the data path is relative to it); curl beside the token file.
+    cwd = ROOT if command.startswith("make ") else folder
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.replace("\r", "")
+    # What a terminal shows: the output, then (make score) the lines on standard error.
+    assert matches(expected, printed) or matches(expected, printed + result.stderr), (
+        f"{page}:{line} printed\n{printed}{result.stderr}\nnot\n{expected}"
+    )
