@@ -8,9 +8,11 @@ Flask app that answers the predict route with a constant (bench/floor.py), the b
 answer from a WSGI callable with no framework, and "model only" a WSGI callable serving the model
 with no API around it (bench/model_only.py). They run side by side and are loaded in turn, round
 after round, so that a slow spell of the machine falls on all of them.
-Beside them run two peers, what a user might stand up instead, each serving the same model.py from
-an environment of its own (requirements-bench.txt, .venv-bench): FastAPI on uvicorn
-(bench/peer_fastapi.py) and BentoML (bench/peer_bentoml.py). Load comes from wrk.
+Beside them run three peers, what a user might stand up instead, each serving the same model (the
+registry's default) from an environment of its own (requirements-bench.txt, .venv-bench): FastAPI
+on uvicorn with a plain def endpoint (bench/peer_fastapi.py) and with an async def endpoint
+answering ORJSONResponse (bench/peer_fastapi_async.py), and BentoML (bench/peer_bentoml.py). Load
+comes from wrk.
 """
 
 import argparse
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import doors  # noqa: E402  (bench/ is on the path: this script's folder)
 
-import model  # noqa: E402
+import registry  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tweet_sentiment_10K.csv"
 PAYLOAD = ROOT / "payload.json"
@@ -52,19 +54,19 @@ def load_tweets():
         with DATA.open(newline="", encoding="utf-8") as f:
             return [row["text"] for row in csv.DictReader(f)], f"real tweets from {DATA.name}"
     rng = random.Random(0)
-    words = [t for t in model.load().ratios if " " not in t]
+    words = [t for t in registry.load_one().get().model.ratios if " " not in t]
     tweets = [" ".join(rng.choices(words, k=rng.randint(4, 20))) for _ in range(10_000)]
     return tweets, "GENERATED tweets (the data set is absent): random model words"
 
 
 def in_process(tweets):
     """Time model.run in this process (one core): one tweet, then batches."""
-    cold = model.load()
+    cold = registry.load_one().get().model
     start = time.perf_counter()
     cold.run(tweets[:10_000])
     cold_rate = 10_000 / (time.perf_counter() - start)
 
-    m = model.load()
+    m = registry.load_one().get().model
     m.run(tweets)  # warm the token cache, as a running service's is
     singles = []
     for tweet in tweets[:5_000]:
@@ -287,7 +289,12 @@ COMMANDS = {
     "bare": [*GUNICORN, "bench.floor:bare"],
 }
 SERVERS = tuple(COMMANDS)
-PEERS = ("fastapi", "bentoml")
+PEERS = ("fastapi", "fastapi_async", "bentoml")
+PEER_TITLES = {
+    "fastapi": "FastAPI, def",
+    "fastapi_async": "FastAPI, async + ORJSON",
+    "bentoml": "BentoML",
+}
 BIG_BODY = "tweets1000.json"
 BENCH_BIN = ROOT / ".venv-bench" / "bin"  # make bench installs requirements-bench.txt there
 
@@ -315,6 +322,12 @@ def peer_commands(folder, tweets):
                           "--http", "httptools", "--no-access-log", *tls],
             {"big_body": big},
         ),
+        "fastapi_async": (
+            lambda port: [str(BENCH_BIN / "uvicorn"), "bench.peer_fastapi_async:app", "--host",
+                          "127.0.0.1", "--port", str(port), "--workers", "2", "--loop", "uvloop",
+                          "--http", "httptools", "--no-access-log", *tls],
+            {"big_body": big},
+        ),
         "bentoml": (
             lambda port: [str(BENCH_BIN / "bentoml"), "serve", "bench.peer_bentoml:Sentiment",
                           "--host", "127.0.0.1", "--port", str(port), *tls],
@@ -328,6 +341,7 @@ def peers_table(results):
     names = [n for n in ("service", *PEERS) if n in results]
     if len(names) == 1:
         return "(The peers were not measured: `.venv-bench` is absent.)"
+    peers = names[1:]
 
     def ratio(key, field, peer):
         x, y = results["service"][key][field], results[peer][key][field]
@@ -339,7 +353,7 @@ def peers_table(results):
             (
                 f"`payload.json`, {label}: requests/s",
                 *(f"{results[n][key]['requests_per_s']:,.0f}" for n in names),
-                *(ratio(key, "requests_per_s", p) for p in PEERS),
+                *(ratio(key, "requests_per_s", p) for p in peers),
             )
         )
         rows.append(
@@ -361,17 +375,22 @@ def peers_table(results):
         (
             "1,000-tweet requests, 8 connections: tweets/s",
             *(f"{results[n]['tweets1000_c8']['tweets_per_s']:,.0f}" for n in names),
-            *(ratio("tweets1000_c8", "tweets_per_s", p) for p in PEERS),
+            *(ratio("tweets1000_c8", "tweets_per_s", p) for p in peers),
         )
     )
     rows.append(("Start to first 200 answer (s)",
                  *(f"{results[n]['seconds_to_first_answer']:.2f}" for n in names)))  # fmt: skip
+    columns = 1 + len(names) + len(peers)
+    titles = [PEER_TITLES[p] for p in peers]
     lines = [
-        "| Measure | Service | FastAPI + uvicorn | BentoML "
-        "| Service / FastAPI | Service / BentoML |",
-        "| --- | --: | --: | --: | --: | --: |",
+        "| Measure | Service | "
+        + " | ".join(titles)
+        + " | "
+        + " | ".join(f"Service / {t}" for t in titles)
+        + " |",
+        "| --- |" + " --: |" * (columns - 1),
     ]
-    lines += [f"| {' | '.join(row + ('',) * (6 - len(row)))} |" for row in rows]
+    lines += [f"| {' | '.join(row + ('',) * (columns - len(row)))} |" for row in rows]
     return "\n".join(lines)
 
 
@@ -596,10 +615,13 @@ each round the servers, running side by side, are loaded in turn. In-process fig
 {text}
 
 The peers (last table) are what a user might stand up instead, loaded in the same rounds: FastAPI on
-uvicorn with uvloop and httptools, 2 workers, the token check and no limits or metrics
-(`bench/peer_fastapi.py`), and BentoML 1.4 as a service of 2 workers with its default access log
-(`bench/peer_bentoml.py`), both serving the same model.py with the same certificate, from their
-own environment (`requirements-bench.txt`, installed by `make bench` into `.venv-bench`).
+uvicorn with uvloop and httptools, 2 workers, the token check and no limits or metrics, with a
+plain `def` endpoint whose `dict[str, str]` answer pydantic validates (`bench/peer_fastapi.py`) and
+with the `async def` endpoint answering `ORJSONResponse` that FastAPI's documentation points
+performance-minded users to, no access log (`bench/peer_fastapi_async.py`), and BentoML 1.4 as a
+service of 2 workers with its default access log (`bench/peer_bentoml.py`), all serving the
+service's default model with the same certificate, from their own environment
+(`requirements-bench.txt`, installed by `make bench` into `.venv-bench`).
 
 The floor is the same gunicorn configuration, workers and certificate serving a Flask app that
 answers the predict route with a constant (`bench/floor.py`): what the server stack and Flask cost

@@ -4,9 +4,9 @@ metrics. Beside the bare floor it shows the model's own cost; beside the service
 
 import json
 
-import model
+import registry
 
-loaded = model.load()
+loaded = registry.load_one().get().model
 
 
 def app(environ, start_response):

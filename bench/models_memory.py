@@ -43,8 +43,7 @@ def main():
         bench.prepare(folder, bench.load_tweets()[0])
         for n in range(1, len(ordered) + 1):
             chosen = [
-                {**m, "versions": [str(bench.ROOT / v) for v in m["versions"]]}
-                for m in ordered[:n]
+                {**m, "versions": [str(bench.ROOT / v) for v in m["versions"]]} for m in ordered[:n]
             ]
             path = folder / f"models-{n}.json"
             path.write_text(json.dumps({"default": default["name"], "models": chosen}))

@@ -5,13 +5,13 @@ metrics. Runs in the benchmark's own environment (requirements-bench.txt)."""
 
 import bentoml
 
-import model
+import registry
 
 
 @bentoml.service(workers=2)
 class Sentiment:
     def __init__(self):
-        self.model = model.load()
+        self.model = registry.load_one().get().model
 
     @bentoml.api
     def predict(self, tweets: dict[str, str]) -> dict[str, str]:

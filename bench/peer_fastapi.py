@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException
 
-import model
+import registry
 
 TOKEN = os.environ["API_TOKEN"].encode()
 state = {}
@@ -16,7 +16,7 @@ state = {}
 
 @asynccontextmanager
 async def lifespan(app):
-    state["model"] = model.load()
+    state["model"] = registry.load_one().get().model
     yield
 
 
