@@ -148,6 +148,13 @@ max_requests_jitter = env_int("MAX_REQUESTS_JITTER", 5_000)
 limit_request_line = 1024
 limit_request_fields = 50
 client_timeout = env_int("CLIENT_TIMEOUT", 30)  # seconds a read or write may wait on a client
+if (
+    client_timeout <= keepalive
+):  # an idle kept-alive socket would time out mid-read, logged as an error
+    raise SystemExit(
+        f"CLIENT_TIMEOUT ({client_timeout} s) must be more than KEEPALIVE ({keepalive} s): raise "
+        "CLIENT_TIMEOUT or lower KEEPALIVE"
+    )
 
 # Loaded once in the master and shared by the forked workers.
 preload_app = True
