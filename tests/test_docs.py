@@ -6,6 +6,7 @@ the page leaves out. The longer examples of one door (websocket, jobs, ZeroRPC, 
 door's tests, from the same pages.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -74,8 +75,10 @@ def test_each_session_prints_what_the_page_shows(server, page, line, command, ex
     command = command.replace("localhost:5000", f"localhost:{server['port']}")
     # make runs in the project (the data path is relative to it); curl beside the token file.
     cwd = ROOT if command.startswith("make ") else folder
+    # As a terminal runs it: not as a child of `make test` (a nested make names its directory).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = subprocess.run(
-        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=120
+        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     printed = result.stdout.replace("\r", "")
