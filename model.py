@@ -391,9 +391,23 @@ def labels(scores):
 def load(directory=ARTIFACTS_DIR):
     """Load the artifacts, checking each against the manifest; fail naming the file."""
     directory = Path(directory)
+    documents, version = read_checked(directory, (PREPROCESSING_FILE, MODEL_FILE, EVALUATION_FILE))
+    preprocessing, weights = documents[PREPROCESSING_FILE], documents[MODEL_FILE]
+    check_weights(weights, directory / MODEL_FILE)
+    if not isinstance(documents[EVALUATION_FILE], dict):
+        raise ArtifactError(f"{directory / EVALUATION_FILE} is malformed: not a JSON object")
+    try:
+        return Model(preprocessing, weights, version, documents[EVALUATION_FILE])
+    except (KeyError, TypeError, ValueError, re.error) as e:
+        raise ArtifactError(f"{directory / PREPROCESSING_FILE} is malformed: {e!r}") from None
+
+
+def read_checked(directory, names):
+    """Return ({name: parsed JSON}, version) for artifact files checked against the manifest;
+    ArtifactError naming the file otherwise. Every model kind loads its files through it."""
     manifest, version = read_manifest(directory)
     documents = {}
-    for name in (PREPROCESSING_FILE, MODEL_FILE, EVALUATION_FILE):
+    for name in names:
         path = directory / name
         if name not in manifest:
             raise ArtifactError(f"{directory / MANIFEST_FILE} does not list {name}")
@@ -409,14 +423,7 @@ def load(directory=ARTIFACTS_DIR):
             documents[name] = json.loads(data)
         except ValueError as e:
             raise ArtifactError(f"{path} is not valid JSON: {e}") from None
-    preprocessing, weights = documents[PREPROCESSING_FILE], documents[MODEL_FILE]
-    check_weights(weights, directory / MODEL_FILE)
-    if not isinstance(documents[EVALUATION_FILE], dict):
-        raise ArtifactError(f"{directory / EVALUATION_FILE} is malformed: not a JSON object")
-    try:
-        return Model(preprocessing, weights, version, documents[EVALUATION_FILE])
-    except (KeyError, TypeError, ValueError, re.error) as e:
-        raise ArtifactError(f"{directory / PREPROCESSING_FILE} is malformed: {e!r}") from None
+    return documents, version
 
 
 def read_manifest(directory):

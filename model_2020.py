@@ -13,8 +13,6 @@ MANIFEST.sha256 listing both. The version is the manifest's hash, as model.py's.
 """
 
 import functools
-import hashlib
-import json
 import math
 import re
 from pathlib import Path
@@ -85,24 +83,7 @@ class Model2020:
 def load(directory):
     """Load the artifacts, checking each against the manifest; ArtifactError naming the file."""
     directory = Path(directory)
-    manifest, version = model.read_manifest(directory)
-    documents = {}
-    for name in (MODEL_FILE, EVALUATION_FILE):
-        path = directory / name
-        if name not in manifest:
-            raise model.ArtifactError(f"{directory / model.MANIFEST_FILE} does not list {name}")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise model.ArtifactError(f"cannot read model artifact {path}: {e.strerror}") from None
-        if hashlib.sha256(data).hexdigest() != manifest[name]:
-            raise model.ArtifactError(
-                f"{path} does not match its SHA-256 in {model.MANIFEST_FILE}: corrupt or altered"
-            )
-        try:
-            documents[name] = json.loads(data)
-        except ValueError as e:
-            raise model.ArtifactError(f"{path} is not valid JSON: {e}") from None
+    documents, version = model.read_checked(directory, (MODEL_FILE, EVALUATION_FILE))
     document = documents[MODEL_FILE]
     check(document, directory / MODEL_FILE)
     if not isinstance(documents[EVALUATION_FILE], dict):
