@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import model  # noqa: E402
+import registry  # noqa: E402
 
 PAYLOAD = json.loads((ROOT / "payload.json").read_text())
-EXPECTED = model.run(list(PAYLOAD.values()))
+EXPECTED = registry.load_one().get().model.run(list(PAYLOAD.values()))  # the default model's
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "server.*", ".api_token")
 
 
