@@ -21,6 +21,7 @@ export PORT ?= 5000
 export TLS_CERT ?= server.crt
 export TLS_KEY ?= server.key
 export API_TOKEN_FILE ?= .api_token
+export ADMIN_TOKEN_FILE ?= .admin_token
 export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 
 ifeq ($(INSTALL),no)
@@ -31,7 +32,7 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models profile certs token test lint format train bench docker-build docker-run \
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
 	docker-test compose-test clean
 
 help:
@@ -39,6 +40,7 @@ help:
 	@echo "make worker-start run a batch-jobs worker (BROKER_URL, JOB_STORE_URL; embedded by default)"
 	@echo "make rpc-start   serve the model over ZeroRPC on RPC_BIND (default tcp://127.0.0.1:4242)"
 	@echo "make stream-start label tweets from Kafka (KAFKA_BOOTSTRAP_SERVERS, KAFKA_INPUT_TOPIC, ...)"
+	@echo "make candidate MODEL=name | promote | rollback  move the aliases of the server here"
 	@echo "make score IN=tweets.csv OUT=labels.csv         label a file on every core"
 	@echo "make spark-score IN=tweets.csv OUT=labels.parquet  the same on Spark"
 	@echo "make test        install the dev tools and run every test"
@@ -84,12 +86,34 @@ certs:
 			-keyout "$(TLS_KEY)" -out "$(TLS_CERT)" 2>/dev/null) && chmod 644 "$(TLS_CERT)"; \
 	fi
 
-# A random token, once, in a file readable by its owner only; unless API_TOKEN is set.
+# A random token, once, in a file readable by its owner only; unless API_TOKEN is set. The same
+# for the admin token, which moves aliases (docs/models.md) and never asks for predictions.
 token:
 	@if [ -z "$$API_TOKEN" ] && [ ! -s "$(API_TOKEN_FILE)" ]; then \
 		(umask 077 && openssl rand -hex 32 > "$(API_TOKEN_FILE)"); \
 		echo "made a new API token in $(API_TOKEN_FILE)"; \
 	fi
+	@if [ -z "$$ADMIN_TOKEN" ] && [ ! -s "$(ADMIN_TOKEN_FILE)" ]; then \
+		(umask 077 && openssl rand -hex 32 > "$(ADMIN_TOKEN_FILE)"); \
+		echo "made a new admin token in $(ADMIN_TOKEN_FILE)"; \
+	fi
+
+# Move the aliases of the server on this machine (docs/models.md), with the admin token: sent on
+# standard input, so that no process list shows it. A refusal (409: the guard) fails the target.
+#   make candidate MODEL=tweet-sentiment [SHADOW=100] [CANARY=0]
+#   make promote [FORCE=1]      make rollback
+ADMIN_CURL = token=$${ADMIN_TOKEN%%,*}; [ -n "$$token" ] || token=$$(head -n1 "$(ADMIN_TOKEN_FILE)"); \
+	printf 'Authorization: Bearer %s\n' "$$token" | curl -sS --fail-with-body -w '\n' \
+	--cacert "$(TLS_CERT)" -H @- -H 'Content-Type: application/json'
+ALIASES_URL = https://localhost:$(PORT)/api/v1/aliases
+candidate:
+	@[ -n "$(MODEL)" ] || { echo "usage: make candidate MODEL=name [VERSION=] [SHADOW=100] [CANARY=0]"; exit 2; }
+	@$(ADMIN_CURL) -X PUT $(ALIASES_URL)/candidate -d '{"model": "$(MODEL)"$(if $(VERSION),$(COMMA) "version": "$(VERSION)")$(if $(SHADOW),$(COMMA) "shadow_percent": $(SHADOW))$(if $(CANARY),$(COMMA) "canary_percent": $(CANARY))}'
+promote:
+	@$(ADMIN_CURL) -X POST $(ALIASES_URL)/promote $(if $(FORCE),-d '{"force": true}')
+rollback:
+	@$(ADMIN_CURL) -X POST $(ALIASES_URL)/rollback
+COMMA := ,
 
 api-start: $(RUNTIME) certs token
 	@if [ -n "$$API_TOKEN" ]; then token='$$API_TOKEN'; else token='$$(head -n1 $(API_TOKEN_FILE))'; fi; \

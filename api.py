@@ -19,6 +19,8 @@ from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
     BadRequest,
+    Conflict,
+    Forbidden,
     HTTPException,
     InternalServerError,
     NotFound,
@@ -29,6 +31,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+import aliases
 import contract
 import jobs
 import model
@@ -48,6 +51,11 @@ DEFAULTS = {
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
     "WS_AUTH_MAX_BYTES": 4096,  # the most a websocket may send before it has authenticated
     "WS_PING_SECONDS": 25,  # a silent websocket is pinged; no pong by the next ping closes it
+    # The credential that moves aliases (aliases.py), never one that asks for predictions.
+    "ADMIN_TOKEN": "",  # comma-separated; empty means: read ADMIN_TOKEN_FILE
+    "ADMIN_TOKEN_FILE": str(ROOT / ".admin_token"),
+    "PROMOTE_MIN_PAIRS": 1000,  # shadow pairs a candidate needs before a promotion
+    "PROMOTE_MIN_AGREEMENT": "0.9",  # the share of them on which it must agree with stable
 }
 OPTIONS = contract.OPTIONS
 REQUEST_ID_MAX = ws.REQUEST_ID_MAX
@@ -101,6 +109,7 @@ def create_app(config=None):
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.extensions["settings"] = settings
     IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
+    settings["PROMOTE_MIN_AGREEMENT"] = share(settings["PROMOTE_MIN_AGREEMENT"])
     reload(app)
     app.extensions["openapi"] = openapi(settings)
     service.setup_logging(log)
@@ -130,6 +139,12 @@ def create_app(config=None):
     app.add_url_rule("/api/v1/model", view_func=model_metadata)
     app.add_url_rule("/api/v1/models", view_func=models_listing)
     app.add_url_rule("/api/v1/models/<name>", view_func=model_metadata)
+    app.add_url_rule("/api/v1/aliases", view_func=aliases_view)
+    app.add_url_rule(
+        "/api/v1/aliases/candidate", view_func=candidate_view, methods=["PUT", "DELETE"]
+    )
+    app.add_url_rule("/api/v1/aliases/promote", view_func=promote_view, methods=["POST"])
+    app.add_url_rule("/api/v1/aliases/rollback", view_func=rollback_view, methods=["POST"])
     blueprint, app.extensions["jobs_metrics"] = jobs.routes(
         require_bearer_token, parse_options, BodyStream, settings, resolve_model
     )
@@ -144,18 +159,35 @@ def create_app(config=None):
 
 
 def reload(app):
-    """Load the tokens and the models afresh; both or neither replace the current ones."""
+    """Load the tokens and the models afresh; all or none replace the current ones."""
     settings = app.extensions["settings"]
     tokens = settings.tokens()
-    models = registry.load(settings["MODELS_FILE"])
-    app.extensions["tokens"], app.extensions["registry"] = tokens, models
+    admin = settings.tokens("ADMIN_TOKEN", "admin token", required=False)
+    if set(admin) & set(tokens):
+        raise RuntimeError(
+            "an admin token is also an API token: give ADMIN_TOKEN a value of its own"
+        )
+    models = registry.load(settings["MODELS_FILE"], aliases_file=settings["ALIASES_FILE"])
+    app.extensions.update(tokens=tokens, admin_tokens=admin, registry=models)
 
 
-def token_is_valid(token, extensions=None):
-    """Compare against every valid token in constant time."""
+def share(value):
+    """PROMOTE_MIN_AGREEMENT: a number from 0 to 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise RuntimeError(f"PROMOTE_MIN_AGREEMENT must be a number from 0 to 1, got {value!r}")
+    return number
+
+
+def token_is_valid(token, extensions=None, kind="tokens"):
+    """Compare against every valid token (of `kind`: "tokens" or "admin_tokens") in constant
+    time."""
     candidate = token.encode("utf-8", "surrogatepass")  # whatever str a client sent
     valid = False
-    for known in (extensions or current_app.extensions)["tokens"]:
+    for known in (extensions or current_app.extensions)[kind]:
         valid |= hmac.compare_digest(candidate, known)
     return valid
 
@@ -190,10 +222,14 @@ def predict_with_bearer_token():
     return predict()
 
 
-def resolve_model(name=None, version=None):
-    """The registry.Served for a name and version (the default for None), from the models loaded
-    now: a HUP may have replaced them."""
-    return current_app.extensions["registry"].get(name, version)
+def resolve_model(name=None, version=None, request_id=None):
+    """The registry.Served for a name and version (the default for None: with a request id, the
+    canary's share goes to the candidate), from the models loaded now: a HUP may have replaced
+    them."""
+    models = current_app.extensions["registry"]
+    if name is None and version is None and request_id is not None:
+        return models.route(request_id)
+    return models.get(name, version)
 
 
 def predict_named(name, version=None):
@@ -204,7 +240,7 @@ def predict_named(name, version=None):
 
 def predict(name=None, version=None):
     """Label each tweet of a JSON object {"id": "tweet", ...}, keeping the ids and their order."""
-    served = resolve_model(name, version)
+    served = resolve_model(name, version, request.environ.get("api.request_id"))
     options = parse_options()
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
@@ -227,9 +263,9 @@ def model_headers(served):
     return [("X-Model-Name", served.name), ("X-Model-Version", served.version)]
 
 
-def ws_answer(tweets, scores=False, explain=False, name=None, version=None):
+def ws_answer(tweets, scores=False, explain=False, name=None, version=None, request_id=None):
     """A websocket message's batch, answered as REST answers it: (predictions, served)."""
-    served = resolve_model(name, version)
+    served = resolve_model(name, version, request_id)
     extensions = current_app.extensions
     return answer(extensions, served, tweets, scores=scores, explain=explain), served
 
@@ -312,14 +348,133 @@ def metrics():
     require_bearer_token()
     for name, version in current_app.extensions["registry"].known:
         MODEL_INFO.labels(name, version).set(1)
-    collector = prometheus_client.CollectorRegistry()
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        multiprocess.MultiProcessCollector(collector)
-    else:
-        collector = prometheus_client.REGISTRY
-    text = prometheus_client.generate_latest(collector)
+    text = prometheus_client.generate_latest(metrics_collector())
     text += prometheus_client.generate_latest(current_app.extensions["jobs_metrics"])
     return Response(text, mimetype="text/plain")
+
+
+def metrics_collector():
+    """Every worker's metrics under gunicorn; this process's otherwise."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return prometheus_client.REGISTRY
+    collector = prometheus_client.CollectorRegistry()
+    multiprocess.MultiProcessCollector(collector)
+    return collector
+
+
+# Aliases (aliases.py): read with a prediction or admin token, moved with the admin token only.
+
+
+def require_admin_token(read_only=False):
+    """401 without a valid token; 403 for a prediction token where the admin token is needed."""
+    token = bearer_token(request.headers.get("Authorization", ""))
+    if token is not None and token_is_valid(token, kind="admin_tokens"):
+        return
+    if token is not None and token_is_valid(token):
+        if read_only:
+            return
+        configured = (
+            ""
+            if current_app.extensions["admin_tokens"]
+            else ("; none is configured: set ADMIN_TOKEN or create ADMIN_TOKEN_FILE")
+        )
+        raise Forbidden(f"a prediction token cannot move aliases: send the admin token{configured}")
+    raise Unauthorized(
+        "send a valid token as 'Authorization: Bearer <token>'",
+        www_authenticate=WWWAuthenticate("bearer"),
+    )
+
+
+def aliases_state():
+    """The aliases and the candidate's shadow figures, as GET /api/v1/aliases answers."""
+    state = current_app.extensions["registry"].aliases.current()
+    candidate = state.candidate
+    shown = None if candidate is None else {k: v for k, v in candidate.items() if k != "baseline"}
+    return {
+        "stable": state.stable,
+        "candidate": shown,
+        "previous": state.previous,
+        "shadow": aliases.shadow_summary(metrics_collector(), state),
+        "canary_percent": candidate.get("canary_percent", 0) if candidate else 0,
+    }
+
+
+def aliases_view():
+    require_admin_token(read_only=True)
+    return aliases_state()
+
+
+def change_aliases(edit, what):
+    """Store a change of the aliases and answer the new state; log who changed what."""
+    models = current_app.extensions["registry"]
+    try:
+        state = models.aliases.change(edit)
+    except aliases.Refused as e:
+        raise Conflict(str(e)) from None
+    except aliases.Invalid as e:
+        raise BadRequest(str(e)) from None
+    log.info(
+        "aliases: %s; stable %s, candidate %s, previous %s",
+        what,
+        aliases.pair(state.stable),
+        aliases.pair(state.candidate),
+        aliases.pair(state.previous),
+        extra={"request_id": request.environ.get("api.request_id", "-")},
+    )
+    return aliases_state()
+
+
+def json_body(default=None):
+    """The body as JSON (any content type), or default when it is empty; 400 otherwise."""
+    data = read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+    if not data.strip():
+        return default
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+
+
+def candidate_view():
+    require_admin_token()
+    if request.method == "DELETE":
+        return change_aliases(aliases.clear_candidate, "candidate removed")
+    models = current_app.extensions["registry"]
+
+    def baseline(stable, candidate):
+        return aliases.shadow_counts(metrics_collector(), stable, candidate)
+
+    edit = aliases.set_candidate(models.get, json_body(), baseline)
+    return change_aliases(edit, "candidate set")
+
+
+def promote_view():
+    require_admin_token()
+    body = json_body({})
+    if not isinstance(body, dict) or not isinstance(body.get("force", False), bool):
+        raise BadRequest('send nothing, or {"force": true} to skip the guard')
+    settings, models = current_app.extensions["settings"], current_app.extensions["registry"]
+
+    def guard(state):
+        if body.get("force"):
+            return None
+        # Every worker forks from the master's preloaded registry: loaded here is loaded in all.
+        candidate = state.candidate
+        ready = (candidate["model"], candidate["version"]) in models.known
+        summary = aliases.shadow_summary(metrics_collector(), state)
+        return aliases.guard_reason(
+            summary, ready, settings["PROMOTE_MIN_PAIRS"], settings["PROMOTE_MIN_AGREEMENT"]
+        )
+
+    return change_aliases(
+        aliases.promote(guard), "promoted" + (" (forced)" * bool(body.get("force")))
+    )
+
+
+def rollback_view():
+    require_admin_token()
+    json_body()  # read, so that a body sent is not left on the connection
+    return change_aliases(aliases.rollback, "rolled back")
 
 
 def openapi(settings):
@@ -518,7 +673,7 @@ class FastPredict:
         answered, or None if Flask must answer."""
         try:
             tweets = contract.batch(contract.parse_json(data.decode("utf-8")))
-            served = self.app.extensions["registry"].get()
+            served = self.app.extensions["registry"].route(environ.get("api.request_id"))
             predictions = answer(self.app.extensions, served, tweets)
         except Exception:  # bad input, or a bug: Flask answers either as it always does
             return None

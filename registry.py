@@ -12,6 +12,10 @@ module and a line in KINDS, and no door changes.
 
 A model that fails to load is held with its reason, shown in the listing and /ready, and the
 others serve; start-up fails only when the default cannot load.
+
+A request that names no model gets the stable alias (aliases.py: with no aliases file, models.json's
+default), shadowed by the candidate when one is set; route(request_id) may give it the candidate
+instead, as its canary share says.
 """
 
 import dataclasses
@@ -19,6 +23,7 @@ import importlib
 import json
 from pathlib import Path
 
+import aliases
 import contract
 import model
 
@@ -60,15 +65,48 @@ class Served:
 
 
 class Registry:
-    def __init__(self, entries, default):
-        self.entries, self.default = entries, default
+    def __init__(self, entries, default, aliases_file=None):
+        self.entries, self.configured = entries, default
         # Metric labels and headers take only these values: registered names and versions.
         self.known = {(n, v) for n, e in entries.items() for v in e.versions}
+        self.aliases = None
+        if aliases_file is not None:
+            fallback = (default, entries[default].serve)
+            self.aliases = aliases.Aliases(aliases_file, self.known, fallback)
+
+    @property
+    def default(self):
+        """The name a request that names none is answered by: stable's, or models.json's."""
+        return self.configured if self.aliases is None else self.aliases.current().stable["model"]
 
     def get(self, name=None, version=None):
         """Return the Served for a name (the default if None) and optional version; UnknownModel
-        naming the known ones otherwise."""
-        name = self.default if name is None else name
+        naming the known ones otherwise. The default is the stable alias, and its model scores
+        with the candidate beside it when a shadow is set."""
+        if name is None and self.aliases is not None:
+            state = self.aliases.current()
+            if version is not None:  # a version of the stable model
+                return self.find(state.stable["model"], version)
+            stable = self.find(state.stable["model"], state.stable["version"])
+            candidate = state.candidate
+            if candidate is None or not candidate.get("shadow_percent"):
+                return stable
+            other = self.find(candidate["model"], candidate["version"])
+            shadowed = aliases.Shadowed(stable, other, candidate["shadow_percent"])
+            return dataclasses.replace(stable, model=shadowed)
+        return self.find(self.configured if name is None else name, version)
+
+    def route(self, request_id):
+        """The Served for a default request with this id: the candidate for its canary share,
+        else get()'s."""
+        if self.aliases is not None and request_id is not None:
+            candidate = self.aliases.current().candidate
+            percent = candidate.get("canary_percent", 0) if candidate else 0
+            if percent and aliases.canary_share(request_id) < percent:
+                return self.find(candidate["model"], candidate["version"])
+        return self.get()
+
+    def find(self, name, version=None):
         entry = self.entries.get(name)
         if entry is None:
             raise contract.UnknownModel(
@@ -86,7 +124,8 @@ class Registry:
 
     def listing(self):
         """Every model, loaded or not, as GET /api/v1/models lists them."""
-        models = []
+        models, default = [], self.default
+        state = self.aliases.current().as_dict() if self.aliases else {}
         for name, entry in self.entries.items():
             item = {
                 "name": name,
@@ -95,7 +134,8 @@ class Registry:
                 "kind": entry.kind,
                 "version": entry.serve,
                 "versions": list(entry.versions),
-                "default": name == self.default,
+                "default": name == default,
+                "aliases": [a for a, v in state.items() if v is not None and v["model"] == name],
                 "state": entry.state,
             }
             if entry.error is not None:
@@ -106,7 +146,8 @@ class Registry:
     def ready(self):
         """Return (ready, {name: state}): ready when every required model is loaded."""
         states = {n: e.state for n, e in self.entries.items()}
-        required = [e for e in self.entries.values() if e.required or e.name == self.default]
+        default = self.default
+        required = [e for e in self.entries.values() if e.required or e.name == default]
         return bool(required) and all(e.error is None for e in required), states
 
 
@@ -116,8 +157,9 @@ class ModelUnavailable(contract.PredictionError):
     status, text = 503, "Service Unavailable"
 
 
-def load(path=MODELS_FILE, only=None):
-    """Load the models that models.json at `path` names (or only those named in `only`).
+def load(path=MODELS_FILE, only=None, aliases_file=None):
+    """Load the models that models.json at `path` names (or only those named in `only`); with
+    aliases_file, a request that names no model follows its aliases.
 
     RuntimeError naming the file when models.json is unreadable or malformed, or when the
     default (or a model in `only`) cannot load; other models that fail are held with the reason.
@@ -140,7 +182,7 @@ def load(path=MODELS_FILE, only=None):
             raise RuntimeError(f"{path} has no model {missing}; it has: {known}")
         if default not in entries:  # a door that serves other models only: its first is its own
             default = only[0]
-    return Registry(entries, default)
+    return Registry(entries, default, aliases_file)
 
 
 def load_one(path=MODELS_FILE, name=None):

@@ -109,7 +109,9 @@ class Sentiment:
         self.models = self.load()
 
     def load(self):
-        models = registry.load(self.settings["MODELS_FILE"])
+        models = registry.load(
+            self.settings["MODELS_FILE"], aliases_file=self.settings["ALIASES_FILE"]
+        )
         for name, version in models.known:
             MODEL_INFO.labels(name, version).set(1)
         return models

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import aliases
 import contract
 import registry
 
@@ -19,6 +20,7 @@ SHARED = {
     "API_TOKEN": "",  # comma-separated; empty means: read API_TOKEN_FILE
     "API_TOKEN_FILE": str(ROOT / ".api_token"),
     "MODELS_FILE": str(registry.MODELS_FILE),  # the models served, and the default
+    "ALIASES_FILE": str(aliases.ALIASES_FILE),  # stable, candidate, previous (aliases.py)
     **contract.LIMITS,
     "MAX_BODY_BYTES": 8 * 1024 * 1024,  # a REST body, a websocket message, an RPC call
 }
@@ -49,21 +51,23 @@ class Settings(dict):
         settings.update(config or {})
         return settings
 
-    def tokens(self):
-        """Return the valid tokens: API_TOKEN, or else the lines or commas of API_TOKEN_FILE."""
-        raw = self["API_TOKEN"]
+    def tokens(self, key="API_TOKEN", what="API token", required=True):
+        """Return the valid tokens: the setting `key` (API_TOKEN), or else the lines or commas of
+        the file its `key`_FILE names. Not required (ADMIN_TOKEN): [] when neither is set."""
+        raw = self[key]
         if not raw:
-            path = Path(self["API_TOKEN_FILE"])
+            path = Path(self[f"{key}_FILE"])
             try:
                 raw = path.read_text(encoding="utf-8")
             except OSError as e:
+                if not required and isinstance(e, FileNotFoundError):
+                    return []
                 raise RuntimeError(
-                    f"no API token: set API_TOKEN or create {path} (make api-start does): "
-                    f"{e.strerror}"
+                    f"no {what}: set {key} or create {path} (make api-start does): {e.strerror}"
                 ) from None
         tokens = [t.strip() for t in raw.replace("\n", ",").split(",") if t.strip()]
-        if not tokens:
-            raise RuntimeError("no API token: API_TOKEN and the token file are empty")
+        if not tokens and required:
+            raise RuntimeError(f"no {what}: {key} and the token file are empty")
         return [t.encode() for t in tokens]
 
 

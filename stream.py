@@ -5,12 +5,12 @@
 
 Input: a message whose value is UTF-8 JSON {"id": "...", "text": "..."}. Output: the same key and
 headers, value {"id", "label", "score", "model", "model_version"}. One processor serves one
-model: STREAM_MODEL (models.json's default if empty); run one per model, each with its own topics
-and group id. A message that cannot be labelled goes to
-the error topic byte for byte, with headers error.kind, error.status and error.detail. Messages are
-taken in batches and labelled in one call. Offsets are committed only after every output of the
-batch is acknowledged by the broker: at least once, so a crash can repeat a batch, never lose one.
-TERM finishes the batch in hand, commits, leaves the group and exits 0.
+model: STREAM_MODEL, or if empty the stable alias, followed as it moves (aliases.py; a batch is
+labelled by one model); run one per model, each with its own topics and group id. A message that
+cannot be labelled goes to the error topic byte for byte, with headers error.kind, error.status and
+error.detail. Messages are taken in batches and labelled in one call. Offsets are committed only
+after every output of the batch is acknowledged by the broker: at least once, so a crash can repeat
+a batch, never lose one. TERM finishes the batch in hand, commits, leaves the group and exits 0.
 """
 
 import argparse
@@ -110,7 +110,13 @@ class Processor:
 
     def __init__(self, settings):
         self.settings = settings
-        self.served = registry.load_one(settings["MODELS_FILE"], settings["STREAM_MODEL"]).get()
+        self.name = settings["STREAM_MODEL"] or None  # None: the stable alias, as it moves
+        if self.name is None:
+            self.models = registry.load(
+                settings["MODELS_FILE"], aliases_file=settings["ALIASES_FILE"]
+            )
+        else:
+            self.models = registry.load_one(settings["MODELS_FILE"], self.name)
         self.running = True
         self.assignment = []
         self.unreachable = False  # said so already: quiet until the broker answers again
@@ -204,8 +210,9 @@ class Processor:
             except Exception as e:  # a bug must not stop the stream: this message to the errors
                 log.error("unexpected error reading a message: %s", type(e).__name__)
                 failures.append((message, Unlabelled("internal", 500, "an unexpected error")))
-        good, answer = self.label(good, failures)
-        served, version = self.served, self.served.version
+        served = self.models.get(self.name)
+        good, answer = self.label(good, failures, served)
+        version = served.version
         delivery = {"failed": []}
 
         def delivered(error, _):
@@ -252,7 +259,7 @@ class Processor:
             }
             sys.stderr.write(service.json_line("info", "stream batch", fields))
 
-    def label(self, good, failures):
+    def label(self, good, failures, served):
         """Label the batch's good messages in one call; if that fails, which only a bug can make
         it, each on its own, the ones that fail alone to the errors: no message stops the stream.
         Returns the messages labelled and their answers by position."""
@@ -260,7 +267,7 @@ class Processor:
         tweets = {str(n): text for n, (_, _, text) in enumerate(good)}
         try:
             return good, contract.predict(
-                self.served.model, tweets, limits, scores=True
+                served.model, tweets, limits, scores=True
             ) if tweets else {}
         except Exception as e:
             log.error("a batch could not be labelled (%s): labelling each alone", type(e).__name__)
@@ -268,7 +275,7 @@ class Processor:
         for item in good:
             try:
                 answer[str(len(kept))] = contract.predict(
-                    self.served.model, {"0": item[2]}, limits, scores=True
+                    served.model, {"0": item[2]}, limits, scores=True
                 )["0"]
                 kept.append(item)
             except Exception:
@@ -325,12 +332,13 @@ def main(argv=None):
     )
     signal.signal(signal.SIGTERM, processor.stop)
     signal.signal(signal.SIGINT, processor.stop)
+    served = processor.models.get(processor.name)
     log.info(
         "consuming %s from %s, model %s %s, metrics on %s:%s",
         settings["KAFKA_INPUT_TOPIC"],
         settings["KAFKA_BOOTSTRAP_SERVERS"],
-        processor.served.name,
-        processor.served.version,
+        served.name,
+        served.version,
         settings["STREAM_METRICS_HOST"],
         port,
     )

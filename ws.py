@@ -262,7 +262,11 @@ def reply_to(message, answer):
             raise contract.BadInput('missing field "tweets": {"id": "tweet text", ...}')
         tweets = contract.batch(fields["tweets"], 'field "tweets"')
         predictions, served = answer(
-            tweets, name=fields.get("model"), version=fields.get("version"), **options
+            tweets,
+            name=fields.get("model"),
+            version=fields.get("version"),
+            request_id=request_id,
+            **options,
         )
     except contract.PredictionError as e:
         reply = {"type": "prediction_error", "request_id": request_id, **e.as_dict()}

@@ -67,6 +67,7 @@ def pytest_terminal_summary(terminalreporter):
 
 TOKEN = "test-token-0123456789"
 OTHER_TOKEN = "rotated-token-abcdef"
+ADMIN_TOKEN = "admin-token-fedcba987654"
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +79,8 @@ def app(tmp_path_factory):
     return api.create_app(
         {
             "API_TOKEN": f"{TOKEN},{OTHER_TOKEN}",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "ALIASES_FILE": str(tmp_path_factory.mktemp("aliases") / "aliases.json"),
             "MAX_TWEETS": 50,
             "MAX_TWEET_CHARS": 280,
             "MAX_BODY_BYTES": 64 * 1024,
@@ -153,13 +156,15 @@ def running_server(folder, **env):
     server's whole output), process (make's).
     """
     port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k != "API_TOKEN"}
+    environment = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "ADMIN_TOKEN")}
     environment.update(
         PORT=str(port),
         HOST="127.0.0.1",
         TLS_CERT=str(folder / "server.crt"),
         TLS_KEY=str(folder / "server.key"),
         API_TOKEN_FILE=str(folder / ".api_token"),
+        ADMIN_TOKEN_FILE=str(folder / ".admin_token"),
+        ALIASES_FILE=str(folder / "aliases.json"),
         WORKERS="2",
         JOBS_DIR=str(folder / "jobs"),  # the jobs door's embedded broker and store
         WORKER_METRICS_PORT=str(free_port()),
