@@ -81,20 +81,26 @@ class Registry:
 
     def get(self, name=None, version=None):
         """Return the Served for a name (the default if None) and optional version; UnknownModel
-        naming the known ones otherwise. The default is the stable alias, and its model scores
-        with the candidate beside it when a shadow is set."""
-        if name is None and self.aliases is not None:
-            state = self.aliases.current()
-            if version is not None:  # a version of the stable model
-                return self.find(state.stable["model"], version)
-            stable = self.find(state.stable["model"], state.stable["version"])
-            candidate = state.candidate
-            if candidate is None or not candidate.get("shadow_percent"):
-                return stable
-            other = self.find(candidate["model"], candidate["version"])
-            shadowed = aliases.Shadowed(stable, other, candidate["shadow_percent"])
-            return dataclasses.replace(stable, model=shadowed)
-        return self.find(self.configured if name is None else name, version)
+        naming the known ones otherwise. The default is the stable alias; whatever asks for the
+        stable model and version scores with the candidate beside it when a shadow is set."""
+        if self.aliases is None:
+            return self.find(self.configured if name is None else name, version)
+        state = self.aliases.current()
+        stable = state.stable
+        served = self.find(
+            stable["model"] if name is None else name,
+            version or (stable["version"] if name is None else None),
+        )
+        candidate = state.candidate
+        if (
+            candidate is None
+            or not candidate.get("shadow_percent")
+            or (served.name, served.version) != (stable["model"], stable["version"])
+        ):
+            return served
+        other = self.find(candidate["model"], candidate["version"])
+        shadowed = aliases.Shadowed(served, other, candidate["shadow_percent"])
+        return dataclasses.replace(served, model=shadowed)
 
     def route(self, request_id):
         """The Served for a default request with this id: the candidate for its canary share,
