@@ -67,9 +67,10 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
 # gunicorn alone acts on it, finishes the requests in flight, and they exit after it.
 ENTRYPOINT ["tini", "-g", "--", "sh", "-c", "trap '' TERM INT; exec \"$@\"", "sh"]
 
-# Self-contained: as the non-root user, with the certificate and token in /run/api (made at start
-# unless mounted there, or the token passed as API_TOKEN).
+# Self-contained: as the non-root user, with the certificate, the tokens and the aliases in /run/api
+# (made at start unless mounted there, or the tokens passed as API_TOKEN and ADMIN_TOKEN).
 CMD ["setpriv", "--reuid=api", "--regid=api", "--init-groups", \
      "make", "-C", "/app", "--no-print-directory", "api-start", \
      "TLS_CERT=/run/api/server.crt", "TLS_KEY=/run/api/server.key", \
-     "API_TOKEN_FILE=/run/api/.api_token"]
+     "API_TOKEN_FILE=/run/api/.api_token", "ADMIN_TOKEN_FILE=/run/api/.admin_token", \
+     "ALIASES_FILE=/run/api/aliases.json"]

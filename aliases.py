@@ -151,7 +151,7 @@ class Aliases:
 def file_stamp(path):
     try:
         info = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file: the fallback
         return None
     return info.st_mtime_ns, info.st_size, info.st_ino
 
@@ -159,7 +159,7 @@ def file_stamp(path):
 def read(path, fallback):
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return fallback
     for name in NAMES:
         alias = data.get(name)

@@ -413,6 +413,11 @@ def change_aliases(edit, what):
         raise Conflict(str(e)) from None
     except aliases.Invalid as e:
         raise BadRequest(str(e)) from None
+    except OSError as e:  # the server's fault: say which setting to mend, not the request's
+        raise ServiceUnavailable(
+            f"the aliases file cannot be written ({e.strerror}): set ALIASES_FILE to a path "
+            "this server may write"
+        ) from None
     log.info(
         "aliases: %s; stable %s, candidate %s, previous %s",
         what,

@@ -300,3 +300,13 @@ def rpc_settings(config):
     import service
 
     return service.Settings.load(rpc.DEFAULTS, config)
+
+
+def test_an_aliases_file_that_cannot_be_written_is_a_503_naming_the_setting(tmp_path):
+    (tmp_path / "a-file").write_text("")  # a folder no user can make, root included
+    client = make_app(
+        tmp_path, ALIASES_FILE=str(tmp_path / "a-file" / "aliases.json")
+    ).test_client()
+    response = put_candidate(client, model=SMALL)
+    assert response.status_code == 503 and "ALIASES_FILE" in response.json["detail"]
+    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == LARGE
