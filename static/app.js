@@ -61,10 +61,34 @@ async function loadCard() {
   $("tweet").maxLength = body.limits.max_tweet_chars;
 }
 
+// Which model answers by default (stable), the candidate tried beside it and how often the two
+// agree on the tweets it shadowed, and what a rollback would bring back; read every 10 s.
+async function loadAliases() {
+  const aliases = await getJson("/api/v1/aliases");
+  const named = (alias) => `${alias.model} ${alias.version}`;
+  let text = `Serving ${named(aliases.stable)} by default`;
+  const candidate = aliases.candidate;
+  const shadow = aliases.shadow;
+  if (candidate) {
+    text += `; candidate ${named(candidate)}: ` + (shadow.pairs
+      ? `agrees on ${(shadow.agreement * 100).toFixed(1)}% of ${shadow.pairs.toLocaleString()} tweets shadowed`
+      : "no tweet shadowed yet");
+    if (aliases.canary_percent) text += `, answering ${aliases.canary_percent}% of requests`;
+  }
+  if (aliases.previous) text += `; a rollback brings back ${named(aliases.previous)}`;
+  show($("aliases"), `${text}.`);
+  $("aliases").hidden = false;
+}
+
+let aliasesTimer = null;
+
 async function start(given) {
   token = given;
   await loadModels();
   await loadCard();
+  await loadAliases();
+  clearInterval(aliasesTimer);
+  aliasesTimer = setInterval(() => loadAliases().catch(() => {}), 10000);
   connect(token);
 }
 

@@ -144,3 +144,40 @@ def test_the_model_picked_answers_and_its_card_is_shown(page):
         assert row.locator("td").nth(0).text_content() == served.entry.display_name
         assert row.locator("td").nth(1).text_content() == served.model.run([TWEET])[0]
     assert page.problems == []
+
+
+def test_the_page_shows_the_candidate_and_its_agreement(page, server):
+    """Set a candidate with the admin token, shadow some requests, and the page says so."""
+    import json
+    import ssl
+    import urllib.request
+
+    import registry
+
+    context = ssl.create_default_context(cafile=str(server["folder"] / "server.crt"))
+    admin = (server["folder"] / ".admin_token").read_text().strip()
+    base = f"https://127.0.0.1:{server['port']}/api/v1"
+
+    def call(method, path, body, token):
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        request = urllib.request.Request(base + path, data, headers, method=method)
+        with urllib.request.urlopen(request, context=context) as response:
+            return json.loads(response.read())
+
+    call("PUT", "/aliases/candidate", {"model": "tweet-sentiment"}, admin)
+    try:
+        for _ in range(3):
+            call("POST", f"/{TOKEN}/predict", {"1": TWEET, "2": LINES[1]}, TOKEN)
+        state = call("GET", "/aliases", None, TOKEN)
+        connect(page)
+        served = registry.load().get("tweet-sentiment")
+        shadow = state["shadow"]
+        expect(page.locator("#aliases")).to_contain_text(
+            f"candidate tweet-sentiment {served.version}: agrees on "
+            f"{shadow['agreement'] * 100:.1f}% of {shadow['pairs']} tweets shadowed"
+        )
+        assert shadow["pairs"] == 6
+    finally:
+        call("DELETE", "/aliases/candidate", None, admin)
+    assert page.problems == []
