@@ -32,7 +32,7 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models bench-shadow profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
 	docker-test compose-test clean
 
 help:
@@ -214,6 +214,7 @@ bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(DEV_BIN)/python bench/bench.py
+	$(DEV_BIN)/python bench/shadow.py
 	$(DEV_BIN)/python bench/jobs.py
 
 # Where a gunicorn worker's time goes under load, by layer (py-spy from .venv-bench): see
@@ -225,6 +226,11 @@ profile: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 # Batch jobs: a 1,000,000-tweet job with 1 and 2 workers; predict's latency while one runs.
 bench-jobs: $(DEV) $(VENV)/.installed
 	$(DEV_BIN)/python bench/jobs.py
+
+# The shadow's cost: payload.json with no candidate and with one at 100% shadow.
+bench-shadow: $(DEV) $(VENV)/.installed
+	@command -v wrk >/dev/null || { echo "make bench-shadow needs wrk: apt-get install -y wrk"; exit 1; }
+	$(DEV_BIN)/python bench/shadow.py
 
 # Memory per worker with one, two, ... of models.json's models.
 bench-models: $(DEV) $(VENV)/.installed

@@ -46,6 +46,7 @@ import registry  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "tweet_sentiment_10K.csv"
 PAYLOAD = ROOT / "payload.json"
 TOKEN = "bench-" + os.urandom(8).hex()
+ADMIN_TOKEN = "bench-admin-" + os.urandom(8).hex()
 
 
 def load_tweets():
@@ -170,6 +171,8 @@ class Server:
             "TLS_CERT": str(folder / "server.crt"),
             "TLS_KEY": str(folder / "server.key"),
             "API_TOKEN": TOKEN,
+            "ADMIN_TOKEN": ADMIN_TOKEN,  # never the project's .admin_token
+            "ALIASES_FILE": str(folder / f"{name}-aliases.json"),  # nor its aliases
             "PYTHONPATH": str(ROOT),  # the peers import model.py and bench/ from here
         }
         self.log = (folder / f"{name}.log").open("wb")
@@ -600,7 +603,12 @@ def write_results_md(results, text):
     # The profile (make profile), make bench-jobs and make bench-files keep their own sections at
     # the end, carried over.
     old = path.read_text() if path.exists() else ""
-    sections = ("## Where a worker's time goes", "## Batch jobs", "## Files at scale")
+    sections = (
+        "## The shadow's cost",
+        "## Where a worker's time goes",
+        "## Batch jobs",
+        "## Files at scale",
+    )
     starts = [old.find(s) for s in sections if s in old]
     files = old[min(starts) :] if starts else ""
     path.write_text(
