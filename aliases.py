@@ -103,10 +103,11 @@ class Aliases:
         self.state, self.stamp, self.checked = self.fallback, None, 0.0
         self.refresh()
 
-    def current(self):
-        """The aliases now: the file's stat is looked at most every REFRESH_SECONDS."""
+    def current(self, fresh=False):
+        """The aliases now: the file's stat is looked at most every REFRESH_SECONDS, or now if
+        fresh (an admin reading them back)."""
         now = time.monotonic()
-        if now - self.checked >= REFRESH_SECONDS:
+        if fresh or now - self.checked >= REFRESH_SECONDS:
             self.checked = now
             self.refresh()
         return self.state
@@ -256,10 +257,12 @@ def promote(guard):
 
 
 def rollback(state):
-    """previous back to stable; the stable it replaces becomes previous (so it can be undone)."""
+    """previous back to stable; the stable it replaces becomes previous (so it can be undone).
+    A candidate is removed: its shadow pairs were counted against the stable rolled back from,
+    and it may be the new stable itself."""
     if state.previous is None:
         raise Refused("there is no previous model to roll back to")
-    return State(state.previous, state.candidate, state.stable)
+    return State(state.previous, None, state.stable)
 
 
 def alias_of(candidate):

@@ -387,7 +387,7 @@ def require_admin_token(read_only=False):
 
 def aliases_state():
     """The aliases and the candidate's shadow figures, as GET /api/v1/aliases answers."""
-    state = current_app.extensions["registry"].aliases.current()
+    state = current_app.extensions["registry"].aliases.current(fresh=True)
     candidate = state.candidate
     shown = None if candidate is None else {k: v for k, v in candidate.items() if k != "baseline"}
     return {
