@@ -1,5 +1,6 @@
 """The HTTP API: validate requests, ask the registry's models for labels, answer in JSON."""
 
+import bisect
 import functools
 import hashlib
 import hmac
@@ -56,6 +57,7 @@ DEFAULTS = {
     "ADMIN_TOKEN_FILE": str(ROOT / ".admin_token"),
     "PROMOTE_MIN_PAIRS": 1000,  # shadow pairs a candidate needs before a promotion
     "PROMOTE_MIN_AGREEMENT": "0.9",  # the share of them on which it must agree with stable
+    "METRICS_FLUSH_MS": 100,  # metrics and request log lines held at most this long (Tally)
 }
 OPTIONS = contract.OPTIONS
 REQUEST_ID_MAX = ws.REQUEST_ID_MAX
@@ -109,6 +111,7 @@ def create_app(config=None):
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.extensions["settings"] = settings
     IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
+    TALLY.interval = settings["METRICS_FLUSH_MS"] / 1000
     settings["PROMOTE_MIN_AGREEMENT"] = share(settings["PROMOTE_MIN_AGREEMENT"])
     reload(app)
     app.extensions["openapi"] = openapi(settings)
@@ -276,9 +279,11 @@ def answer(extensions, served, tweets, scores=False, explain=False):
         served.model, tweets, extensions["settings"], scores=scores, explain=explain
     )
     labels = contract.labels_of(predictions)
-    TWEETS.observe(len(labels))
+    TALLY.observe(TWEETS, len(labels))
     for label in model.LABELS:
-        predictions_metric(served.name, served.version, label).inc(labels.count(label))
+        count = labels.count(label)
+        if count:
+            TALLY.inc(predictions_metric(served.name, served.version, label), count)
     return predictions
 
 
@@ -346,6 +351,7 @@ def ready():
 def metrics():
     """The Prometheus metrics of every worker; the token is needed, as a Bearer token."""
     require_bearer_token()
+    TALLY.flush()  # this worker's own, to the moment; the others' within METRICS_FLUSH_MS
     for name, version in current_app.extensions["registry"].known:
         MODEL_INFO.labels(name, version).set(1)
     text = prometheus_client.generate_latest(metrics_collector())
@@ -744,8 +750,8 @@ class Observed:
         seconds = time.perf_counter() - start
         rule, method = environ.get("api.route", "<unmatched>"), environ["REQUEST_METHOD"]
         requests, latency = request_metrics(rule, method, status)
-        requests.inc()
-        latency.observe(seconds)
+        TALLY.inc(requests)
+        TALLY.observe(latency, seconds)
         if log.isEnabledFor(logging.INFO):
             fields = {
                 "request_id": request_id,
@@ -755,7 +761,56 @@ class Observed:
                 "latency_ms": round(seconds * 1000, 3),
                 "tweets": environ.get("api.tweets", 0),
             }
-            sys.stderr.write(service.json_line("info", "request", fields))
+            TALLY.lines.append(service.json_line("info", "request", fields))
+        if time.monotonic() - TALLY.flushed >= TALLY.interval:
+            TALLY.flush()
+
+
+# Metrics and request log lines are held in the worker's memory and written out together, at most
+# every METRICS_FLUSH_MS (by the next request, or by gunicorn.conf.py's flusher when the worker is
+# idle), at every scrape of /metrics and when the worker exits: a request then costs a few dict
+# updates, where prometheus_client's multiprocess mode costs a locked write to a memory-mapped file
+# for each counter and bucket, seven per predict request, and a log line a write to stderr each.
+# /metrics may lag another worker's requests by METRICS_FLUSH_MS; a worker that is killed (not
+# stopped) loses at most its last METRICS_FLUSH_MS.
+
+
+class Tally:
+    """Increments of counters and observations of histograms (prometheus_client children), and log
+    lines, not yet written out."""
+
+    def __init__(self, interval=0.1):
+        self.counts, self.histograms, self.lines = {}, {}, []
+        self.flushed, self.interval = time.monotonic(), interval
+
+    def inc(self, child, amount=1):
+        self.counts[child] = self.counts.get(child, 0) + amount
+
+    def observe(self, child, value):
+        """As Histogram.observe: the value in the first bucket whose upper bound is >= it."""
+        held = self.histograms.get(child)
+        if held is None:
+            held = self.histograms[child] = [0.0, [0] * len(child._upper_bounds)]
+        held[0] += value
+        held[1][bisect.bisect_left(child._upper_bounds, value)] += 1
+
+    def flush(self):
+        counts, histograms, lines = self.counts, self.histograms, self.lines
+        self.counts, self.histograms, self.lines = {}, {}, []
+        self.flushed = time.monotonic()
+        for child, amount in counts.items():
+            child.inc(amount)
+        for child, (total, buckets) in histograms.items():  # prometheus_client 0.26's layout
+            child._sum.inc(total)
+            for bucket, count in zip(child._buckets, buckets, strict=True):
+                if count:
+                    bucket.inc(count)
+        if lines:
+            sys.stderr.write("".join(lines))
+            sys.stderr.flush()
+
+
+TALLY = Tally()
 
 
 # The metrics' children, looked up once per label values: prometheus_client's labels() takes a lock

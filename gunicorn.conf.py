@@ -82,6 +82,20 @@ class FairGeventWorker(ggevent.GeventWorker):
     serves them in turn, at no cost in throughput.
     """
 
+    def run(self):
+        """Serve, with a greenlet writing out the metrics and log lines held in memory (api.TALLY)
+        every METRICS_FLUSH_MS while requests are few."""
+        import api  # already imported: the app is preloaded
+
+        def flusher():
+            while self.alive:
+                gevent.sleep(api.TALLY.interval)
+                if api.TALLY.lines or api.TALLY.counts or api.TALLY.histograms:
+                    api.TALLY.flush()
+
+        gevent.spawn(flusher)
+        super().run()
+
     def handle_exit(self, sig, frame):
         """On TERM (a stop, or a HUP's old workers): websockets answer, then close with 1001."""
         super().handle_exit(sig, frame)
@@ -202,6 +216,9 @@ def worker_exit(server, worker):
     """
     import logging
 
+    import api  # already imported: the app is preloaded
+
+    api.TALLY.flush()  # the metrics and log lines still held: nothing is lost at a stop or HUP
     logging.shutdown()
     logging._handlerList.clear()  # their weak references: none is left to call back at exit
 

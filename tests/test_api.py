@@ -444,10 +444,12 @@ def test_unexpected_error_is_a_json_500_and_the_server_keeps_serving(app, client
 
 
 def test_log_lines_name_the_route_never_the_token_or_the_tweet(client, capfd):
+    api.TALLY.flush()  # lines are held, and written within METRICS_FLUSH_MS
     capfd.readouterr()
     post(client, {"1": "my secret tweet"}, headers={"X-Request-ID": "logged-1"})
     post(client, {"1": "x"}, path="/api/v1/wrong-token-xyz/predict")
     client.get("/wrong-token-xyz/elsewhere")
+    api.TALLY.flush()
     out, err = capfd.readouterr()
     lines = [json.loads(line) for line in err.splitlines()]
     assert len(lines) == 3
@@ -466,8 +468,10 @@ def test_log_level_above_info_silences_request_lines(client, capfd):
     level = api.log.level
     api.log.setLevel(logging.WARNING)
     try:
+        api.TALLY.flush()
         capfd.readouterr()
         assert post(client, {"1": "a"}).status_code == 200
+        api.TALLY.flush()
         assert capfd.readouterr().err == ""
     finally:
         api.log.setLevel(level)

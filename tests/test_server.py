@@ -132,3 +132,55 @@ def test_request_ids_made_by_the_workers_are_all_different(server):
         ids = list(pool.map(request_id, range(64)))
     assert len(set(ids)) == 64
     assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
+
+
+@pytest.mark.slow
+def test_metrics_and_log_lines_held_in_memory_are_all_written_at_term(tmp_path):
+    """A worker holds its metrics and request lines up to METRICS_FLUSH_MS; a stop loses none of
+    them. Held for a minute here, so that only the flush on the way out can write them: every
+    request is counted in the metrics' files and logged."""
+    import http.client
+    import os
+
+    from conftest import stop
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    sent = 0
+    held = {"PROMETHEUS_MULTIPROC_DIR": str(metrics), "METRICS_FLUSH_MS": "60000"}
+    with running_server(tmp_path, **held) as started:
+        token = (tmp_path / ".api_token").read_text().split()[0]
+        context = ssl.create_default_context(cafile=str(tmp_path / "server.crt"))
+        body = Path(__file__).resolve().parent.parent.joinpath("payload.json").read_bytes()
+        connections = [
+            http.client.HTTPSConnection("127.0.0.1", started["port"], context=context)
+            for _ in range(4)
+        ]
+        for _ in range(100):
+            for connection in connections:
+                connection.request(
+                    "POST", f"/api/v1/{token}/predict", body, {"Content-Type": "application/json"}
+                )
+                assert connection.getresponse().read()
+                sent += 1
+        for connection in connections:
+            connection.close()
+        stop(started["process"])  # at once: what is held must be written on the way out
+        log = started["log"].read_text()
+    collector = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collector, path=str(metrics))
+    counted = sum(
+        sample.value
+        for family in collector.collect()
+        if family.name == "api_requests"
+        for sample in family.samples
+        if sample.name == "api_requests_total" and sample.labels["route"].endswith("/predict")
+    )
+    logged = [
+        line
+        for line in log.splitlines()
+        if '"message": "request"' in line and '"route": "/api/v1/<token>/predict"' in line
+    ]
+    assert (counted, len(logged)) == (sent, sent) == (400, 400)
+    assert os.listdir(metrics), "the metrics' files are where the test put them"
