@@ -69,11 +69,15 @@ def _refuse_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Made once: json.loads with arguments builds a new decoder for every call.
+DECODER = json.JSONDecoder(object_pairs_hook=Pairs, parse_constant=_refuse_constant)
+
+
 def parse_json(text, what="the body"):
     """Parse JSON text, objects as Pairs; BadInput naming what was not valid JSON, or text that
     is not valid Unicode."""
     try:
-        document = json.loads(text, object_pairs_hook=Pairs, parse_constant=_refuse_constant)
+        document = DECODER.decode(text)
     except ValueError as e:
         raise BadInput(f"{what} is not valid JSON: {e}") from None
     except RecursionError:

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,11 @@ if os.environ.get("CI"):
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Every app and process a test starts keeps its aliases here, never in the project's
+# .aliases.json, unless the test names a file of its own.
+os.environ["ALIASES_FILE"] = os.path.join(
+    tempfile.mkdtemp(prefix="sentiment-test-"), "aliases.json"
+)
 
 import model  # noqa: E402
 import train  # noqa: E402

@@ -351,3 +351,51 @@ def test_readme_example_prints_what_the_readme_says(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == printed
+
+
+def test_a_processor_with_no_model_named_follows_stable_and_is_shadowed(topics, tmp_path):
+    """With no STREAM_MODEL, the stable alias labels each batch, the candidate scoring it too
+    (counted on the processor's metrics), and a promotion reaches the running processor."""
+    import urllib.request
+
+    import aliases
+    import registry
+
+    models = registry.load()
+    large, small = models.get(), models.get("tweet-sentiment")
+
+    def alias(served, **more):
+        return {"model": served.name, "version": served.version, **more}
+
+    path = tmp_path / "aliases.json"
+    shadowed = alias(small, shadow_percent=100, canary_percent=0)
+    aliases.write(path, aliases.State(alias(large), shadowed))
+    sent = list(tweets(300).items())
+    first, second = dict(sent[:150]), dict(sent[150:])
+    with processor(topics, tmp_path, ALIASES_FILE=str(path)) as started:
+        wait_assigned(started)
+        reader = Reader(topics["broker"], topics["output"])
+        values = [json.dumps({"id": i, "text": t}).encode() for i, t in first.items()]
+        produce(topics["broker"], topics["input"], values)
+        out = [json.loads(m.value()) for m in reader.until(lambda m: len(m) >= 150)]
+        expected = dict(zip(first, large.model.run(list(first.values())), strict=True))
+        assert {o["id"]: (o["model"], o["label"]) for o in out} == {
+            i: (large.name, label) for i, label in expected.items()
+        }
+        port = started["env"]["STREAM_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        pairs = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("api_shadow_predictions_total{")
+        )
+        assert pairs == 150, "the candidate scored every tweet stable labelled"
+        aliases.write(path, aliases.State(alias(small), None, alias(large)))  # a promotion
+        time.sleep(4 * aliases.REFRESH_SECONDS)
+        values = [json.dumps({"id": i, "text": t}).encode() for i, t in second.items()]
+        produce(topics["broker"], topics["input"], values)
+        out = [json.loads(m.value()) for m in reader.until(lambda m: len(m) >= 300)]
+        reader.close()
+        later = {o["id"]: o["model"] for o in out if o["id"] in second}
+        assert later == dict.fromkeys(second, small.name), started["log"].read_text()[-2000:]
