@@ -563,7 +563,7 @@ def test_7_jobs_are_capped_per_token_and_by_the_store(server):
     # A job is held a chunk at a time (JOB_CHUNK_CHARS, 2M characters): its cost is bounded by
     # the chunk, not by the job, whether the body is 10 or 38 MB (before: 10 times the body). The
     # API workers' 80 MB is a chunk of 4-byte letters in its few copies (text, parsed, stored),
-    # kept by the allocator: 40 to 50 MB in runs here, 51 once in CI, where 50 was the bound.
+    # kept by the allocator: 41 to 50 MB in runs here; with 50 as the bound, CI failed once.
     api_memory.check(80, peak_bound_mb=80)
     job_memory.check(50, peak_bound_mb=50)
     memory.check(50, peak_bound_mb=50)
