@@ -162,10 +162,14 @@ def read(path, fallback):
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         return fallback
+    if not isinstance(data, dict):
+        raise ValueError("it must be a JSON object")
     for name in NAMES:
         alias = data.get(name)
         if alias is not None and not (
-            isinstance(alias.get("model"), str) and isinstance(alias.get("version"), str)
+            isinstance(alias, dict)
+            and isinstance(alias.get("model"), str)
+            and isinstance(alias.get("version"), str)
         ):
             raise ValueError(f"{name} must be null or name a model and a version")
     if data.get("stable") is None:

@@ -230,8 +230,8 @@ def resolve_model(name=None, version=None, request_id=None):
     canary's share goes to the candidate), from the models loaded now: a HUP may have replaced
     them."""
     models = current_app.extensions["registry"]
-    if name is None and version is None and request_id is not None:
-        return models.route(request_id)
+    if name is None and version is None:
+        return models.route(request_id)  # no id: get()'s
     return models.get(name, version)
 
 

@@ -254,9 +254,12 @@ def test_a_file_naming_a_model_not_loaded_is_ignored_with_a_warning(tmp_path, ca
     client = make_app(tmp_path).test_client()
     assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == LARGE
     assert "names models not loaded here: stable ('gone', '0')" in caplog.text
-    (tmp_path / "aliases.json").write_text("{broken")
-    served = registry.load(aliases_file=tmp_path / "aliases.json").get()
-    assert served.name == LARGE
+    for broken in ("{broken", "[]", '{"stable": "tweet-sentiment"}'):
+        (tmp_path / "aliases.json").write_text(broken)
+        served = registry.load(aliases_file=tmp_path / "aliases.json").get()
+        assert served.name == LARGE, broken
+        assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == LARGE, broken
+        time.sleep(aliases.REFRESH_SECONDS)  # the running app reads each one too
 
 
 def test_every_other_door_follows_stable_and_is_shadowed(tmp_path, tweets):
