@@ -640,6 +640,11 @@ def unexpected_error(error):
 PREDICT_PREFIX, PREDICT_SUFFIX = PATH_TOKEN_ROUTE.split("<token>")
 
 
+# The fast path's answers as Flask's jsonify writes them (compact, in the request's order, ASCII
+# only), from one encoder made once: Flask's provider makes a new one for every answer.
+ANSWER_JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
 class FastPredict:
     """WSGI: answer well-formed predict requests; hand everything else to the Flask app."""
 
@@ -689,7 +694,7 @@ class FastPredict:
         except Exception:  # bad input, or a bug: Flask answers either as it always does
             return None
         environ["api.route"], environ["api.tweets"] = route, len(tweets)
-        body = f"{self.app.json.dumps(predictions, separators=(',', ':'))}\n".encode()
+        body = f"{ANSWER_JSON.encode(predictions)}\n".encode()
         return body, served
 
     @staticmethod
