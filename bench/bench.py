@@ -292,6 +292,12 @@ COMMANDS = {
     "bare": [*GUNICORN, "bench.floor:bare"],
 }
 SERVERS = tuple(COMMANDS)
+# Issue #26: the service's own code on gunicorn's `asgi` worker (bench/asgi_probe.py, a probe: only
+# the predict path), and that worker's floor, from the service's runtime environment.
+ASGI = {
+    "asgi_probe": [*GUNICORN, "--worker-class", "asgi", "bench.asgi_probe:app"],
+    "asgi_bare": [*GUNICORN, "--worker-class", "asgi", "bench.floor:bare_asgi"],
+}
 PEERS = ("fastapi", "fastapi_async", "bentoml")
 PEER_TITLES = {
     "fastapi": "FastAPI, def",
@@ -397,6 +403,44 @@ def peers_table(results):
     return "\n".join(lines)
 
 
+def asgi_table(results):
+    """The service, the probe of its code on gunicorn's asgi worker and that worker's floor, beside
+    the async FastAPI peer, with each round's ratio to the peer: as Markdown."""
+    peer = "fastapi_async"
+    if peer not in results:
+        return "(Not measured: `.venv-bench` is absent.)"
+    names = ("service", "asgi_probe", "asgi_bare", peer)
+    titles = ("Service (gevent worker)", "Service's code, `asgi` worker (probe)", "`asgi` floor",
+              "FastAPI, async + ORJSON")  # fmt: skip
+
+    def versus(name, key, field):
+        runs, peers = results[name][key]["rounds"], results[peer][key]["rounds"]
+        each = ", ".join(f"{a[field] / b[field]:.2f}" for a, b in zip(runs, peers, strict=True))
+        median = results[name][key][field] / results[peer][key][field]
+        return f"{median:.2f} (rounds: {each})"
+
+    key = "payload_c16"
+    rows = [
+        ("`payload.json`, 16 connections: requests/s",
+         *(f"{results[n][key]['requests_per_s']:,.0f}" for n in names)),
+        ("`payload.json`, 16 connections: p50 / p99 (ms)",
+         *(f"{results[n][key]['p50_ms']:.2f} / {results[n][key]['p99_ms']:.2f}" for n in names)),
+        ("`payload.json`, 16 connections: failed requests",
+         *(f"{results[n][key]['errors']} of {results[n][key]['requests']:,}" for n in names)),
+        ("`payload.json`, 16 connections: / FastAPI, async",
+         *(versus(n, key, "requests_per_s") for n in names[:3])),
+        ("1,000-tweet requests, 8 connections: tweets/s",
+         f"{results['service']['tweets1000_c8']['tweets_per_s']:,.0f}",
+         f"{results['asgi_probe']['tweets1000_c8']['tweets_per_s']:,.0f}", "",
+         f"{results[peer]['tweets1000_c8']['tweets_per_s']:,.0f}"),
+        ("1,000-tweet requests: / FastAPI, async",
+         *(versus(n, "tweets1000_c8", "requests_per_s") for n in names[:2])),
+    ]  # fmt: skip
+    lines = ["| Measure | " + " | ".join(titles) + " |", "| --- |" + " --: |" * len(titles)]
+    lines += [f"| {' | '.join(row + ('',) * (len(titles) + 1 - len(row)))} |" for row in rows]
+    return "\n".join(lines)
+
+
 def big_requests(servers, rounds, seconds):
     """Load the service, the model alone and the peers with 1,000-tweet requests in turn, round
     after round; return each one's medians, with tweets/s.
@@ -404,7 +448,7 @@ def big_requests(servers, rounds, seconds):
     8 connections: a worker's accept loop takes a burst of new connections at once, and with 4 it
     held all of them now and then, leaving the other worker idle. Each round opens them anew, so
     the median is not one round's luck in how the workers shared them (uvicorn's vary too)."""
-    names = [n for n in ("service", "model_only", *PEERS) if n in servers]
+    names = [n for n in ("service", "model_only", "asgi_probe", *PEERS) if n in servers]
     runs = {name: [] for name in names}
     for _ in range(rounds):
         for name in names:
@@ -534,7 +578,7 @@ def main(argv=None):
         big_body = prepare(folder, tweets)
         servers = {}
         try:
-            for name, command in COMMANDS.items():
+            for name, command in {**COMMANDS, **ASGI}.items():
                 print(f"starting {name} ...", flush=True)
                 # The floor and the model alone are not the service: no job worker beside them.
                 os.environ["JOB_WORKERS_WITH_API"] = "1" if name == "service" else "0"
@@ -556,7 +600,7 @@ def main(argv=None):
                 results[name] = {
                     "seconds_to_first_answer": server.seconds_to_first_answer,
                     **{key: median_run(runs) for key, runs in loads[name].items()},
-                    "workers": server.worker_memory() if name in COMMANDS else [],
+                    "workers": server.worker_memory() if name in COMMANDS or name in ASGI else [],
                 }
                 if name in bigs:
                     results[name]["tweets1000_c8"] = bigs[name]
@@ -581,7 +625,11 @@ def main(argv=None):
         "rounds": args.rounds,
     }
     text = (
-        table(results) + "\n\n### Beside what a user would run instead\n\n" + peers_table(results)
+        table(results)
+        + "\n\n### Beside what a user would run instead\n\n"
+        + peers_table(results)
+        + "\n\n### On gunicorn's `asgi` worker (issue #26)\n\n"
+        + asgi_table(results)
     )
     print()
     print(text)
@@ -640,6 +688,12 @@ bare floor is the one it cannot pass. "Model only" is a WSGI callable that parse
 answers with `model.run`, with no framework, token check, validation, request id, log line or
 metrics (`bench/model_only.py`): the gap between it and the bare floor is the model's own cost,
 the gap between the service and it the API's.
+The `asgi` table (issue #26) runs the service's own code, unchanged, on gunicorn's own `asgi` worker
+(asyncio, no gevent), in the service's runtime environment: `bench/asgi_probe.py` calls the
+service's WSGI app inline from an ASGI shim that serves the predict path alone, with none of the
+guarantees for slow or hostile clients, websockets or the other routes, so it is a measure of what
+moving the service to that worker would be worth, not a door. The `asgi` floor answers a constant
+there, as the bare floor does on the gevent worker.
 The load generator shares the machine's cores with the servers, equally for all of them. On a small
 virtual machine the speed of the cores drifts by up to half within a minute: read the ratios, and
 each round's ratio, rather than the absolute figures. 1,000-tweet requests use 8 connections:

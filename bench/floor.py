@@ -25,3 +25,25 @@ def bare(environ, start_response):
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(ANSWER_BYTES)))]
     start_response("200 OK", headers)
     return [ANSWER_BYTES]
+
+
+async def lifespan(receive, send):
+    """ASGI's lifespan, for an app with nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def bare_asgi(scope, receive, send):
+    """The same answer, from ASGI alone: what gunicorn's own `asgi` worker and TLS cost."""
+    if scope["type"] == "lifespan":
+        return await lifespan(receive, send)
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(ANSWER_BYTES)),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": ANSWER_BYTES})

@@ -4,7 +4,8 @@
     .venv-dev/bin/python bench/profile_workers.py --server floor --body big --seconds 20
 
 Starts a server as `make bench` does (the service as `make api-start` starts it, or the floor, or
-the model alone), loads it with wrk, and samples each of its gunicorn workers with py-spy (from the
+the model alone, or the service's code on gunicorn's asgi worker, `--server asgi_probe`), loads it
+with wrk, and samples each of its gunicorn workers with py-spy (from the
 benchmark's environment, .venv-bench) while the load runs. Each sample is given to the layer of
 the innermost frame that belongs to one (a call into the standard library counts for the layer
 that made it), and the table gives each layer's share of the workers' busy samples: idle time,
@@ -30,11 +31,15 @@ LAYERS = (
     ("JSON in and out (json)", ("json/",)),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("log lines (service.py, logging)", ("service.py", "logging/")),
-    ("the app's own code (api.py, a bench app)", ("api.py", "floor.py", "model_only.py")),
+    (
+        "the app's own code (api.py, a bench app)",
+        ("api.py", "floor.py", "model_only.py", "asgi_probe.py"),
+    ),
     ("Flask and Werkzeug", ("flask/", "werkzeug/", "blinker/", "flask_sock/")),
     ("TLS (ssl, gevent's ssl)", ("ssl.py", "gevent/_ssl3.py", "gevent/ssl.py")),
     ("gunicorn (HTTP parsing, the WSGI server)", ("gunicorn/",)),
     ("gevent (sockets, the event loop)", ("gevent/",)),
+    ("asyncio (the asgi worker's event loop)", ("asyncio/",)),
 )
 OTHER = "other"
 
@@ -84,7 +89,7 @@ def profile(name, body, connections, seconds, rate, folder):
     """Load one server with wrk and sample its workers; return the raw profile files and wrk's
     figures."""
     big = bench.prepare(folder, bench.load_tweets()[0])
-    server = bench.Server(name, bench.COMMANDS[name], folder, big_body=big)
+    server = bench.Server(name, {**bench.COMMANDS, **bench.ASGI}[name], folder, big_body=big)
     try:
         bench.wrk(server.url, server.body, connections, 2)  # warm up
         outputs = [folder / f"{name}-{pid}.txt" for pid in server.workers()]
@@ -99,7 +104,7 @@ def profile(name, body, connections, seconds, rate, folder):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=bench.SERVERS, default="service")
+    parser.add_argument("--server", choices=(*bench.SERVERS, *bench.ASGI), default="service")
     parser.add_argument("--body", choices=("payload", "big"), default="payload",
                         help="payload.json, or 1,000 real tweets a request")  # fmt: skip
     parser.add_argument("--connections", type=int, default=16)
