@@ -436,9 +436,8 @@ def errors(classifier, test, scores):
     return Counter(kinds), shown
 
 
-def card(data_path, data_sha, df, train, test, search, figures, weights, steps, mistakes):
-    """Return the model card in Markdown. figures: this model's, the frequency-only model's and
-    the 2020 approach's test figures."""
+def figure_rows(figures):
+    """Return a card's figure table rows and confusion rows (Markdown), a column per model."""
     rows = [
         ("Accuracy", "accuracy", "{:.1%}"),
         ("Precision (Positive)", "precision", "{:.3f}"),
@@ -456,6 +455,13 @@ def card(data_path, data_sha, df, train, test, search, figures, weights, steps, 
         + " |"
         for i, label in enumerate(model.LABELS)
     )
+    return table, confusion
+
+
+def card(data_path, data_sha, df, train, test, search, figures, weights, steps, mistakes):
+    """Return the model card in Markdown. figures: this model's, the frequency-only model's and
+    the 2020 approach's test figures."""
+    table, confusion = figure_rows(figures)
     parts = "\n".join(f"| {name} | {accuracy:.1%} |" for name, accuracy in steps.items())
     kinds, shown = mistakes
     kind_rows = "\n".join(f"| {kind} | {count} |" for kind, count in kinds.most_common())
@@ -979,23 +985,7 @@ def large_evaluation(files, train, extra, rows, test, figures, cv, facts, second
 
 def large_card(document, figures, weights, mistakes, size):
     """Return the large model's card in Markdown, from its evaluation.json and the figures."""
-    rows = [
-        ("Accuracy", "accuracy", "{:.1%}"),
-        ("Precision (Positive)", "precision", "{:.3f}"),
-        ("Recall (Positive)", "recall", "{:.3f}"),
-        ("F1 (Positive)", "f1", "{:.3f}"),
-        ("ROC AUC", "roc_auc", "{:.3f}"),
-        ("Log loss", "log_loss", "{:.3f}"),
-    ]
-    table = "\n".join(
-        f"| {n} | " + " | ".join(f.format(x[k]) for x in figures) + " |" for n, k, f in rows
-    )
-    confusion = "\n".join(
-        f"| true {label} | "
-        + " | ".join("{} / {}".format(*x["confusion"][i]) for x in figures)
-        + " |"
-        for i, label in enumerate(model.LABELS)
-    )
+    table, confusion = figure_rows(figures)
     data = document["training_data"]
     files = ", ".join(f"`{f['file']}` (SHA-256 `{f['sha256'][:16]}…`)" for f in data["files"])
     counts = data["training_tweets"]

@@ -198,6 +198,18 @@ def make_child(server):
     return int(children.read_text().split()[0])
 
 
+def job_workers(server):
+    """The job workers' pids: children of the gunicorn master, of any of its threads (the
+    supervisor's thread starts them again)."""
+    master, pids = make_child(server), []
+    for children in Path(f"/proc/{master}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            with contextlib.suppress(OSError):
+                if "jobs.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                    pids.append(int(pid))
+    return sorted(pids)
+
+
 def workers(master):
     """The gunicorn workers of a master: its children but the job workers it supervises."""
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()

@@ -21,7 +21,16 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIGURES, ROOT, TOKEN, free_port, make_child, running_server, workers
+from conftest import (
+    FIGURES,
+    ROOT,
+    TOKEN,
+    free_port,
+    job_workers,
+    make_child,
+    running_server,
+    workers,
+)
 
 try:  # the Kafka door's broker (tansu) and processor, as tests/test_stream.py starts them
     from test_stream import Reader, broker, new_topics, processor, produce, wait_assigned
@@ -482,16 +491,6 @@ def test_5_deeply_nested_json_is_refused_at_once(server):
 # Rows 7, 8 and 13 (jobs): caps on jobs and the store, a download cut by a delete, CSV cells.
 
 
-def job_worker_pids(server):
-    master, pids = make_child(server), []
-    for children in Path(f"/proc/{master}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            with contextlib.suppress(OSError):
-                if "jobs.py" in Path(f"/proc/{pid}/cmdline").read_text():
-                    pids.append(int(pid))
-    return sorted(pids)
-
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -514,7 +513,7 @@ def wait_done(server, job_id, seconds=90):
 
 
 def test_7_jobs_are_capped_per_token_and_by_the_store(server):
-    workers_of_jobs = job_worker_pids(server)
+    workers_of_jobs = job_workers(server)
     assert workers_of_jobs
     small = json.dumps({f"s{i}": "I love it" for i in range(10)})
     for pid in workers_of_jobs:  # the job worker paused: jobs stay queued
@@ -544,7 +543,7 @@ def test_7_jobs_are_capped_per_token_and_by_the_store(server):
     assert status == 507 and set(answer) == {"error", "text", "detail"}, answer
     too_big = b'{"x": "' + b"a" * (48 * MB) + b'"}'
     status_413, answer_413 = submit(server, too_big)
-    assert gunicorn_workers(server) == api_workers and job_worker_pids(server) == workers_of_jobs
+    assert gunicorn_workers(server) == api_workers and job_workers(server) == workers_of_jobs
     body_mb = len(accepted.encode()) / MB
     figures = {
         "third_job_status": third[0],

@@ -2,7 +2,6 @@
 on RabbitMQ and PostgreSQL; the faults: a worker killed, a chunk that cannot be labelled, the API
 and the broker restarted. Every figure the faults measure is printed at the end of the run."""
 
-import contextlib
 import csv
 import io
 import json
@@ -26,6 +25,7 @@ from conftest import (
     TOKEN,
     absent,
     free_port,
+    job_workers,
     make_child,
     running_server,
     served_default,
@@ -360,18 +360,6 @@ def expected(batch, **options):
         part = {i: batch[i] for i in ids[start : start + 10_000]}
         answer.update(contract.predict(shipped, part, contract.LIMITS, **options))
     return answer
-
-
-def job_workers(server):
-    """The job workers' pids: children of the gunicorn master, of any of its threads (the
-    supervisor's thread starts them again)."""
-    master, pids = make_child(server), []
-    for children in Path(f"/proc/{master}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            with contextlib.suppress(OSError):
-                if "jobs.py" in Path(f"/proc/{pid}/cmdline").read_text():
-                    pids.append(int(pid))
-    return sorted(pids)
 
 
 @pytest.mark.slow
