@@ -640,16 +640,16 @@ def unexpected_error(error):
 PREDICT_PREFIX, PREDICT_SUFFIX = PATH_TOKEN_ROUTE.split("<token>")
 
 
-# The fast path's answers as Flask's jsonify writes them (compact, in the request's order, ASCII
-# only), from one encoder made once: Flask's provider makes a new one for every answer.
-ANSWER_JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
-
-
 class FastPredict:
     """WSGI: answer well-formed predict requests; hand everything else to the Flask app."""
 
     def __init__(self, app):
         self.app, self.flask = app, app.wsgi_app
+        # Answers as the app's JSON provider writes them, from one encoder made here: the provider
+        # makes a new one for every answer.
+        self.encoder = json.JSONEncoder(
+            ensure_ascii=app.json.ensure_ascii, sort_keys=app.json.sort_keys, separators=(",", ":")
+        )
 
     def __call__(self, environ, start_response):
         answered = self.answer(environ)
@@ -694,7 +694,7 @@ class FastPredict:
         except Exception:  # bad input, or a bug: Flask answers either as it always does
             return None
         environ["api.route"], environ["api.tweets"] = route, len(tweets)
-        body = f"{ANSWER_JSON.encode(predictions)}\n".encode()
+        body = f"{self.encoder.encode(predictions)}\n".encode()
         return body, served
 
     @staticmethod

@@ -298,6 +298,7 @@ ASGI = {
     "asgi_probe": [*GUNICORN, "--worker-class", "asgi", "bench.asgi_probe:app"],
     "asgi_bare": [*GUNICORN, "--worker-class", "asgi", "bench.floor:bare_asgi"],
 }
+GUNICORN_SERVERS = {**COMMANDS, **ASGI}  # every gunicorn server make bench starts, by name
 PEERS = ("fastapi", "fastapi_async", "bentoml")
 PEER_TITLES = {
     "fastapi": "FastAPI, def",
@@ -578,7 +579,7 @@ def main(argv=None):
         big_body = prepare(folder, tweets)
         servers = {}
         try:
-            for name, command in {**COMMANDS, **ASGI}.items():
+            for name, command in GUNICORN_SERVERS.items():
                 print(f"starting {name} ...", flush=True)
                 # The floor and the model alone are not the service: no job worker beside them.
                 os.environ["JOB_WORKERS_WITH_API"] = "1" if name == "service" else "0"
@@ -600,7 +601,7 @@ def main(argv=None):
                 results[name] = {
                     "seconds_to_first_answer": server.seconds_to_first_answer,
                     **{key: median_run(runs) for key, runs in loads[name].items()},
-                    "workers": server.worker_memory() if name in COMMANDS or name in ASGI else [],
+                    "workers": server.worker_memory() if name in GUNICORN_SERVERS else [],
                 }
                 if name in bigs:
                     results[name]["tweets1000_c8"] = bigs[name]

@@ -89,7 +89,7 @@ def profile(name, body, connections, seconds, rate, folder):
     """Load one server with wrk and sample its workers; return the raw profile files and wrk's
     figures."""
     big = bench.prepare(folder, bench.load_tweets()[0])
-    server = bench.Server(name, {**bench.COMMANDS, **bench.ASGI}[name], folder, big_body=big)
+    server = bench.Server(name, bench.GUNICORN_SERVERS[name], folder, big_body=big)
     try:
         bench.wrk(server.url, server.body, connections, 2)  # warm up
         outputs = [folder / f"{name}-{pid}.txt" for pid in server.workers()]
@@ -104,7 +104,7 @@ def profile(name, body, connections, seconds, rate, folder):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=(*bench.SERVERS, *bench.ASGI), default="service")
+    parser.add_argument("--server", choices=tuple(bench.GUNICORN_SERVERS), default="service")
     parser.add_argument("--body", choices=("payload", "big"), default="payload",
                         help="payload.json, or 1,000 real tweets a request")  # fmt: skip
     parser.add_argument("--connections", type=int, default=16)
