@@ -562,10 +562,12 @@ def test_7_jobs_are_capped_per_token_and_by_the_store(server):
     # A job is held a chunk at a time (JOB_CHUNK_CHARS, 2M characters): its cost is bounded by
     # the chunk, not by the job, whether the body is 10 or 38 MB (before: 10 times the body). The
     # API workers' 80 MB is a chunk of 4-byte letters in its few copies (text, parsed, stored),
-    # kept by the allocator: 41 to 50 MB in runs here; with 50 as the bound, CI failed once.
+    # kept by the allocator: the same workers doing the same per-chunk work get the same bound for
+    # the 10 MB job and the 38 MB one. Seen here: 41 to 50 MB for the first; 72 MB once in CI for
+    # the second, when its bound was 50 (a 38 MB body held whole would be 150 MB and more).
     api_memory.check(80, peak_bound_mb=80)
     job_memory.check(50, peak_bound_mb=50)
-    memory.check(50, peak_bound_mb=50)
+    memory.check(80, peak_bound_mb=80)
 
 
 def test_8_a_download_cut_by_a_delete_is_a_broken_transfer(server):
