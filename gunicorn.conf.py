@@ -16,7 +16,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 import gevent  # noqa: E402
 from gunicorn import util  # noqa: E402
-from gunicorn.http import errors  # noqa: E402
+from gunicorn.http import errors, wsgi  # noqa: E402
 from gunicorn.workers import base_async, ggevent  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402
 
@@ -58,6 +58,44 @@ class StreamServer(ggevent.StreamServer):
 
 
 ggevent.StreamServer = StreamServer  # the class gunicorn's gevent worker builds its servers from
+
+
+class _Held:
+    """A socket stand-in that keeps what is sent to it."""
+
+    data = b""
+
+    def sendall(self, data):
+        self.data += data
+
+
+class OneWriteResponse(wsgi.Response):
+    """gunicorn's response, sending the head with the body when the body is one whole piece.
+
+    gunicorn writes a response's head, then its body: two TLS records and two sends for every
+    answer, where one does. Every answer the API makes has a Content-Length and one piece of body;
+    streamed ones (job results, chunked) go out as gunicorn sends them.
+    """
+
+    def write(self, arg):
+        if (
+            self.headers_sent
+            or self.chunked
+            or self._omits_body
+            or not isinstance(arg, bytes)
+            or self.response_length != len(arg)
+        ):
+            return super().write(arg)
+        sock, self.sock = self.sock, _Held()
+        try:
+            self.send_headers()  # gunicorn's own head, into _Held
+        finally:
+            head, self.sock = self.sock.data, sock
+        self.sent = len(arg)
+        util.write(sock, head + arg)
+
+
+wsgi.Response = OneWriteResponse  # the class gunicorn's wsgi.create() makes responses from
 
 
 # What gunicorn answers itself, before the app sees a request, by the kind of malformation; the
