@@ -1,8 +1,9 @@
 # The tweet sentiment API over HTTPS on port 5000. README.md, "Docker", shows both ways to run it.
 ARG BASE_IMAGE=python:3.12-slim
 
-# The model's scorer in C (core/), built as a wheel in a stage of its own: the compiler and the
-# Python headers stay out of the image. python3-dev only where the base's Python lacks headers.
+# The model's scorer in C (core/) and gunicorn's HTTP parser in C (requirements-compiled.txt),
+# built as wheels in a stage of their own: the compiler and the Python headers stay out of the
+# image. python3-dev only where the base's Python lacks headers.
 FROM ${BASE_IMAGE} AS core
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -11,8 +12,10 @@ RUN apt-get update \
        || apt-get install -y --no-install-recommends python3-dev \
     && rm -rf /var/lib/apt/lists/*
 COPY core /core
+COPY requirements-compiled.txt /tmp/requirements-compiled.txt
 RUN python3 -m venv /tmp/build \
-    && /tmp/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels /core
+    && /tmp/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels /core \
+       -r /tmp/requirements-compiled.txt
 
 FROM ${BASE_IMAGE}
 

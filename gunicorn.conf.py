@@ -1,6 +1,7 @@
 """gunicorn settings: TLS 1.2+, gevent workers, the app preloaded; read from the environment."""
 
 import gc
+import importlib.util
 import json
 import os
 import re
@@ -199,6 +200,9 @@ max_requests = env_int("MAX_REQUESTS", 50_000)  # a fresh worker now and then bo
 max_requests_jitter = env_int("MAX_REQUESTS_JITTER", 5_000)
 limit_request_line = 1024
 limit_request_fields = 50
+# gunicorn's HTTP parser in C where it was built (requirements-compiled.txt): "fast" stops gunicorn
+# at start, rather than falling back in silence, should a setting here ever rule it out.
+http_parser = "fast" if importlib.util.find_spec("gunicorn_h1c") else "python"
 client_timeout = env_int("CLIENT_TIMEOUT", 30)  # seconds a read or write may wait on a client
 if (
     client_timeout <= keepalive

@@ -206,6 +206,9 @@ def main(image):
         print("docker-test: no Docker engine answers here (docker info failed): NOTHING WAS TESTED")
         return 0
     size = int(docker("image", "inspect", "-f", "{{.Size}}", image).stdout)
+    # The compiled parts are in the image: the model's scorer and gunicorn's HTTP parser.
+    compiled = "import sentiment_core, gunicorn_h1c"
+    docker("run", "--rm", "--entrypoint", "python", image, "-c", compiled)
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(shutil.copytree(ROOT, Path(tmp) / "project", ignore=COPY_IGNORE))
         project.chmod(0o755)

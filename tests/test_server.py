@@ -27,6 +27,17 @@ def server(tmp_path_factory):
         yield started
 
 
+def test_where_the_core_compiles_the_server_parses_http_in_c_too():
+    """make builds core/ and gunicorn's C parser (requirements-compiled.txt) where a compiler is:
+    the server's environment has both, and gunicorn.conf.py asks gunicorn for the parser."""
+    python = str(ROOT / ".venv" / "bin" / "python")
+    if subprocess.run([python, "-c", "import sentiment_core"]).returncode != 0:
+        pytest.skip("no compiled core in .venv: no C compiler here")
+    asked = "import runpy; print(runpy.run_path('gunicorn.conf.py')['http_parser'])"
+    result = subprocess.run([python, "-c", asked], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "fast", result.stderr[-2000:]
+
+
 def curl(*args, cwd=None):
     return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, cwd=cwd)
 
