@@ -8,6 +8,7 @@ import re
 import shutil
 import ssl
 import tempfile
+import time
 
 # Metrics add up across workers: prometheus_client's multiprocess mode keeps each process's figures
 # in files here. Set before the app (and prometheus_client) is imported.
@@ -17,7 +18,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 import gevent  # noqa: E402
 from gunicorn import util  # noqa: E402
-from gunicorn.http import errors, wsgi  # noqa: E402
+from gunicorn.http import errors, message, wsgi  # noqa: E402
 from gunicorn.workers import base_async, ggevent  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402
 
@@ -97,6 +98,37 @@ class OneWriteResponse(wsgi.Response):
 
 
 wsgi.Response = OneWriteResponse  # the class gunicorn's wsgi.create() makes responses from
+
+# Two things gunicorn works out anew for every request, each a few µs of Python, kept instead: the
+# Date header's text, made once a second; whether a peer's address is in forwarded_allow_ips (so
+# that it may set X-Forwarded-*), once an address and list: both are fixed for a worker's life.
+_http_date, _date = util.http_date, [None, ""]
+
+
+def http_date(timestamp=None):
+    if timestamp is not None:
+        return _http_date(timestamp)
+    now = int(time.time())
+    if now != _date[0]:
+        _date[:] = now, _http_date(now)
+    return _date[1]
+
+
+util.http_date = http_date  # what gunicorn's Response.default_headers() calls
+_ip_in_allow_list, _allowed = message._ip_in_allow_list, {}
+
+
+def ip_in_allow_list(ip, allow_list, networks):
+    key = ip, tuple(allow_list)
+    allowed = _allowed.get(key)
+    if allowed is None:
+        if len(_allowed) >= 10_000:  # many clients: never more than this many held
+            _allowed.clear()
+        allowed = _allowed[key] = _ip_in_allow_list(ip, allow_list, networks)
+    return allowed
+
+
+message._ip_in_allow_list = ip_in_allow_list  # what gunicorn's HeaderPolicy calls
 
 
 # What gunicorn answers itself, before the app sees a request, by the kind of malformation; the

@@ -37,7 +37,7 @@ LAYERS = (
     ),
     ("Flask and Werkzeug", ("flask/", "werkzeug/", "blinker/", "flask_sock/")),
     ("TLS (ssl, gevent's ssl)", ("ssl.py", "gevent/_ssl3.py", "gevent/ssl.py")),
-    ("gunicorn (HTTP parsing, the WSGI server)", ("gunicorn/",)),
+    ("gunicorn (HTTP parsing, the WSGI server)", ("gunicorn/", "gunicorn.conf.py")),
     ("gevent (sockets, the event loop)", ("gevent/",)),
     ("asyncio (the asgi worker's event loop)", ("asyncio/",)),
 )

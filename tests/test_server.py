@@ -126,6 +126,25 @@ def test_server_output_holds_neither_token_nor_tweets(server):
         assert tweet not in output
 
 
+def test_the_date_header_is_now_on_every_answer(server):
+    """gunicorn.conf.py makes the Date header's text once a second: it still moves on."""
+    import email.utils
+    import http.client
+
+    context = ssl.create_default_context(cafile=str(server["folder"] / "server.crt"))
+    connection = http.client.HTTPSConnection("127.0.0.1", server["port"], context=context)
+    dates = []
+    for _ in range(3):  # on one kept-alive connection: one worker
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        response.read()
+        dates.append(email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp())
+        assert abs(dates[-1] - time.time()) < 2, response.headers["Date"]
+        time.sleep(1.1)
+    connection.close()
+    assert dates[0] < dates[1] < dates[2], dates
+
+
 def test_request_ids_made_by_the_workers_are_all_different(server):
     """Each worker makes its own ids (random reseeds after the fork); 16 clients on fresh
     connections reach both workers."""
