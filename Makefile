@@ -60,16 +60,14 @@ PIP_INSTALL := pip install --quiet --disable-pip-version-check
 CORE := $(wildcard core/*.c core/*.h) core/setup.py core/pyproject.toml
 INSTALL_CORE = $(1)/bin/$(PIP_INSTALL) ./core 2>/dev/null \
 	|| echo "the compiled core did not build here (no C compiler?): model.py scores in pure Python"
-# gunicorn's HTTP parser in C (requirements-compiled.txt), in the server's environment only.
-INSTALL_PARSER = $(BIN)/$(PIP_INSTALL) -r requirements-compiled.txt 2>/dev/null \
-	|| echo "gunicorn's C HTTP parser did not build here (no C compiler?): gunicorn parses in Python"
 
 $(VENV)/.installed: requirements.txt requirements-compiled.txt $(CORE)
 	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/$(PIP_INSTALL) -r requirements.txt
 	$(call INSTALL_CORE,$(VENV))
-	$(INSTALL_PARSER)
+	$(BIN)/$(PIP_INSTALL) -r requirements-compiled.txt 2>/dev/null \
+		|| echo "gunicorn's C HTTP parser did not build here (no C compiler?): it parses in Python"
 	touch $@
 
 $(DEV_VENV)/.installed: requirements.txt requirements-dev.txt $(CORE)

@@ -1,5 +1,6 @@
 """gunicorn settings: TLS 1.2+, gevent workers, the app preloaded; read from the environment."""
 
+import functools
 import gc
 import importlib.util
 import json
@@ -102,16 +103,12 @@ wsgi.Response = OneWriteResponse  # the class gunicorn's wsgi.create() makes res
 # Two things gunicorn works out anew for every request, each a few µs of Python, kept instead: the
 # Date header's text, made once a second; whether a peer's address is in forwarded_allow_ips (so
 # that it may set X-Forwarded-*), once an address and list: both are fixed for a worker's life.
-_http_date, _date = util.http_date, [None, ""]
+_http_date = util.http_date
+_date_of_second = functools.lru_cache(maxsize=1)(_http_date)
 
 
 def http_date(timestamp=None):
-    if timestamp is not None:
-        return _http_date(timestamp)
-    now = int(time.time())
-    if now != _date[0]:
-        _date[:] = now, _http_date(now)
-    return _date[1]
+    return _http_date(timestamp) if timestamp is not None else _date_of_second(int(time.time()))
 
 
 util.http_date = http_date  # what gunicorn's Response.default_headers() calls

@@ -1,6 +1,7 @@
 """End to end: `make api-start` for real (gunicorn, TLS, a free port) and the README's curl."""
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -27,14 +28,17 @@ def server(tmp_path_factory):
         yield started
 
 
-def test_where_the_core_compiles_the_server_parses_http_in_c_too():
+def test_where_the_core_compiles_the_server_parses_http_in_c_too(tmp_path):
     """make builds core/ and gunicorn's C parser (requirements-compiled.txt) where a compiler is:
     the server's environment has both, and gunicorn.conf.py asks gunicorn for the parser."""
     python = str(ROOT / ".venv" / "bin" / "python")
     if subprocess.run([python, "-c", "import sentiment_core"]).returncode != 0:
         pytest.skip("no compiled core in .venv: no C compiler here")
     asked = "import runpy; print(runpy.run_path('gunicorn.conf.py')['http_parser'])"
-    result = subprocess.run([python, "-c", asked], cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # else the conf makes one
+    result = subprocess.run(
+        [python, "-c", asked], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert result.stdout.strip() == "fast", result.stderr[-2000:]
 
 
