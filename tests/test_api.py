@@ -464,6 +464,37 @@ def test_log_lines_name_the_route_never_the_token_or_the_tweet(client, capfd):
         assert secret not in out + err
 
 
+def test_a_log_line_is_what_json_dumps_writes_for_any_field(monkeypatch):
+    """service.json_line writes the common kinds itself: byte for byte what json.dumps would."""
+    import service
+
+    fields = {
+        "request_id": 'a "quoted" \\ id\t',
+        "route": "/api/v1/<token>/predict",
+        "note": "café ☕ 🙂 \u2028",
+        "status": 200,
+        "latency_ms": 0.123,
+        "big": 10**30,
+        "seconds": 1e-07,
+        "not_a_number": float("nan"),
+        "infinite": float("inf"),
+        "done": True,
+        "nothing": None,
+        "kinds": ["Positive", 1, 2.5],
+    }
+    line = service.json_line("info", "request", fields)
+    stamp = json.loads(line)["time"]
+    expected = {"time": stamp, "level": "info", "message": "request", **fields}
+    assert line == json.dumps(expected) + "\n"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", stamp)
+    then = 946_684_799.5  # the time is the line's own second's, not one kept from before
+    monkeypatch.setattr(service.time, "time", lambda: then)
+    local = service.time.strftime("%Y-%m-%dT%H:%M:%S%z", service.time.localtime(then))
+    assert json.loads(service.json_line("info", "x", {}))["time"] == local
+    with pytest.raises(ValueError, match="time, level or message"):
+        service.json_line("info", "request", {"level": "debug"})
+
+
 def test_log_level_above_info_silences_request_lines(client, capfd):
     level = api.log.level
     api.log.setLevel(logging.WARNING)
