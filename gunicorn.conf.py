@@ -95,14 +95,18 @@ class OneWriteResponse(wsgi.Response):
         finally:
             head, self.sock = self.sock.data, sock
         self.sent = len(arg)
-        util.write(sock, head + arg)
+        data = head + arg
+        sent = sock.send(data)  # all of it, as a rule: sendall() asks the kernel its buffer's size
+        if sent < len(data):
+            util.write(sock, data[sent:])
 
 
 wsgi.Response = OneWriteResponse  # the class gunicorn's wsgi.create() makes responses from
 
-# Two things gunicorn works out anew for every request, each a few µs of Python, kept instead: the
+# What gunicorn works out anew for every request, each a few µs of Python, kept instead: the
 # Date header's text, made once a second; whether a peer's address is in forwarded_allow_ips (so
-# that it may set X-Forwarded-*), once an address and list: both are fixed for a worker's life.
+# that it may set X-Forwarded-*), once an address and list; the environ's wsgi.errors stream, a
+# logging lookup, once; the settings (FairGeventWorker.run): all fixed for a worker's life.
 _http_date = util.http_date
 _date_of_second = functools.lru_cache(maxsize=1)(_http_date)
 
@@ -126,6 +130,7 @@ def ip_in_allow_list(ip, allow_list, networks):
 
 
 message._ip_in_allow_list = ip_in_allow_list  # what gunicorn's HeaderPolicy calls
+wsgi.WSGIErrorsWrapper = functools.cache(wsgi.WSGIErrorsWrapper)  # one per worker's settings
 
 
 # What gunicorn answers itself, before the app sees a request, by the kind of malformation; the
@@ -154,6 +159,11 @@ class FairGeventWorker(ggevent.GeventWorker):
         """Serve, with a greenlet writing out the metrics and log lines held in memory (api.TALLY)
         every METRICS_FLUSH_MS while requests are few."""
         import api  # already imported: the app is preloaded
+
+        # Each setting read once: gunicorn reads them through Config.__getattr__, a lookup and a
+        # call, a dozen times a request, and a worker's settings never change (a HUP makes new
+        # workers). A value in the instance's dict is found before __getattr__ is asked.
+        self.cfg.__dict__.update({k: v.get() for k, v in self.cfg.settings.items()})
 
         def flusher():
             while self.alive:
