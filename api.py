@@ -805,11 +805,8 @@ class Tally:
         self.flushed = time.monotonic()
         for child, amount in counts.items():
             child.inc(amount)
-        for child, (total, buckets) in histograms.items():  # prometheus_client 0.26's layout
-            child._sum.inc(total)
-            for bucket, count in zip(child._buckets, buckets, strict=True):
-                if count:
-                    bucket.inc(count)
+        for child, (total, buckets) in histograms.items():
+            aliases.add_to_histogram(child, total, buckets)
         if lines:
             sys.stderr.write("".join(lines))
             sys.stderr.flush()

@@ -157,6 +157,37 @@ def test_shadow_never_changes_an_answer_and_counts_every_pair(client, tweets):
     assert shadow["agreement"] == round(expected / len(tweets), 6)
 
 
+def test_the_score_differences_are_counted_as_observing_each_would(tweets):
+    """shadow() writes a batch's differences once per bucket: the same sum and buckets as
+    Histogram.observe of each tweet's difference."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    models = registry.load()
+    stable, candidate = models.get(SMALL), models.get(OLD)
+    texts = list(tweets.values())
+    ours, theirs = stable.model.scores(texts), candidate.model.scores(texts)
+    child = aliases.shadow_difference(candidate.name, candidate.version)
+
+    def held():
+        return child._sum.get(), [bucket.get() for bucket in child._buckets]
+
+    reference = Histogram(
+        "reference",
+        "",
+        buckets=aliases.SHADOW_DIFFERENCE._upper_bounds[:-1],
+        registry=CollectorRegistry(),
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        reference.observe(abs(b - a))
+    before = held()
+    aliases.shadow(stable, candidate, texts, ours)
+    after = held()
+    assert after[0] - before[0] == pytest.approx(reference._sum.get())
+    counted = [b - a for a, b in zip(before[1], after[1], strict=True)]
+    assert counted == [bucket.get() for bucket in reference._buckets]
+    assert sum(counted) == len(texts) and sum(1 for c in counted if c) > 1
+
+
 def test_shadow_percent_0_scores_nothing_beside(client, tweets):
     assert put_candidate(client, model=OLD, shadow_percent=0).status_code == 200
     predict(client, tweets)
