@@ -366,8 +366,9 @@ def shadow(stable, candidate, tweets, probabilities):
     for ours, other in zip(probabilities, theirs, strict=True):
         key = (ours >= model.THRESHOLD, other >= model.THRESHOLD)
         counts[key] = counts.get(key, 0) + 1
-        total += abs(other - ours)
-        buckets[bisect.bisect_left(bounds, abs(other - ours))] += 1
+        gap = abs(other - ours)
+        total += gap
+        buckets[bisect.bisect_left(bounds, gap)] += 1
     add_to_histogram(difference, total, buckets)
     for (ours, other), count in counts.items():
         shadow_pairs(
