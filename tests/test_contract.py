@@ -58,6 +58,32 @@ def test_bad_input_raises_one_error_type_with_its_kind(text, kind, status, detai
     assert detail in caught.value.detail
 
 
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ('{"1": "ok", "2": "\\ud800 alone"}', 'id "2"'),
+        ('{"1": "a lone low \\uDFFF"}', 'id "1"'),
+        ('{"\\uDbff": "a lone high in an id"}', "an id"),
+        ('{"1": "paired, then alone: \\ud83d\\ude00\\ud83d"}', 'id "1"'),
+        ('{"1": ["nested", {"x": "\\udc00"}]}', 'id "1"'),
+        ('{"1": "an escaped backslash, then a lone one: \\\\\\ud800"}', 'id "1"'),
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused_however_it_is_written(text, where):
+    with pytest.raises(contract.NotUnicode, match=f"a lone surrogate .* in {where}$"):
+        contract.parse_json(text)
+
+
+def test_paired_and_literal_escapes_are_not_lone_surrogates():
+    text = '{"1": "\\ud83d\\ude00 and \\uD83D\\uDE00", "2": "not an escape: \\\\ud800", '
+    text += '"3": "\\u00e9"}'
+    assert contract.parse_json(text) == [
+        ("1", "😀 and 😀"),
+        ("2", "not an escape: \\ud800"),
+        ("3", "é"),
+    ]
+
+
 def test_errors_name_at_most_ten_ids_then_count_the_rest():
     tweets = {str(i): i for i in range(14)}
     with pytest.raises(contract.Unprocessable, match='"9" and 4 more$'):
