@@ -361,30 +361,36 @@ def shadow(stable, candidate, tweets, probabilities):
         log.warning("the candidate %s failed to score: %s", candidate.name, type(e).__name__)
         return
     counts = {}
-    difference = shadow_difference(candidate.name, candidate.version)
-    bounds, total, buckets = difference._upper_bounds, 0.0, [0] * len(difference._upper_bounds)
+    difference = HeldObservations(shadow_difference(candidate.name, candidate.version))
     for ours, other in zip(probabilities, theirs, strict=True):
         key = (ours >= model.THRESHOLD, other >= model.THRESHOLD)
         counts[key] = counts.get(key, 0) + 1
-        gap = abs(other - ours)
-        total += gap
-        buckets[bisect.bisect_left(bounds, gap)] += 1
-    add_to_histogram(difference, total, buckets)
+        difference.observe(abs(other - ours))
+    difference.write()
     for (ours, other), count in counts.items():
         shadow_pairs(
             stable.name, stable.version, candidate.name, candidate.version, ours, other
         ).inc(count)
 
 
-def add_to_histogram(child, total, buckets):
-    """Add observations to a Histogram child at once: their sum, and how many fell in each bucket
-    (the first whose upper bound is >= the value, as Histogram.observe counts). Under multiprocess
-    metrics every write is a locked one to a shared file: one per bucket a batch, not two per
-    tweet. prometheus_client 0.26's layout."""
-    child._sum.inc(total)
-    for bucket, count in zip(child._buckets, buckets, strict=True):
-        if count:
-            bucket.inc(count)
+class HeldObservations:
+    """Observations of a Histogram child, held and then written at once: their sum, and how many
+    fell in each bucket (the first whose upper bound is >= the value, as Histogram.observe counts).
+    Under multiprocess metrics every write is a locked one to a shared file: one per bucket, not
+    two per observation. prometheus_client 0.26's layout."""
+
+    def __init__(self, child):
+        self.child, self.total, self.buckets = child, 0.0, [0] * len(child._upper_bounds)
+
+    def observe(self, value):
+        self.total += value
+        self.buckets[bisect.bisect_left(self.child._upper_bounds, value)] += 1
+
+    def write(self):
+        self.child._sum.inc(self.total)
+        for bucket, count in zip(self.child._buckets, self.buckets, strict=True):
+            if count:
+                bucket.inc(count)
 
 
 def canary_share(request_id):

@@ -1,6 +1,5 @@
 """The HTTP API: validate requests, ask the registry's models for labels, answer in JSON."""
 
-import bisect
 import functools
 import hashlib
 import hmac
@@ -795,9 +794,8 @@ class Tally:
         """As Histogram.observe: the value in the first bucket whose upper bound is >= it."""
         held = self.histograms.get(child)
         if held is None:
-            held = self.histograms[child] = [0.0, [0] * len(child._upper_bounds)]
-        held[0] += value
-        held[1][bisect.bisect_left(child._upper_bounds, value)] += 1
+            held = self.histograms[child] = aliases.HeldObservations(child)
+        held.observe(value)
 
     def flush(self):
         counts, histograms, lines = self.counts, self.histograms, self.lines
@@ -805,8 +803,8 @@ class Tally:
         self.flushed = time.monotonic()
         for child, amount in counts.items():
             child.inc(amount)
-        for child, (total, buckets) in histograms.items():
-            aliases.add_to_histogram(child, total, buckets)
+        for held in histograms.values():
+            held.write()
         if lines:
             sys.stderr.write("".join(lines))
             sys.stderr.flush()
