@@ -16,6 +16,7 @@ import prometheus_client
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from gunicorn.http.errors import ParseException
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
     BadRequest,
@@ -51,14 +52,19 @@ DEFAULTS = {
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
     "WS_AUTH_MAX_BYTES": 4096,  # the most a websocket may send before it has authenticated
     "WS_PING_SECONDS": 25,  # a silent websocket is pinged; no pong by the next ping closes it
-    # The credential that moves aliases (aliases.py), never one that asks for predictions.
+    # The credential that moves aliases (aliases/), never one that asks for predictions.
     "ADMIN_TOKEN": "",  # comma-separated; empty means: read ADMIN_TOKEN_FILE
     "ADMIN_TOKEN_FILE": str(ROOT / ".admin_token"),
-    "PROMOTE_MIN_PAIRS": 1000,  # shadow pairs a candidate needs before a promotion
-    "PROMOTE_MIN_AGREEMENT": "0.9",  # the share of them on which it must agree with stable
+    # The promotion guard (aliases/guard.py): labelled evidence, then live traffic.
+    "GUARD_REFERENCE_FILE": str(ROOT.parent / "shared" / "data" / "semeval_2013_2016.csv"),
+    "GUARD_REFERENCE_IDS": "se16dev_,se16devtest_",  # its rows whose id starts so: held out
+    "PROMOTE_MAX_DROP": "0.01",  # balanced accuracy on them at most this far below stable's
+    "PROMOTE_MIN_PAIRS": 1000,  # distinct shadowed tweets a candidate needs
+    "PROMOTE_MIN_AGREEMENT": "0.9",  # live agreement needed (lower with labels: guard.py)
     "METRICS_FLUSH_MS": 100,  # metrics and request log lines held at most this long (Tally)
 }
 OPTIONS = contract.OPTIONS
+RETRY_AFTER_SECONDS = 5  # a 503 of the aliases' home: try again then
 REQUEST_ID_MAX = ws.REQUEST_ID_MAX
 PATH_TOKEN_ROUTE, BEARER_ROUTE = "/api/v1/<token>/predict", "/api/v1/predict"
 MODEL_ROUTE = "/api/v1/models/<name>/predict"
@@ -111,7 +117,11 @@ def create_app(config=None):
     app.extensions["settings"] = settings
     IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
     TALLY.interval = settings["METRICS_FLUSH_MS"] / 1000
-    settings["PROMOTE_MIN_AGREEMENT"] = share(settings["PROMOTE_MIN_AGREEMENT"])
+    for name in ("PROMOTE_MIN_AGREEMENT", "PROMOTE_MAX_DROP"):
+        settings[name] = share(name, settings[name])
+    app.extensions["reference"] = aliases.Reference(
+        settings["GUARD_REFERENCE_FILE"], settings["GUARD_REFERENCE_IDS"]
+    )
     reload(app)
     app.extensions["openapi"] = openapi(settings)
     service.setup_logging(log)
@@ -169,18 +179,22 @@ def reload(app):
         raise RuntimeError(
             "an admin token is also an API token: give ADMIN_TOKEN a value of its own"
         )
-    models = registry.load(settings["MODELS_FILE"], aliases_file=settings["ALIASES_FILE"])
+    models = registry.load(
+        settings["MODELS_FILE"],
+        aliases_file=settings["ALIASES_FILE"],
+        database_url=settings["DATABASE_URL"],
+    )
     app.extensions.update(tokens=tokens, admin_tokens=admin, registry=models)
 
 
-def share(value):
-    """PROMOTE_MIN_AGREEMENT: a number from 0 to 1."""
+def share(name, value):
+    """A setting that is a number from 0 to 1; RuntimeError naming it otherwise."""
     try:
         number = float(value)
     except ValueError:
         number = -1.0
     if not 0 <= number <= 1:
-        raise RuntimeError(f"PROMOTE_MIN_AGREEMENT must be a number from 0 to 1, got {value!r}")
+        raise RuntimeError(f"{name} must be a number from 0 to 1, got {value!r}")
     return number
 
 
@@ -339,12 +353,13 @@ def ready():
     models = current_app.extensions.get("registry")
     if models is None:
         raise ServiceUnavailable("no model is loaded")
-    is_ready, states = models.ready()
+    is_ready, states, problem = models.ready()
+    followed = {} if models.aliases is None else {"aliases": models.aliases.health()}
     if is_ready:
-        return {"status": "ready", "model_version": models.get().version, "models": states}
-    failed = [f"{n}: {e.error}" for n, e in models.entries.items() if e.error is not None]
-    body = {"error": 503, "text": "Service Unavailable", "detail": "; ".join(failed)}
-    return {**body, "status": "not ready", "models": states}, 503
+        version = models.get().version
+        return {"status": "ready", "model_version": version, "models": states, **followed}
+    body = {"error": 503, "text": "Service Unavailable", "detail": problem}
+    return {**body, "status": "not ready", "models": states, **followed}, 503
 
 
 def metrics():
@@ -355,7 +370,61 @@ def metrics():
         MODEL_INFO.labels(name, version).set(1)
     text = prometheus_client.generate_latest(metrics_collector())
     text += prometheus_client.generate_latest(current_app.extensions["jobs_metrics"])
+    text += prometheus_client.generate_latest(Families(guard_families(aliases_state())))
     return Response(text, mimetype="text/plain")
+
+
+class Families(prometheus_client.CollectorRegistry):
+    """Metric families made for one scrape, as a registry generate_latest() can write."""
+
+    def __init__(self, families):
+        super().__init__(auto_describe=False)
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
+
+
+GUARD_LABELS = ["stable_model", "stable_version", "candidate_model", "candidate_version"]
+
+
+def guard_families(state):
+    """The promotion guard's evidence for the candidate, from GET /api/v1/aliases's answer: the
+    distinct shadowed tweets summed over every process, both models on the labelled reference
+    set, and whether it may be promoted (prometheus/rules.yml alerts on them)."""
+    candidate, shadow, labelled = state["candidate"], state["shadow"], state["labelled"]
+    if candidate is None or "unavailable" in shadow:
+        return []
+    labels = [*aliases.pair(state["stable"]), *aliases.pair(candidate)]
+    figures = {
+        "api_guard_shadow_pairs": ("Distinct tweets the candidate shadowed", shadow["pairs"]),
+        "api_guard_shadow_agreeing": ("Of them, those both labelled alike", shadow["agreeing"]),
+        "api_guard_promotable": (
+            "1 if the guard would promote the candidate now",
+            int(state["guard"]["promotable"]),
+        ),
+    }
+    if "unavailable" not in labelled:
+        figures.update(
+            api_guard_stable_balanced_accuracy=(
+                "Stable's balanced accuracy on the labelled reference set",
+                labelled["stable"]["balanced_accuracy"],
+            ),
+            api_guard_candidate_balanced_accuracy=(
+                "The candidate's balanced accuracy on the labelled reference set",
+                labelled["candidate"]["balanced_accuracy"],
+            ),
+            api_guard_labelled_agreement=(
+                "The share of the labelled reference set both models label alike",
+                labelled["agreement"],
+            ),
+        )
+    families = []
+    for name, (documentation, value) in figures.items():
+        family = GaugeMetricFamily(name, documentation, labels=GUARD_LABELS)
+        family.add_metric(labels, value)
+        families.append(family)
+    return families
 
 
 def metrics_collector():
@@ -367,7 +436,7 @@ def metrics_collector():
     return collector
 
 
-# Aliases (aliases.py): read with a prediction or admin token, moved with the admin token only.
+# Aliases (aliases/): read with a prediction or admin token, moved with the admin token only.
 
 
 def require_admin_token(read_only=False):
@@ -391,17 +460,49 @@ def require_admin_token(read_only=False):
 
 
 def aliases_state():
-    """The aliases and the candidate's shadow figures, as GET /api/v1/aliases answers."""
-    state = current_app.extensions["registry"].aliases.current(fresh=True)
+    """The aliases, where they live, and the guard's evidence for the candidate, as GET
+    /api/v1/aliases answers."""
+    models = current_app.extensions["registry"]
+    state = models.aliases.current(fresh=True)
     candidate = state.candidate
-    shown = None if candidate is None else {k: v for k, v in candidate.items() if k != "baseline"}
-    return {
+    answer = {
         "stable": state.stable,
-        "candidate": shown,
+        "candidate": candidate,
         "previous": state.previous,
-        "shadow": aliases.shadow_summary(metrics_collector(), state),
+        "version": state.version,
+        "home": models.aliases.health(),
+        "shadow": {"pairs": 0, "agreeing": 0, "agreement": None},
+        "labelled": None,
+        "guard": None,
         "canary_percent": candidate.get("canary_percent", 0) if candidate else 0,
     }
+    if candidate is None:
+        return answer
+    try:
+        shadow = aliases.live_summary(models.aliases.totals(state.epoch))
+    except aliases.Unavailable as e:
+        answer["shadow"] = {"unavailable": str(e), "shadow_percent": candidate["shadow_percent"]}
+        return answer
+    answer["shadow"] = {**shadow, "shadow_percent": candidate["shadow_percent"]}
+    answer["labelled"] = evidence(models, state)
+    why = guard_reason(models, state, shadow, answer["labelled"])
+    answer["guard"] = {"promotable": why is None, "reason": why}
+    return answer
+
+
+def evidence(models, state):
+    """Stable's and the candidate's figures on the labelled reference set (aliases/guard.py)."""
+    stable, candidate = state.stable, state.candidate
+    return current_app.extensions["reference"].evidence(
+        models.find(stable["model"], stable["version"]),
+        models.find(candidate["model"], candidate["version"]),
+    )
+
+
+def guard_reason(models, state, shadow, labelled):
+    # Every worker forks from the master's preloaded registry: loaded here is loaded in all.
+    ready = aliases.pair(state.candidate) in models.known
+    return aliases.reason(current_app.extensions["settings"], ready, shadow, labelled)
 
 
 def aliases_view():
@@ -418,44 +519,45 @@ def change_aliases(edit, what):
         raise Conflict(str(e)) from None
     except aliases.Invalid as e:
         raise BadRequest(str(e)) from None
-    except OSError as e:  # the server's fault: say which setting to mend, not the request's
-        raise ServiceUnavailable(
-            f"the aliases file cannot be written ({e.strerror}): set ALIASES_FILE to a path "
-            "this server may write"
-        ) from None
+    except aliases.Unavailable as e:  # the server's fault: nothing changed, say what to mend
+        raise ServiceUnavailable(str(e), retry_after=RETRY_AFTER_SECONDS) from None
     log.info(
-        "aliases: %s; stable %s, candidate %s, previous %s",
+        "aliases: %s; stable %s, candidate %s, previous %s; version %d",
         what,
         aliases.pair(state.stable),
         aliases.pair(state.candidate),
         aliases.pair(state.previous),
+        state.version,
         extra={"request_id": request.environ.get("api.request_id", "-")},
     )
     return aliases_state()
 
 
 def json_body(default=None):
-    """The body as JSON (any content type), or default when it is empty; 400 otherwise."""
+    """The body as a JSON object (any content type), or default when it is empty; 400 otherwise,
+    nested too deeply included."""
     data = read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
-    if not data.strip():
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"the body is not valid UTF-8: {e.reason} at byte {e.start}") from None
+    if not text.strip():
         return default
     try:
-        return json.loads(data)
-    except ValueError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
+        document = contract.parse_json(text)
+    except contract.PredictionError as e:
+        raise BadRequest(e.detail) from None
+    # The admin routes read the fields of a flat object: a nested value is refused by them.
+    return dict(document) if isinstance(document, contract.Pairs) else document
 
 
 def candidate_view():
     require_admin_token()
     if request.method == "DELETE":
+        json_body()  # read, so that a body sent is not left on the connection
         return change_aliases(aliases.clear_candidate, "candidate removed")
     models = current_app.extensions["registry"]
-
-    def baseline(stable, candidate):
-        return aliases.shadow_counts(metrics_collector(), stable, candidate)
-
-    edit = aliases.set_candidate(models.get, json_body(), baseline)
-    return change_aliases(edit, "candidate set")
+    return change_aliases(aliases.set_candidate(models.get, json_body()), "candidate set")
 
 
 def promote_view():
@@ -463,22 +565,15 @@ def promote_view():
     body = json_body({})
     if not isinstance(body, dict) or not isinstance(body.get("force", False), bool):
         raise BadRequest('send nothing, or {"force": true} to skip the guard')
-    settings, models = current_app.extensions["settings"], current_app.extensions["registry"]
+    models, force = current_app.extensions["registry"], body.get("force", False)
 
-    def guard(state):
-        if body.get("force"):
+    def guard(state, totals):
+        if force:
             return None
-        # Every worker forks from the master's preloaded registry: loaded here is loaded in all.
-        candidate = state.candidate
-        ready = (candidate["model"], candidate["version"]) in models.known
-        summary = aliases.shadow_summary(metrics_collector(), state)
-        return aliases.guard_reason(
-            summary, ready, settings["PROMOTE_MIN_PAIRS"], settings["PROMOTE_MIN_AGREEMENT"]
-        )
+        shadow = aliases.live_summary(totals)
+        return guard_reason(models, state, shadow, evidence(models, state))
 
-    return change_aliases(
-        aliases.promote(guard), "promoted" + (" (forced)" * bool(body.get("force")))
-    )
+    return change_aliases(aliases.promote(guard), "promoted" + (" (forced)" * force))
 
 
 def rollback_view():

@@ -353,7 +353,11 @@ class Worker:
 
     def __init__(self, settings):
         self.settings, self.store = settings, Store(settings["JOB_STORE_URL"])
-        self.models = registry.load(settings["MODELS_FILE"], aliases_file=settings["ALIASES_FILE"])
+        self.models = registry.load(
+            settings["MODELS_FILE"],
+            aliases_file=settings["ALIASES_FILE"],
+            database_url=settings["DATABASE_URL"],
+        )
         self.limits = {**settings, "MAX_TWEETS": settings["JOB_CHUNK_TWEETS"]}
         for name, version in self.models.known:
             WORKER_MODEL.labels(name, version).set(1)

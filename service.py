@@ -22,7 +22,10 @@ SHARED = {
     "API_TOKEN": "",  # comma-separated; empty means: read API_TOKEN_FILE
     "API_TOKEN_FILE": str(ROOT / ".api_token"),
     "MODELS_FILE": str(registry.MODELS_FILE),  # the models served, and the default
-    "ALIASES_FILE": str(aliases.ALIASES_FILE),  # stable, candidate, previous (aliases.py)
+    "ALIASES_FILE": str(aliases.ALIASES_FILE),  # stable, candidate, previous (aliases/)
+    # A postgresql:// URI: where several replicas keep the aliases, the guard's counts and the
+    # jobs. Empty: ALIASES_FILE and the embedded job store, one machine.
+    "DATABASE_URL": "",
     **contract.LIMITS,
     "MAX_BODY_BYTES": 8 * 1024 * 1024,  # a REST body, a websocket message, an RPC call
 }
