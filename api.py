@@ -6,9 +6,11 @@ import hmac
 import io
 import json
 import logging
+import mmap
 import os
 import random
 import re
+import struct
 import sys
 import time
 
@@ -354,6 +356,8 @@ def ready():
     if models is None:
         raise ServiceUnavailable("no model is loaded")
     is_ready, states, problem = models.ready()
+    if STOPPING:
+        is_ready, problem = False, "the server is stopping (STOP_DRAIN_SECONDS)"
     followed = {} if models.aliases is None else {"aliases": models.aliases.health()}
     if is_ready:
         version = models.get().version
@@ -459,11 +463,11 @@ def require_admin_token(read_only=False):
     )
 
 
-def aliases_state():
-    """The aliases, where they live, and the guard's evidence for the candidate, as GET
-    /api/v1/aliases answers."""
+def aliases_state(state=None):
+    """The aliases (read now, unless a change gives them), where they live, and the guard's
+    evidence for the candidate, as GET /api/v1/aliases answers."""
     models = current_app.extensions["registry"]
-    state = models.aliases.current(fresh=True)
+    state = state or models.aliases.current(fresh=True)
     candidate = state.candidate
     answer = {
         "stable": state.stable,
@@ -530,7 +534,7 @@ def change_aliases(edit, what):
         state.version,
         extra={"request_id": request.environ.get("api.request_id", "-")},
     )
-    return aliases_state()
+    return aliases_state(state)  # as this change left them, whatever came after
 
 
 def json_body(default=None):
@@ -906,6 +910,31 @@ class Tally:
 
 
 TALLY = Tally()
+
+
+class Stopping:
+    """When this server's stop began, shared by gunicorn's master and every worker it forked (8
+    bytes of memory they share): the master sets it on TERM, /ready answers 503 from then on, and
+    serving ends STOP_DRAIN_SECONDS later (gunicorn.conf.py)."""
+
+    def __init__(self):
+        self.memory = mmap.mmap(-1, 8)
+
+    def begin(self):
+        """Start the stop, unless it has started; return when it began (time.time())."""
+        if not self.began:
+            self.memory[:8] = struct.pack("d", time.time())
+        return self.began
+
+    @property
+    def began(self):
+        return struct.unpack("d", self.memory[:8])[0]
+
+    def __bool__(self):
+        return self.began != 0
+
+
+STOPPING = Stopping()
 
 
 # The metrics' children, looked up once per label values: prometheus_client's labels() takes a lock

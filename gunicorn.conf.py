@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import ssl
+import sys
 import tempfile
 import time
 
@@ -18,6 +19,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["METRICS_DIR_MADE_HERE"] = "1"
 
 import gevent  # noqa: E402
+from gunicorn import arbiter as gunicorn_arbiter  # noqa: E402
 from gunicorn import util  # noqa: E402
 from gunicorn.http import errors, message, wsgi  # noqa: E402
 from gunicorn.workers import base_async, ggevent  # noqa: E402
@@ -175,7 +177,22 @@ class FairGeventWorker(ggevent.GeventWorker):
         super().run()
 
     def handle_exit(self, sig, frame):
-        """On TERM (a stop, or a HUP's old workers): websockets answer, then close with 1001."""
+        """On TERM: a HUP's old worker, or a stop. With STOP_DRAIN_SECONDS, a worker that gets
+        the TERM with its master (`docker stop` signals the whole process group) serves on until
+        the master's drain ends: it looks, half a second on, whether the master is stopping."""
+        if stop_drain_seconds:
+            gevent.spawn_later(0.5, self.after_drain, sig, frame)
+        else:
+            self.stop_serving(sig, frame)
+
+    def after_drain(self, sig, frame):
+        import api  # already imported: the app is preloaded
+
+        left = api.STOPPING.began + stop_drain_seconds - time.time() if api.STOPPING else 0
+        gevent.spawn_later(max(0.0, left), self.stop_serving, sig, frame)
+
+    def stop_serving(self, sig, frame):
+        """Stop accepting, and let websockets answer what has arrived and close with 1001."""
         super().handle_exit(sig, frame)
         import ws  # already imported: the app is preloaded
 
@@ -227,6 +244,26 @@ class FairGeventWorker(ggevent.GeventWorker):
             self.log.debug("could not send the error")
 
 
+# A stop behind a balancer: on TERM, /ready answers 503 for STOP_DRAIN_SECONDS while every
+# request is still answered, so that the balancer's health check takes this server out before it
+# closes its socket; then the usual graceful stop. 0 (the default, one machine): at once.
+stop_drain_seconds = env_int("STOP_DRAIN_SECONDS", 0)
+
+
+def handle_term(arbiter):
+    """The master's TERM: /ready answers 503 and every request is still answered until the drain
+    ends; then gunicorn's graceful stop."""
+    if stop_drain_seconds:
+        import api  # already imported: the app is preloaded
+
+        began = api.STOPPING.begin()
+        arbiter.log.info("stopping: /ready answers 503 for %s s first", stop_drain_seconds)
+        time.sleep(max(0.0, began + stop_drain_seconds - time.time()))
+    raise StopIteration  # gunicorn's own handle_term: the graceful stop
+
+
+gunicorn_arbiter.Arbiter.handle_term = handle_term
+
 # One gevent worker per core: the model is fast and CPU-bound, and gevent keeps connections
 # alive without a thread each, so slow clients cannot tie the workers up.
 workers = env_int("WORKERS", os.cpu_count() or 1)
@@ -276,6 +313,19 @@ def when_ready(server):
 
     server.job_workers = jobs.LocalWorkers(jobs.settings_of())
     server.job_workers.start()
+
+
+def post_worker_init(worker):
+    """psycopg chose how to wait for the database when the master imported it (for the aliases
+    or the job store in PostgreSQL), before gevent patched this worker: a C poll that blocks
+    every request of the worker while a query or a LISTEN waits. Choose again as psycopg chooses
+    under gevent, so that waiting for the database yields to the other requests."""
+    waiting = sys.modules.get("psycopg.waiting")
+    if waiting is not None and waiting._is_select_patched():
+        import selectors
+
+        waiting.DefaultSelector = selectors.DefaultSelector  # gevent's, for connecting
+        waiting.wait = waiting.wait_poll  # select.poll, gevent's since the patch
 
 
 def pre_fork(server, worker):

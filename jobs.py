@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -106,6 +107,10 @@ def settings_of(config=None, defaults=DEFAULTS):
     folder = Path(settings["JOBS_DIR"])
     if not settings["BROKER_URL"]:
         settings["BROKER_URL"] = f"sqla+sqlite:///{folder / 'broker.sqlite3'}"
+    if not settings["JOB_STORE_URL"] and settings["DATABASE_URL"]:  # several replicas: theirs
+        settings["JOB_STORE_URL"] = re.sub(
+            r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", settings["DATABASE_URL"]
+        )
     if not settings["JOB_STORE_URL"]:
         settings["JOB_STORE_URL"] = f"sqlite:///{folder / 'jobs.sqlite3'}"
     return settings

@@ -43,7 +43,7 @@ from aliases.state import Invalid, Refused, State, Unavailable, decode, encode, 
 REFRESH_SECONDS = 0.25  # an os.stat four times a second: nothing, next to a request
 COUNTS_SECONDS = 2  # a process's shadow counts are written out this often, at most
 FOLLOW_SECONDS = 2  # PostgreSQL: the poll of the version under LISTEN/NOTIFY
-RETRY_SECONDS = 5  # PostgreSQL: the longest wait before connecting again
+RETRY_SECONDS = 2  # PostgreSQL: the longest wait before connecting again
 CHANNEL = "sentiment_aliases"
 SCHEMA_LOCK = 0x5E171E47  # pg_advisory_xact_lock's key: replicas starting together, one schema
 

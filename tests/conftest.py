@@ -162,6 +162,19 @@ def running_server(folder, **env):
     server's whole output), process (make's).
     """
     port = free_port()
+    environment = server_environment(folder, port, **env)
+    log_path = folder / "server.log"
+    process = start_make("api-start", environment, log_path)
+    try:
+        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
+        yield {"port": port, "folder": folder, "log": log_path, "process": process}
+    finally:
+        stop(process)
+
+
+def server_environment(folder, port, **env):
+    """The environment of `make api-start` on a port, its files in folder, as running_server
+    starts it."""
     environment = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "ADMIN_TOKEN")}
     environment.update(
         PORT=str(port),
@@ -176,13 +189,7 @@ def running_server(folder, **env):
         WORKER_METRICS_PORT=str(free_port()),
         **env,
     )
-    log_path = folder / "server.log"
-    process = start_make("api-start", environment, log_path)
-    try:
-        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
-        yield {"port": port, "folder": folder, "log": log_path, "process": process}
-    finally:
-        stop(process)
+    return environment
 
 
 def absent(reason):
