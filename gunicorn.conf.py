@@ -215,10 +215,11 @@ HSTS = "Strict-Transport-Security: max-age=31536000\r\n"
 
 
 def send_all(sock, data):
-    """Send all of data, as sendall() would, but cut the client off only once it takes nothing.
+    """Send all of data, as sendall() would, but cut the client off only once it takes next to
+    nothing.
 
     A wait for room in the socket's buffer that times out (CLIENT_TIMEOUT) is a cut only if the
-    client has acknowledged no byte more since the wait before. gevent's
+    client has acknowledged less than MIN_PROGRESS bytes more since the one before. gevent's
     sendall() gives a whole write CLIENT_TIMEOUT, and the kernel's buffer, megabytes on a fast
     link, may have no room for that long while a slow client drains it: a client reading a
     13 MB job result at a steady 40 kB/s was cut off 30 s in. (sendall() also asks the kernel
@@ -230,9 +231,14 @@ def send_all(sock, data):
             view = view[sock.send(view) :]  # a TLS socket sends it all, waiting as it must
         except TimeoutError:
             taken = acknowledged(sock)
-            if taken is None or taken == held:  # a client that takes nothing
-                raise
+            if taken is None or (held is not None and taken - held < MIN_PROGRESS):
+                raise  # a client that takes (next to) nothing
             held = taken  # and the same view again: TLS wants the same buffer when it retries
+
+
+# What a client must take of an answer waiting for it in every CLIENT_TIMEOUT (550 B/s at 30 s):
+# one that reads a few bytes at a time would otherwise hold its connection as long as it likes.
+MIN_PROGRESS = 16 * 1024
 
 
 def acknowledged(sock):
@@ -348,7 +354,9 @@ class FairGeventWorker(ggevent.GeventWorker):
         try:
             return super().handle_request(listener_name, req, sock, addr)
         except TimeoutError:  # a write the client did not take in time: drop the connection
-            self.log.info("a client took nothing for %s s: connection closed", client_timeout)
+            self.log.info(
+                "a client took next to nothing for %s s: connection closed", client_timeout
+            )
             raise StopIteration() from None
         except BaseException as e:
             import service  # already imported: the app is preloaded
