@@ -4,8 +4,10 @@ import functools
 import hashlib
 import hmac
 import io
+import ipaddress
 import json
 import logging
+import math
 import mmap
 import os
 import random
@@ -14,6 +16,7 @@ import struct
 import sys
 import time
 
+import gevent
 import prometheus_client
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from gunicorn.http.errors import ParseException
@@ -30,6 +33,7 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -49,6 +53,14 @@ DEFAULTS = {
     # Bytes of request bodies and websocket messages one worker holds at once, read and not yet
     # answered: past it, a new upload gets 503 and a websocket that would go past it is cut off.
     "MAX_INFLIGHT_BYTES": 32 * 1024 * 1024,
+    # A body may take CLIENT_TIMEOUT seconds (gunicorn.conf.py's too), and a second more for every
+    # BODY_MIN_BYTES_PER_SECOND bytes that arrive: past it, 408.
+    "CLIENT_TIMEOUT": 30,
+    "BODY_MIN_BYTES_PER_SECOND": 64 * 1024,
+    # Wrong tokens from one client address, per worker: past AUTH_FAILURES within
+    # AUTH_FAILURES_SECONDS, the address gets 429 until that window ends (Guesses).
+    "AUTH_FAILURES": 50,
+    "AUTH_FAILURES_SECONDS": 60,
     "WS_MAX_CONNECTIONS": 500,  # websockets with a token, per worker; the pool is 1,000
     "WS_MAX_UNAUTHENTICATED": 50,  # websockets still to send their auth message, per worker
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
@@ -114,10 +126,20 @@ def create_app(config=None):
     app = Flask(__name__)
     app.json.sort_keys = False  # answers keep the request's order
     app.json.compact = True
+    # OPTIONS gets 405 in JSON, naming the methods allowed, where Flask would answer an empty
+    # text/html 200; no redirect from a path with "//" to one built from the Host header (a 308
+    # to any host a client names): such a path is an unknown one, 404.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.merge_slashes = False
     settings = jobs.settings_of(config, DEFAULTS)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.extensions["settings"] = settings
+    app.extensions["guesses"] = Guesses(
+        settings["AUTH_FAILURES"], settings["AUTH_FAILURES_SECONDS"]
+    )
     IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
+    BodyStream.grace = settings["CLIENT_TIMEOUT"]
+    BodyStream.rate = settings["BODY_MIN_BYTES_PER_SECOND"]
     TALLY.interval = settings["METRICS_FLUSH_MS"] / 1000
     for name in ("PROMOTE_MIN_AGREEMENT", "PROMOTE_MAX_DROP"):
         settings[name] = share(name, settings[name])
@@ -163,7 +185,7 @@ def create_app(config=None):
         require_bearer_token, parse_options, BodyStream, settings, resolve_model
     )
     app.register_blueprint(blueprint)
-    ws.route(app, ws_answer, require_bearer_token, token_is_valid, IN_FLIGHT)
+    ws.route(app, ws_answer, require_bearer_token, checked_token, refuse_guesser, IN_FLIGHT)
     app.add_url_rule("/", view_func=page)
     app.add_url_rule("/health", view_func=health)
     app.add_url_rule("/ready", view_func=ready)
@@ -210,10 +232,98 @@ def token_is_valid(token, extensions=None, kind="tokens"):
     return valid
 
 
+class Guesses:
+    """Wrong tokens by client address, in one worker: past `most` of them within `seconds` of the
+    first, the address gets 429 with Retry-After, whatever token it sends, until those seconds
+    are over. Its tokens are not checked meanwhile: a valid token is never counted, but answered
+    at once it would tell a right guess from a wrong one. At most MAX addresses are held.
+
+    An address is the client's as the server sees it (clients behind one proxy or NAT share
+    theirs), IPv6 by its /64; each worker counts its own, so an address gets up to `most` times
+    the workers' number of guesses a window."""
+
+    MAX = 10_000
+
+    def __init__(self, most, seconds):
+        self.most, self.seconds = most, seconds
+        self.windows = {}  # address: [end of its window, wrong tokens in it], oldest first
+        self.blocked = {}  # address: the end of its window, once past `most`
+
+    def refuse(self, environ):
+        """429 if the request's address is blocked (one truth test when none is)."""
+        left = self.blocked and self.seconds_left(environ)
+        if left:
+            raise TooManyRequests(
+                f"too many wrong tokens from this address; try again in {left} s",
+                retry_after=left,
+            )
+
+    def seconds_left(self, environ):
+        """Whole seconds until the request's address is let in again; 0 if it is not blocked."""
+        address = client_key(environ.get("REMOTE_ADDR", ""))
+        until = self.blocked.get(address)
+        if until is None:
+            return 0
+        left = math.ceil(until - time.monotonic())
+        if left <= 0:
+            del self.blocked[address]
+            return 0
+        return left
+
+    def failed(self, environ):
+        """Count a wrong token against the request's address."""
+        now, address = time.monotonic(), client_key(environ.get("REMOTE_ADDR", ""))
+        window = self.windows.get(address)
+        if window is None or window[0] <= now:
+            self.windows.pop(address, None)
+            if len(self.windows) >= self.MAX:
+                self.forget(now)
+            window = self.windows[address] = [now + self.seconds, 0]
+        window[1] += 1
+        if window[1] >= self.most:
+            self.blocked[address] = window[0]
+
+    def forget(self, now):
+        """Drop the windows that are over, and if that is not enough, the oldest tenth."""
+        over = [a for a, (end, _) in self.windows.items() if end <= now]
+        if len(self.windows) - len(over) >= self.MAX:
+            over += list(self.windows)[: self.MAX // 10]
+        for address in over:
+            self.windows.pop(address, None)
+            self.blocked.pop(address, None)
+
+
+def client_key(address):
+    """A client's address as counted: IPv4 whole, IPv6 by its /64 (what one subscriber gets)."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped else ip.exploded[:19]
+
+
 def predict_with_path_token(token):
-    if not token_is_valid(token):
+    if not checked_token(token):
         raise NotFound()  # the same answer as any unknown path
     return predict()
+
+
+def checked_token(token):
+    """token_is_valid, for a request: 429 if its address has sent too many wrong tokens of late,
+    and a wrong one counted against it."""
+    guesses = current_app.extensions["guesses"]
+    guesses.refuse(request.environ)
+    if token_is_valid(token):
+        return True
+    guesses.failed(request.environ)
+    return False
+
+
+def refuse_guesser():
+    """429 if this request's address has sent too many wrong tokens of late."""
+    current_app.extensions["guesses"].refuse(request.environ)
 
 
 def bearer_token(authorization):
@@ -226,7 +336,7 @@ def require_bearer_token():
     """401 unless the request has a valid Bearer token; its holder's id (the start of the token's
     SHA-256, which reveals nothing of it) in the environ as "api.client", whose jobs are its own."""
     token = bearer_token(request.headers.get("Authorization", ""))
-    if token is None or not token_is_valid(token):
+    if token is None or not checked_token(token):
         raise Unauthorized(
             "send a valid token as 'Authorization: Bearer <token>'",
             www_authenticate=WWWAuthenticate("bearer"),
@@ -446,6 +556,7 @@ def metrics_collector():
 def require_admin_token(read_only=False):
     """401 without a valid token; 403 for a prediction token where the admin token is needed."""
     token = bearer_token(request.headers.get("Authorization", ""))
+    refuse_guesser()
     if token is not None and token_is_valid(token, kind="admin_tokens"):
         return
     if token is not None and token_is_valid(token):
@@ -457,6 +568,8 @@ def require_admin_token(read_only=False):
             else ("; none is configured: set ADMIN_TOKEN or create ADMIN_TOKEN_FILE")
         )
         raise Forbidden(f"a prediction token cannot move aliases: send the admin token{configured}")
+    if token is not None:
+        current_app.extensions["guesses"].failed(request.environ)
     raise Unauthorized(
         "send a valid token as 'Authorization: Bearer <token>'",
         www_authenticate=WWWAuthenticate("bearer"),
@@ -597,9 +710,10 @@ def openapi(settings):
 
 
 # Request bodies: read only once the token is known to be good, never past the size limit
-# (Content-Length or not), within the worker's budget of bytes in flight, and with the WSGI
-# server's read failures as HTTP errors. gunicorn.conf.py gives each connection a time-out
-# (CLIENT_TIMEOUT), so a client that stalls mid-body ends as a 408, not a held worker.
+# (Content-Length or not), within the worker's budget of bytes in flight, reserved as they arrive,
+# and with the WSGI server's read failures as HTTP errors. gunicorn.conf.py gives each read a
+# time-out (CLIENT_TIMEOUT), and BodyStream the whole body one, so that a client that stalls or
+# trickles mid-body ends as a 408, not a held worker.
 
 
 class InFlight:
@@ -621,6 +735,7 @@ class InFlight:
 
 
 IN_FLIGHT = InFlight()  # a gevent worker's greenlets share it; one thread, so no lock
+PIECE = 65536  # read_body reads and reserves a body this much at a time
 
 
 def content_length(environ):
@@ -628,15 +743,28 @@ def content_length(environ):
     return int(length) if length.isdigit() else None
 
 
+class Late(Exception):
+    """A body's time is up (BodyStream): thrown into the greenlet waiting for it."""
+
+
 class BodyStream(io.RawIOBase):
     """A request's body, refusing to go past `limit` bytes (413), and turning the server's read
-    failures into HTTP errors: a client that stalls 408, broken chunked framing or a body cut
-    short 400."""
+    failures into HTTP errors: a client that stalls, or sends too slowly, 408; broken chunked
+    framing or a body cut short 400.
+
+    A body may take `grace` seconds (CLIENT_TIMEOUT), and a second more for every `rate` bytes
+    (BODY_MIN_BYTES_PER_SECOND) that have arrived: a client sending a byte every 10 s had a
+    per-read time-out only, and held its upload (and, as it was, the worker's budget) for good.
+    """
+
+    grace, rate = 30, 64 * 1024  # create_app sets them
 
     def __init__(self, environ, limit):
         super().__init__()
         self.input, self.limit, self.read_so_far = environ["wsgi.input"], limit, 0
         self.expected = content_length(environ)
+        self.started = time.monotonic()
+        self.waits = "gunicorn.socket" in environ  # a read may wait for the client (gevent)
 
     def readable(self):
         return True
@@ -644,8 +772,25 @@ class BodyStream(io.RawIOBase):
     def take(self, size):
         """Return up to size bytes of the body (b"" at its end)."""
         size = min(size, self.limit + 1 - self.read_so_far)  # one byte past the limit shows it
+        left = self.started + self.grace + self.read_so_far / self.rate - time.monotonic()
         try:
-            data = self.input.read(size)
+            if left <= 0:
+                raise Late()
+            if not self.waits:
+                data = self.input.read(size)
+            else:  # a timer on the whole read: gunicorn's read() reads until it has size bytes
+                timer = gevent.get_hub().loop.timer(left)
+                timer.start(gevent.getcurrent().throw, Late)
+                try:
+                    data = self.input.read(size)
+                finally:
+                    timer.close()
+        except Late:
+            seconds = time.monotonic() - self.started
+            raise RequestTimeout(
+                f"the body came too slowly: {self.read_so_far} bytes in {seconds:.0f} s; a body "
+                f"may take {self.grace} s and a second more for every {self.rate} bytes"
+            ) from None
         except TimeoutError:
             raise RequestTimeout("the body stalled: nothing arrived for too long") from None
         except ParseException as e:
@@ -664,18 +809,14 @@ class BodyStream(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
-    def read_all(self):
-        if self.expected is not None:
-            return self.take(self.expected) if self.expected else b""
-        parts = []
-        while part := self.take(65536):
-            parts.append(part)
-        return b"".join(parts)
-
 
 def read_body(environ, limit):
     """Return the whole body (bytes): 413 over the limit, 503 when this worker already holds its
-    budget of bodies, and BodyStream's errors. Read once: the fast path leaves it for Flask."""
+    budget of bodies, and BodyStream's errors. Read once: the fast path leaves it for Flask.
+
+    The budget is reserved a PIECE at a time as the body arrives, not for the whole of a declared
+    Content-Length (or the limit, chunked) up front: 10 uploads that declared 8 MB and sent a byte
+    every 10 s got every other upload of the worker a 503."""
     if "api.body_error" in environ:
         raise environ["api.body_error"]
     if "api.body" in environ:
@@ -683,11 +824,19 @@ def read_body(environ, limit):
     length = content_length(environ)
     if length is not None and length > limit:
         raise RequestEntityTooLarge(f"the body must be at most {limit} bytes, got {length}")
-    reserve = limit if length is None else length
-    if not IN_FLIGHT.take(reserve):
-        raise ServiceUnavailable("this worker is reading as many bodies as it may; try again")
-    environ["api.reserved"] = environ.get("api.reserved", 0) + reserve
-    data = environ["api.body"] = BodyStream(environ, limit).read_all()
+    body, parts = BodyStream(environ, limit), []
+    while length is None or body.read_so_far < length:
+        size = PIECE if length is None else min(PIECE, length - body.read_so_far)
+        if not IN_FLIGHT.take(size):
+            raise ServiceUnavailable("this worker is reading as many bodies as it may; try again")
+        environ["api.reserved"] = environ.get("api.reserved", 0) + size
+        part = body.take(size)
+        IN_FLIGHT.give(size - len(part))  # what did not come: past the limit, or the end
+        environ["api.reserved"] -= size - len(part)
+        if not part:
+            break
+        parts.append(part)
+    data = environ["api.body"] = parts[0] if len(parts) == 1 else b"".join(parts)
     return data
 
 
@@ -743,6 +892,7 @@ class FastPredict:
 
     def __init__(self, app):
         self.app, self.flask = app, app.wsgi_app
+        self.guesses = app.extensions["guesses"]
         # Answers as the app's JSON provider writes them, from one encoder made here: the provider
         # makes a new one for every answer.
         self.encoder = json.JSONEncoder(
@@ -772,6 +922,7 @@ class FastPredict:
             route is None
             or environ.get("QUERY_STRING")
             or environ.get("CONTENT_TYPE") != "application/json"
+            or (self.guesses.blocked and self.guesses.seconds_left(environ))  # Flask: 429
             or not token_is_valid(token, self.app.extensions)  # nothing is read for a wrong one
         ):
             return None

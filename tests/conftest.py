@@ -95,6 +95,7 @@ def app(tmp_path_factory):
             "JOB_CHUNK_TWEETS": 10,
             "MAX_JOB_BODY_BYTES": 256 * 1024,
             "JOB_MAX_ACTIVE": 1000,  # jobs stay queued here: no worker takes them
+            "AUTH_FAILURES": 1_000_000,  # the tests' wrong tokens all come from one address
         }
     )
 
