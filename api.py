@@ -41,8 +41,9 @@ import ws
 
 ROOT = service.ROOT
 OPENAPI_FILE = ROOT / "openapi.json"
-DEFAULTS = {
-    **jobs.DEFAULTS,  # the settings every door shares, and the jobs door's
+# The API's own settings; it serves the jobs door too, so a process reads service.SHARED, the
+# jobs door's and these (DEFAULTS, every one).
+OWN = {
     # Bytes of request bodies and websocket messages one worker holds at once, read and not yet
     # answered: past it, a new upload gets 503 and a websocket that would go past it is cut off.
     "MAX_INFLIGHT_BYTES": 32 * 1024 * 1024,
@@ -58,6 +59,9 @@ DEFAULTS = {
     "PROMOTE_MIN_AGREEMENT": "0.9",  # the share of them on which it must agree with stable
     "METRICS_FLUSH_MS": 100,  # metrics and request log lines held at most this long (Tally)
 }
+DOOR = service.Door(OWN)
+DOORS = (jobs.DOOR, DOOR)
+DEFAULTS = service.defaults(*DOORS)
 OPTIONS = contract.OPTIONS
 REQUEST_ID_MAX = ws.REQUEST_ID_MAX
 PATH_TOKEN_ROUTE, BEARER_ROUTE = "/api/v1/<token>/predict", "/api/v1/predict"
@@ -106,7 +110,7 @@ def create_app(config=None):
     app = Flask(__name__)
     app.json.sort_keys = False  # answers keep the request's order
     app.json.compact = True
-    settings = jobs.settings_of(config, DEFAULTS)
+    settings = service.load(*DOORS, config=config)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.extensions["settings"] = settings
     IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
