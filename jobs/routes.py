@@ -24,7 +24,7 @@ from werkzeug.exceptions import (
 
 import contract
 from jobs.bodies import csv_parts, csv_result, json_parts, json_result
-from jobs.store import CHUNKS, JOBS, Store, remove
+from jobs.store import CHUNKS, JOBS, Store, add_usage, reckoned, remove
 from jobs.worker import configure, send
 
 
@@ -67,7 +67,15 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
                 "finish, or cancel one",
                 retry_after=10,
             )
-        room = settings["JOB_STORE_MAX_CHARS"] - store.size()
+        if store.jobs(owner) >= settings["JOB_MAX_PER_TOKEN"]:
+            raise TooManyRequests(
+                f"at most {settings['JOB_MAX_PER_TOKEN']} jobs per token in the store: delete "
+                f"some, or wait for them to expire ({settings['JOB_TTL_HOURS']} h after "
+                "submission)",
+                retry_after=60,
+            )
+        store.make_usage(owner)
+        room(store.size(), store.size(owner))
         body = io.BufferedReader(body_stream(request.environ, settings["MAX_JOB_BODY_BYTES"]))
         job_id, now = secrets.token_hex(16), time.time()
         stale = settings["JOB_UPLOAD_STALE_SECONDS"]
@@ -89,12 +97,12 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
         try:
             count, number = 0, 0
             lease = now + settings["JOB_LEASE_SECONDS"]
-            parts = reader(body, settings["JOB_CHUNK_TWEETS"], settings["JOB_CHUNK_CHARS"])
+            parts = reader(
+                body, settings["JOB_CHUNK_TWEETS"], settings["JOB_CHUNK_CHARS"], settings
+            )
             for part in checked(parts, settings):
                 text = json.dumps(list(part.items()), ensure_ascii=False)
-                room -= len(text)
-                if room < 0:
-                    raise InsufficientStorage()
+                charge = len(text) + reckoned(part, options["explain"])
                 with store.begin() as db:
                     db.execute(
                         sa.insert(CHUNKS).values(
@@ -105,8 +113,10 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
                             done=False,
                             attempts=0,
                             lease_until=lease,
+                            charge=charge,
                         )
                     )
+                    room(*add_usage(db, owner, charge))  # 507 rolls the chunk back
                     db.execute(
                         sa.update(JOBS)
                         .where(JOBS.c.id == job_id)
@@ -143,6 +153,17 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
         response.status_code = 202
         response.headers["Location"] = f"/api/v1/jobs/{job_id}"
         return response
+
+    def room(total, owners):
+        """507 when the store, or this token's share of it, is full."""
+        if total > settings["JOB_STORE_MAX_CHARS"]:
+            raise InsufficientStorage()
+        if owners > settings["JOB_STORE_MAX_CHARS_PER_TOKEN"]:
+            raise InsufficientStorage(
+                f"this token's jobs hold as much of the store as a token may "
+                f"(JOB_STORE_MAX_CHARS_PER_TOKEN, {settings['JOB_STORE_MAX_CHARS_PER_TOKEN']} "
+                "characters of tweets and answers): delete some, or wait for them to expire"
+            )
 
     def found(job_id):
         job = store.job(job_id, request.environ["api.client"])

@@ -16,7 +16,11 @@ OWN = {
     "JOB_CHUNK_TWEETS": 10_000,  # the unit of work, at most this many tweets
     "JOB_CHUNK_CHARS": 2 * 1024 * 1024,  # and at most this many characters of text
     "JOB_MAX_ACTIVE": 4,  # unfinished jobs one token may have at once (429 beyond)
-    "JOB_STORE_MAX_CHARS": 512 * 1024 * 1024,  # text the store may hold, tweets and answers (507)
+    "JOB_MAX_PER_TOKEN": 1_000,  # jobs one token may have in the store, whatever their state (429)
+    # Text the store may hold, tweets and answers (507), and the most one token's jobs may hold
+    # of it: no token takes the whole store from the others.
+    "JOB_STORE_MAX_CHARS": 512 * 1024 * 1024,
+    "JOB_STORE_MAX_CHARS_PER_TOKEN": 256 * 1024 * 1024,
     "JOB_UPLOAD_STALE_SECONDS": 600,  # an upload silent this long is taken for dead and removed
     "JOB_LEASE_SECONDS": 300,  # a chunk sent or taken this long ago and not done is sent again
     "JOB_MAX_ATTEMPTS": 3,  # a chunk taken this often without finishing fails its job

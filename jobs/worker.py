@@ -29,7 +29,18 @@ import contract
 import registry
 import service
 from jobs.settings import embedded, settings_of
-from jobs.store import CHUNKS, JOBS, UNFINISHED, Store, private_folder, remove
+from jobs.store import (
+    ANSWERS,
+    CHUNKS,
+    JOBS,
+    UNFINISHED,
+    Store,
+    add_usage,
+    delete_consumed_messages,
+    pieces,
+    private_folder,
+    remove,
+)
 
 QUEUE = "tweet-sentiment-jobs"
 SWEEP_SECONDS = 10  # how often a worker looks for chunks to send again and jobs to remove
@@ -121,13 +132,13 @@ class Worker:
             if taken.rowcount == 0:  # done already, or its job cancelled, failed or removed
                 CHUNKS_LABELLED.labels("skipped").inc()
                 return
-            tweets, attempts = db.execute(
-                sa.select(CHUNKS.c.tweets, CHUNKS.c.attempts).where(
+            tweets, attempts, charge = db.execute(
+                sa.select(CHUNKS.c.tweets, CHUNKS.c.attempts, CHUNKS.c.charge).where(
                     CHUNKS.c.job_id == job_id, CHUNKS.c.number == number
                 )
             ).one()
-            options, name, version = db.execute(
-                sa.select(JOBS.c.options, JOBS.c.model, JOBS.c.model_version).where(
+            options, name, version, owner = db.execute(
+                sa.select(JOBS.c.options, JOBS.c.model, JOBS.c.model_version, JOBS.c.owner).where(
                     JOBS.c.id == job_id
                 )
             ).one()
@@ -146,27 +157,31 @@ class Worker:
             except contract.PredictionError as e:  # models.json changed since it was submitted
                 self.fail(job_id, f"its model is not served by this worker: {e.detail}")
                 return
-            batch = dict(json.loads(tweets))
-            explain = options["explain"]
-            answer = contract.predict(
-                served.model, batch, self.limits, scores=True, explain=explain
-            )
-            rows = [
-                [i, a["label"], a["score"], *([a["explanation"]] if explain else [])]
-                for i, a in answer.items()
-            ]
-            answers = json.dumps(rows, ensure_ascii=True)
+            batch = json.loads(tweets)
+            held = len(tweets)
+            del tweets
+            answers = list(pieces(self.rows(served.model, batch, options["explain"])))
         except Exception as e:  # a chunk that cannot be labelled fails its job, and is not retried
             log.exception("chunk %s of a job failed", number)
             CHUNKS_LABELLED.labels("failed").inc()
             self.fail(job_id, f"chunk {number} could not be labelled: {type(e).__name__}: {e}")
             return
+        stored = held + sum(map(len, answers))
         with self.store.begin() as db:
-            db.execute(
+            finished = db.execute(
                 sa.update(CHUNKS)
-                .where(CHUNKS.c.job_id == job_id, CHUNKS.c.number == number)
-                .values(answers=answers, done=True)
+                .where(CHUNKS.c.job_id == job_id, CHUNKS.c.number == number, ~CHUNKS.c.done)
+                .values(done=True, charge=stored)
             )
+            if finished.rowcount:  # not done by another worker meanwhile: stored once
+                db.execute(
+                    sa.insert(ANSWERS),
+                    [
+                        {"job_id": job_id, "number": number, "piece": n, "answers": text}
+                        for n, text in enumerate(answers)
+                    ],
+                )
+                add_usage(db, owner, stored - (charge or 0))
         with self.store.begin() as db:  # after the commit above: the last chunk sees all done
             left = db.execute(
                 sa.select(sa.func.count()).where(CHUNKS.c.job_id == job_id, ~CHUNKS.c.done)
@@ -179,18 +194,29 @@ class Worker:
                 )
         seconds = time.perf_counter() - start
         CHUNKS_LABELLED.labels("done").inc()
-        TWEETS_LABELLED.inc(len(rows))
+        TWEETS_LABELLED.inc(len(batch))
         CHUNK_SECONDS.observe(seconds)
         if log.isEnabledFor(logging.INFO):
             fields = {
                 "job_id": job_id,
                 "chunk": number,
-                "tweets": len(rows),
+                "tweets": len(batch),
                 "attempt": attempts,
                 "seconds": round(seconds, 3),
                 "job_done": left == 0,
             }
             sys.stderr.write(service.json_line("info", "chunk labelled", fields))
+
+    def rows(self, classifier, batch, explain):
+        """Yield a chunk's answers as rows [id, label, score, explanation?], labelled in parts of
+        at most MAX_EXPLAINED_TWEETS with explain (the contract's bound on what an answer
+        holds), so that the worker holds one part's explanations at a time."""
+        step = self.limits["MAX_EXPLAINED_TWEETS"] if explain else len(batch)
+        for start in range(0, len(batch), step):
+            part = dict(batch[start : start + step])
+            answer = contract.predict(classifier, part, self.limits, scores=True, explain=explain)
+            for i, a in answer.items():
+                yield [i, a["label"], a["score"], *([a["explanation"]] if explain else [])]
 
     def fail(self, job_id, reason):
         with self.store.begin() as db:
@@ -241,6 +267,8 @@ class Worker:
             SENT_AGAIN.inc(len(chunks))
         if expired:
             log.info("removed %d expired jobs", len(expired))
+        if embedded(self.settings):
+            delete_consumed_messages(self.settings["BROKER_URL"])
 
     def sweep_forever(self):
         while True:
