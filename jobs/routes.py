@@ -18,6 +18,7 @@ from werkzeug.exceptions import (
     Conflict,
     HTTPException,
     NotFound,
+    RequestEntityTooLarge,
     TooManyRequests,
     UnsupportedMediaType,
 )
@@ -60,6 +61,9 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
                 "Content-Type must be application/json or text/csv, "
                 f"got {request.mimetype or 'none'}"
             )
+        limit, length = settings["MAX_JOB_BODY_BYTES"], request.content_length
+        if length is not None and length > limit:  # before anything is read, as predict does
+            raise RequestEntityTooLarge(f"the body must be at most {limit} bytes, got {length}")
         owner = request.environ["api.client"]
         if store.active(owner) >= settings["JOB_MAX_ACTIVE"]:
             raise TooManyRequests(

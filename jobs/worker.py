@@ -211,7 +211,7 @@ class Worker:
         """Yield a chunk's answers as rows [id, label, score, explanation?], labelled in parts of
         at most MAX_EXPLAINED_TWEETS with explain (the contract's bound on what an answer
         holds), so that the worker holds one part's explanations at a time."""
-        step = self.limits["MAX_EXPLAINED_TWEETS"] if explain else len(batch)
+        step = self.limits["MAX_EXPLAINED_TWEETS"] if explain else max(1, len(batch))
         for start in range(0, len(batch), step):
             part = dict(batch[start : start + step])
             answer = contract.predict(classifier, part, self.limits, scores=True, explain=explain)
