@@ -48,8 +48,9 @@ import ws
 
 ROOT = service.ROOT
 OPENAPI_FILE = ROOT / "openapi.json"
-DEFAULTS = {
-    **jobs.DEFAULTS,  # the settings every door shares, and the jobs door's
+# The API's own settings; it serves the jobs door too, so a process reads service.SHARED, the
+# jobs door's and these (DEFAULTS, every one).
+OWN = {
     # Bytes of request bodies and websocket messages one worker holds at once, read and not yet
     # answered: past it, a new upload gets 503 and a websocket that would go past it is cut off.
     "MAX_INFLIGHT_BYTES": 32 * 1024 * 1024,
@@ -77,6 +78,9 @@ DEFAULTS = {
     "PROMOTE_MIN_AGREEMENT": "0.9",  # live agreement needed (lower with labels: guard.py)
     "METRICS_FLUSH_MS": 100,  # metrics and request log lines held at most this long (Tally)
 }
+DOOR = service.Door(OWN)
+DOORS = (jobs.DOOR, DOOR)
+DEFAULTS = service.defaults(*DOORS)
 OPTIONS = contract.OPTIONS
 RETRY_AFTER_SECONDS = 5  # a 503 of the aliases' home: try again then
 REQUEST_ID_MAX = ws.REQUEST_ID_MAX
@@ -131,7 +135,7 @@ def create_app(config=None):
     # to any host a client names): such a path is an unknown one, 404.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.merge_slashes = False
-    settings = jobs.settings_of(config, DEFAULTS)
+    settings = service.load(*DOORS, config=config)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.extensions["settings"] = settings
     app.extensions["guesses"] = Guesses(
@@ -181,7 +185,7 @@ def create_app(config=None):
     )
     app.add_url_rule("/api/v1/aliases/promote", view_func=promote_view, methods=["POST"])
     app.add_url_rule("/api/v1/aliases/rollback", view_func=rollback_view, methods=["POST"])
-    blueprint, app.extensions["jobs_metrics"] = jobs.routes(
+    blueprint, app.extensions["jobs_metrics"], app.extensions["jobs_store"] = jobs.routes(
         require_bearer_token, parse_options, BodyStream, settings, resolve_model
     )
     app.register_blueprint(blueprint)

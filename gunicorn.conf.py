@@ -484,7 +484,7 @@ def ssl_context(conf, default_ssl_context_factory):
 
 
 def when_ready(server):
-    """Start the job workers make api-start supervises (JOB_WORKERS_WITH_API, see jobs.py)."""
+    """Start the job workers make api-start supervises (JOB_WORKERS_WITH_API, see jobs/)."""
     import jobs
 
     server.job_workers = jobs.LocalWorkers(jobs.settings_of())

@@ -402,6 +402,7 @@ class DatabaseAliases(Followed):
         while (aliases := view()) is not None:
             try:
                 with aliases.connect(autocommit=True) as db:
+                    create_schema(db)  # once more: it may have been down when this started
                     db.execute(f"LISTEN {CHANNEL}")
                     aliases.accept_row(db)
                     wait, aliases = 0.5, None

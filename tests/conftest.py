@@ -208,12 +208,12 @@ def make_child(server):
 
 def job_workers(server):
     """The job workers' pids: children of the gunicorn master, of any of its threads (the
-    supervisor's thread starts them again)."""
+    supervisor's thread starts them again), run as `python -m jobs`."""
     master, pids = make_child(server), []
     for children in Path(f"/proc/{master}/task").glob("*/children"):
         for pid in children.read_text().split():
             with contextlib.suppress(OSError):
-                if "jobs.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"jobs"]:
                     pids.append(int(pid))
     return sorted(pids)
 

@@ -38,6 +38,9 @@ def make_app(folder, database, **config):
             "ALIASES_FILE": str(folder / "unused.json"),  # never read: DATABASE_URL is set
             "JOBS_DIR": str(folder / "jobs"),
             "DATABASE_URL": database.url,
+            # Jobs on SQLite: these apps come and go, and a PostgreSQL pool left to the garbage
+            # collector warns of its open connections (tests/test_cluster.py has jobs there).
+            "JOB_STORE_URL": f"sqlite:///{folder / 'jobs.sqlite3'}",
             **config,
         }
     ).test_client()
@@ -181,3 +184,26 @@ def test_replicas_starting_together_make_the_schema_once(tmp_path, database):
     with psycopg.connect(database.url) as db:
         rows = db.execute("SELECT count(*) FROM sentiment_aliases").fetchone()[0]
     assert rows == 1
+
+
+def test_a_replica_with_its_jobs_there_too_starts_while_postgresql_is_down(tmp_path, database):
+    """DATABASE_URL alone: the aliases and the job store both in PostgreSQL. Started while it is
+    down, the app starts (no traceback), is not ready, and answers a job 503; once it is back,
+    ready, and the job store is made at first use."""
+    database.stop()
+    try:
+        client = make_app(tmp_path, database, JOB_STORE_URL="")
+        assert client.get("/ready").status_code == 503
+        assert served(client) == DEFAULT  # predictions need neither
+        job = client.post("/api/v1/jobs", headers=USER, json={"1": "fine"})
+        assert job.status_code == 503 and job.headers["Retry-After"] == "5", job.json
+        assert "job store cannot be reached" in job.json["detail"]
+    finally:
+        database.start()
+    try:
+        until(lambda: client.get("/ready").status_code == 200, 10, "ready once it is back")
+    except AssertionError:
+        raise AssertionError(client.get("/ready").json) from None
+    job = client.post("/api/v1/jobs", headers=USER, json={"1": "fine"})
+    assert job.status_code == 202, job.json
+    client.application.extensions["jobs_store"].engine.dispose()  # its pool's connections
