@@ -230,7 +230,7 @@ def read(request):
             raise contract.BadInput(
                 "raw_input_contents must hold one entry, the input's, and the input no contents"
             )
-        elements = protocol.split_bytes(raw[0], shape[0])
+        elements = protocol.split_bytes(raw[0], shape)
     else:
         elements = tensor.contents.bytes_contents
         protocol.check_count(shape, len(elements))

@@ -71,8 +71,8 @@ def check_count(shape, count):
     """BadInput unless the elements sent are as many as the shape says."""
     if count != shape[0]:
         raise contract.BadInput(
-            f"input {INPUT!r} has shape {json.dumps(shape)}, so {shape[0]} elements, "
-            f"but holds {count}"
+            f"input {INPUT!r} has shape {json.dumps(shape)}, which is {shape[0]} elements, "
+            f"but it holds {count}"
         )
 
 
@@ -92,12 +92,17 @@ def texts_of_bytes(elements):
         raise
 
 
-def split_bytes(buffer, count):
+def split_bytes(buffer, shape):
     """The elements of a BYTES tensor in the protocol's binary form: each a 4-byte little-endian
-    length and that many bytes. BadInput unless the buffer holds exactly `count` of them."""
-    elements, offset, size = [], 0, len(buffer)
+    length and that many bytes. BadInput unless the buffer holds as many as the shape says."""
+    elements, offset, size, count = [], 0, len(buffer), shape[0]
     view = memoryview(buffer)
     while offset < size:
+        if len(elements) == count:  # one more: no need to read them all to say so
+            raise contract.BadInput(
+                f"input {INPUT!r} has shape {json.dumps(shape)}, which is {count} elements, "
+                f"but it holds more"
+            )
         if offset + 4 > size:
             raise contract.BadInput(
                 f"input {INPUT!r}: its binary data ends inside the length of element "
@@ -112,13 +117,7 @@ def split_bytes(buffer, count):
             )
         elements.append(bytes(view[offset : offset + length]))
         offset += length
-        if len(elements) > count:
-            break
-    if len(elements) != count:
-        raise contract.BadInput(
-            f"input {INPUT!r} has shape [{count}, ...], so {count} elements, but its binary "
-            f"data holds {'more' if len(elements) > count else len(elements)}"
-        )
+    check_count(shape, len(elements))
     return elements
 
 
@@ -139,16 +138,21 @@ def flatten(data):
 
 
 def batch(texts):
-    """The tweets as the contract takes them: {index: text}. Lone surrogates (JSON's "\\ud800"
-    alone) are refused, naming the element, as the contract refuses them elsewhere."""
-    tweets = {str(i): text for i, text in enumerate(texts)}
-    for i, text in tweets.items():
+    """The tweets as the contract takes them: {index: text}."""
+    if not texts:
+        raise contract.BadInput(f"input {INPUT!r} must hold at least one tweet: its shape is [0]")
+    return {str(i): text for i, text in enumerate(texts)}
+
+
+def refuse_surrogates(texts):
+    """NotUnicode for a lone surrogate (JSON's "\\ud800" alone), naming the element, as the
+    contract refuses them elsewhere; only JSON's escapes make one (UTF-8 bytes cannot)."""
+    for i, text in enumerate(texts):
         if isinstance(text, str) and contract.SURROGATE.search(text):
             raise contract.NotUnicode(
                 f"input {INPUT!r}: element {i} is not valid Unicode: a lone surrogate "
                 "(\\ud800-\\udfff with no partner)"
             )
-    return tweets
 
 
 def wanted_outputs(names):

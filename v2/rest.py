@@ -128,7 +128,8 @@ def parse(body, header_length):
             )
         body, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
     try:
-        document = DECODER.decode(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        document = DECODER.decode(text)
     except UnicodeDecodeError as e:
         raise contract.BadInput(
             f"the inference request is not valid UTF-8: {e.reason} at byte {e.start}"
@@ -142,7 +143,7 @@ def parse(body, header_length):
             f"the inference request must be a JSON object, got {contract.json_type(document)}"
         )
     request_id = field(document, "id", str, "")
-    if contract.SURROGATE.search(request_id):
+    if "\\u" in text and contract.SURROGATE.search(request_id):
         raise contract.NotUnicode("the request's id is not valid Unicode: a lone surrogate")
     parameters = field(document, "parameters", dict, {})
     binary_default = field(parameters, "binary_data_output", bool, False, "parameter")
@@ -161,13 +162,15 @@ def parse(body, header_length):
             )
         texts = protocol.flatten(data)
         protocol.check_count(tensor["shape"], len(texts))
+        if "\\u" in text:  # only an escape makes a lone surrogate
+            protocol.refuse_surrogates(texts)
     else:
         if size != len(binary):
             raise contract.BadInput(
                 f'input {protocol.INPUT!r} says "binary_data_size" {size}, but {len(binary)} '
                 "bytes follow the JSON"
             )
-        texts = protocol.texts_of_bytes(protocol.split_bytes(binary, tensor["shape"][0]))
+        texts = protocol.texts_of_bytes(protocol.split_bytes(binary, tensor["shape"]))
     asked = field(document, "outputs", list, [])
     names, binary_asked = [], {}
     for output in asked:

@@ -64,7 +64,12 @@ class Processes:
     def spawn(self, index):
         env = {**os.environ, "PYTHONPATH": str(service.ROOT)}  # -m v2.grpc_server from anywhere
         command = [sys.executable, "-m", "v2.grpc_server"]
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)  # noqa: S603
+        # A session of its own: a signal to the terminal's or container's process group (Ctrl-C,
+        # tini -g) reaches gunicorn's master alone, whose on_exit stops these after their calls;
+        # were it to reach them too, the watcher would take their exit for a crash.
+        process = subprocess.Popen(  # noqa: S603
+            command, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         process.started = time.monotonic()
         self.processes[index] = process
         log.info("started gRPC process %d (pid %d)", index, process.pid)
@@ -82,8 +87,11 @@ class Processes:
                             self.failures.pop(index, None)
                         continue
                     if index not in due:
+                        # gunicorn's master reaps every child it has (os.waitpid(-1)), so the
+                        # status is often lost: poll() then says 0.
                         code = process.returncode
-                        how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+                        how = f"killed by signal {-code}" if code < 0 else "exited"
+                        how += f" with {code}" if code > 0 else ""
                         self.failures[index] = self.failures.get(index, 0) + 1
                         wait = min(60, 2 ** (self.failures[index] - 1))
                         log.warning(
