@@ -18,7 +18,7 @@ DEFAULTS = {
     "HOST": "0.0.0.0",  # noqa: S104 (as gunicorn's bind: every interface, behind TLS and a token)
     "GRPC_PORT": 8001,  # Triton's
     "GRPC_WORKERS": 1,  # gRPC processes beside gunicorn (make api-start); 0 for none
-    "GRPC_THREADS": 8,  # calls a gRPC process works on at once; more wait their turn
+    "GRPC_THREADS": 4,  # calls a gRPC process works on at once; more wait their turn
     "TLS_CERT": str(service.ROOT / "server.crt"),  # the certificate gunicorn serves
     "TLS_KEY": str(service.ROOT / "server.key"),
     "GRACEFUL_TIMEOUT": 8,  # seconds a stopping gRPC process gives the calls in flight

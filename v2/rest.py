@@ -143,7 +143,7 @@ def parse(body, header_length):
             f"the inference request must be a JSON object, got {contract.json_type(document)}"
         )
     request_id = field(document, "id", str, "")
-    if "\\u" in text and contract.SURROGATE.search(request_id):
+    if contract.SURROGATE.search(request_id):
         raise contract.NotUnicode("the request's id is not valid Unicode: a lone surrogate")
     parameters = field(document, "parameters", dict, {})
     binary_default = field(parameters, "binary_data_output", bool, False, "parameter")
@@ -162,7 +162,7 @@ def parse(body, header_length):
             )
         texts = protocol.flatten(data)
         protocol.check_count(tensor["shape"], len(texts))
-        if "\\u" in text:  # only an escape makes a lone surrogate
+        if "\\u" in text and contract.ESCAPED_SURROGATE.search(text):  # only \\ud... makes one
             protocol.refuse_surrogates(texts)
     else:
         if size != len(binary):
