@@ -40,7 +40,8 @@ LIMITS = {"MAX_TWEETS": "20", "MAX_TWEET_CHARS": "280", "MAX_BODY_BYTES": "65536
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder, port = tmp_path_factory.mktemp("v2"), free_port()
-    with running_server(folder, API_TOKEN=TOKEN, GRPC_PORT=str(port), **LIMITS) as started:
+    (folder / ".api_token").write_text(f"{TOKEN}\n")  # the token file, as docs/v2.md reads it
+    with running_server(folder, GRPC_PORT=str(port), **LIMITS) as started:
         started["cafile"] = str(folder / "server.crt")
         started["grpc"] = f"localhost:{port}"
         wait_for_grpc(started)
@@ -431,3 +432,23 @@ def test_the_server_keeps_serving_after_the_errors(server, http, grpc_client):
     for module, client in ((triton_http, http), (triton_grpc, grpc_client)):
         result = client.infer("tweet-sentiment", [text_input(module, TWEETS)], headers=auth(module))
         same_as_rest(result, expected, [len(TWEETS)])
+
+
+# docs/v2.md's examples, run as a user runs them: from the server's folder, its token file and
+# certificate there, printing what the page says.
+
+
+@pytest.mark.parametrize("door", ["https", "grpc"])
+def test_the_pages_examples_print_what_it_says(server, door):
+    page = (ROOT / "docs" / "v2.md").read_text()
+    section = page.split(f"<!-- v2 example {door}: tests/test_v2_clients.py runs it -->", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    printed = section.split("```text\n", 1)[1].split("```", 1)[0]
+    code = code.replace("localhost:5000", f"localhost:{server['port']}")
+    code = code.replace("localhost:8001", server["grpc"])
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=server["folder"], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == printed

@@ -240,7 +240,7 @@ def encode(inference, served, labels, scores):
     header["outputs"] = tensors
     text = ENCODE(header).encode()
     if not parts:
-        return text, None
+        return text + b"\n", None  # a newline, as every JSON answer of the server ends
     return b"".join([text, *parts]), len(text)
 
 
@@ -248,7 +248,8 @@ def encode(inference, served, labels, scores):
 
 
 def error_response(status, message, headers=()):
-    response = Response(ENCODE({"error": message}), status, mimetype="application/json")
+    body = ENCODE({"error": message}) + "\n"
+    response = Response(body, status, mimetype="application/json")
     for name, value in headers:
         if name.lower() != "content-type":
             response.headers[name] = value
