@@ -420,6 +420,16 @@ def layer_of(stack):
     return "other"
 
 
+def sample(pid, path, seconds):
+    """py-spy on a process: only samples holding the GIL (Python's own work: threads waiting on a
+    lock, a queue or the event loop's select hold none), and never pausing it, so that a process
+    of many threads (MLServer's) is not slowed by the sampling itself."""
+    command = [str(profile_workers.PY_SPY), "record", "--pid", str(pid), "--rate", "200",
+               "--duration", str(seconds), "--gil", "--nonblocking", "--format", "raw",
+               "--output", str(path)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def profile(doors, pids, seconds, folder):
     """Each door loaded with payload.json while py-spy samples its processes: layer shares."""
     if not profile_workers.PY_SPY.exists():
@@ -428,9 +438,7 @@ def profile(doors, pids, seconds, folder):
     for name in ("v2_rest", "v2_grpc", "mlserver_rest", "mlserver_grpc"):
         door = doors[name]
         files = [folder / f"{name}-{pid}.txt" for pid in pids[name]()]
-        samplers = [
-            profile_workers.sample(int(f.stem.split("-")[-1]), f, seconds, 200) for f in files
-        ]
+        samplers = [sample(int(f.stem.split("-")[-1]), f, seconds) for f in files]
         load = wrk if door["kind"] == "wrk" else h2load
         headers = door["headers"]["payload"]
         figures = load(door["url"], door["payload_file"], 16, seconds, headers)
@@ -456,7 +464,7 @@ def profile(doors, pids, seconds, folder):
         shares = [f"{results[n][2][layer] / max(results[n][1], 1):.1%}" for n in names]
         lines.append(f"| {layer} | {' | '.join(shares)} |")
     lines.append(
-        "| busy samples (requests/s while sampled) | "
+        "| samples holding the GIL (requests/s while sampled) | "
         + " | ".join(f"{results[n][1]:,} ({results[n][0]:,.0f})" for n in names)
         + " |"
     )
@@ -475,6 +483,7 @@ def main(argv=None):
         help="MLServer's parallel_workers (its default, 1)",
     )
     parser.add_argument("--profile", action="store_true", help="then sample each door (py-spy)")
+    parser.add_argument("--profile-only", action="store_true", help="sample, with no rounds")
     args = parser.parse_args(argv)
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
         if not shutil.which(tool):
@@ -514,14 +523,16 @@ def main(argv=None):
                 "V2 gRPC": service_grpc_calls(service, cafile),
                 "MLServer gRPC": mlserver.grpc_calls(),
             }
-            print(f"{args.rounds} rounds of {args.seconds} s per door and body ...", flush=True)
-            runs = load_in_rounds(doors, args.rounds, args.seconds)
-            calls = {
-                "V2 gRPC": service_grpc_calls(service, cafile) - calls_before["V2 gRPC"],
-                "MLServer gRPC": mlserver.grpc_calls() - calls_before["MLServer gRPC"],
-            }
-            text = table(runs, calls, doors)
-            if args.profile:
+            text, runs = "", None
+            if not args.profile_only:
+                print(f"{args.rounds} rounds of {args.seconds} s per door and body ...", flush=True)
+                runs = load_in_rounds(doors, args.rounds, args.seconds)
+                calls = {
+                    "V2 gRPC": service_grpc_calls(service, cafile) - calls_before["V2 gRPC"],
+                    "MLServer gRPC": mlserver.grpc_calls() - calls_before["MLServer gRPC"],
+                }
+                text = table(runs, calls, doors) + "\n\n"
+            if args.profile or args.profile_only:
                 print("profiling each door ...", flush=True)
                 grpc_pids = [
                     p
@@ -535,8 +546,8 @@ def main(argv=None):
                     "mlserver_grpc": mlserver.pids,
                 }
                 text += (
-                    "\n\nWhere each door's processes spend their busy time (py-spy, "
-                    f"payload.json at 16 connections, {max(args.seconds, 10)} s):\n\n"
+                    "Where each door's processes spend their time (py-spy, samples holding the "
+                    f"GIL, payload.json at 16 connections, {max(args.seconds, 10)} s):\n\n"
                 )
                 text += profile(doors, pids, max(args.seconds, 10), folder)
         finally:
@@ -544,6 +555,8 @@ def main(argv=None):
                 server.stop()
     print()
     print(text)
+    if args.profile_only:
+        return  # a look, not the benchmark: RESULTS.md keeps the last full run
     results = {"runs": runs, "args": vars(args), "date": str(date.today())}
     (ROOT / "bench" / "results-v2.json").write_text(json.dumps(results, indent=2) + "\n")
     write_section(text, args, source)
