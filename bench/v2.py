@@ -340,7 +340,7 @@ def median(runs, key="requests_per_s"):
     return statistics.median(r[key] for r in runs)
 
 
-def table(runs, calls, doors):
+def table(runs, calls):
     """The doors' figures as Markdown: medians, every round, and the ratios to MLServer."""
     lines = [
         "| Door | payload.json, 16 connections: requests/s | latency (ms) | failed "
@@ -531,7 +531,7 @@ def main(argv=None):
                     "V2 gRPC": service_grpc_calls(service, cafile) - calls_before["V2 gRPC"],
                     "MLServer gRPC": mlserver.grpc_calls() - calls_before["MLServer gRPC"],
                 }
-                text = table(runs, calls, doors) + "\n\n"
+                text = table(runs, calls) + "\n\n"
             if args.profile or args.profile_only:
                 print("profiling each door ...", flush=True)
                 grpc_pids = [
