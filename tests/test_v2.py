@@ -294,12 +294,22 @@ def metric(client, name, **labels):
 # The stable alias: `stable` is whatever it serves, with the canary and the shadow of our REST.
 
 
+@pytest.fixture
+def own(tmp_path):
+    """A client of an app of its own: these tests move its aliases, which the session's app, that
+    other test files share, must keep as they are."""
+    settings = {"API_TOKEN": TOKEN, "ADMIN_TOKEN": ADMIN_TOKEN, "JOBS_DIR": str(tmp_path / "jobs")}
+    settings["ALIASES_FILE"] = str(tmp_path / "aliases.json")
+    return api.create_app(settings).test_client()
+
+
 def put_candidate(client, **fields):
     response = client.put("/api/v1/aliases/candidate", headers=ADMIN, json=fields)
     assert response.status_code == 200, response.json
 
 
-def test_stable_follows_the_alias_and_its_canary(client):
+def test_stable_follows_the_alias_and_its_canary(own):
+    client = own
     answer = client.post("/v2/models/stable/infer", json=body(), headers=USER).json
     assert answer["model_name"] == LARGE
     assert client.get("/v2/models/stable", headers=USER).json["name"] == LARGE
@@ -318,7 +328,8 @@ def test_stable_follows_the_alias_and_its_canary(client):
     assert named.json["model_name"] == LARGE  # a named model is never the canary's
 
 
-def test_stable_is_shadowed_as_our_rest_default(client):
+def test_stable_is_shadowed_as_our_rest_default(own):
+    client = own
     put_candidate(client, model=SMALL, shadow_percent=100)
     before = client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"]
     plain = client.post(f"/v2/models/{LARGE}/infer", json=body(), headers=USER).json
@@ -502,6 +513,7 @@ def grpc_processes(server):
     return sorted(pids)
 
 
+@pytest.mark.slow
 def test_the_real_door_answers_over_tls_as_rest(served):
     answer = call_until(served, "ModelInfer", infer_request())
     assert isinstance(answer, pb2.ModelInferResponse), answer
@@ -510,6 +522,7 @@ def test_the_real_door_answers_over_tls_as_rest(served):
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.slow
 def test_calls_are_counted_in_the_servers_metrics_and_logged_without_tweets(served):
     call_until(served, "ModelInfer", infer_request(["a secret tweet"]))
     context = ssl.create_default_context(cafile=str(served["folder"] / "server.crt"))
@@ -543,6 +556,7 @@ def eventually(condition, seconds=30, what="the condition"):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_hup_reads_the_tokens_again(served):
     token_file = served["folder"] / ".api_token"
     token_file.write_text("a-new-token-for-v2\n")
@@ -554,6 +568,7 @@ def test_hup_reads_the_tokens_again(served):
     eventually(lambda: answered(served), what="the old token again")
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_is_started_again(served):
     first = grpc_processes(served)
     os.kill(first[0], signal.SIGKILL)
@@ -562,6 +577,7 @@ def test_a_process_that_dies_is_started_again(served):
     assert answered(served) and len(grpc_processes(served)) == 2
 
 
+@pytest.mark.slow
 def test_a_port_in_use_leaves_rest_serving_and_says_so(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -575,6 +591,7 @@ def test_a_port_in_use_leaves_rest_serving_and_says_so(tmp_path):
             assert grpc_processes(started) == []
 
 
+@pytest.mark.slow
 def test_a_lost_parent_stops_them(tmp_path):
     port = free_port()
     with running_server(tmp_path, API_TOKEN=TOKEN, GRPC_PORT=str(port)) as started:
@@ -585,6 +602,7 @@ def test_a_lost_parent_stops_them(tmp_path):
         eventually(lambda: not alive(orphan), seconds=10, what="the orphan's exit")
 
 
+@pytest.mark.slow
 def test_term_stops_them_after_their_calls(tmp_path):
     port = free_port()
     with running_server(tmp_path, API_TOKEN=TOKEN, GRPC_PORT=str(port)) as started:
