@@ -19,6 +19,8 @@ DEFAULTS = {
     "GRPC_PORT": 8001,  # Triton's
     "GRPC_WORKERS": 1,  # gRPC processes beside gunicorn (make api-start); 0 for none
     "GRPC_THREADS": 4,  # calls a gRPC process works on at once; more wait their turn
+    "GRPC_MAX_CALLS": 128,  # calls a gRPC process holds at once, working or waiting; past it,
+    # gRPC's RESOURCE_EXHAUSTED: a bound on the messages held, each up to MAX_BODY_BYTES
     "TLS_CERT": str(service.ROOT / "server.crt"),  # the certificate gunicorn serves
     "TLS_KEY": str(service.ROOT / "server.key"),
     "GRACEFUL_TIMEOUT": 8,  # seconds a stopping gRPC process gives the calls in flight

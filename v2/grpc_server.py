@@ -47,7 +47,6 @@ CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 REQUEST_ID_MAX = 128  # as X-Request-ID on REST
-MAX_CALLS_WAITING = 8  # per thread: calls past GRPC_THREADS * this are refused at once
 PARENT_CHECK_SECONDS = 0.5
 
 # Under make api-start, PROMETHEUS_MULTIPROC_DIR is gunicorn's: these add up in its /metrics.
@@ -267,7 +266,7 @@ def serve(settings):
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=options,
-        maximum_concurrent_rpcs=threads * MAX_CALLS_WAITING,
+        maximum_concurrent_rpcs=settings["GRPC_MAX_CALLS"],
     )
     pb2_grpc.add_GRPCInferenceServiceServicer_to_server(door, server)
     address = f"{settings['HOST']}:{settings['GRPC_PORT']}"
