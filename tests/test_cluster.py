@@ -20,6 +20,7 @@ import threading
 import time
 
 import pytest
+import test_docs
 from conftest import (
     FIGURES,
     ROOT,
@@ -234,6 +235,33 @@ def followed(replica, root, version, times=4):
         if status != 200 or body["aliases"]["version"] < version:
             return False
     return True
+
+
+def test_the_guides_promotion_across_replicas_prints_what_it_shows(cluster):
+    """docs/deploy.md's session, first (the database is new: its versions start at 1), with this
+    cluster's ports for the page's 8443 (HAProxy) and 5001 to 5003 (the replicas)."""
+    root, replicas = cluster["root"], cluster["replicas"]
+    (root / ".api_token").write_text(TOKEN + "\n")
+    (root / ".admin_token").write_text(ADMIN_TOKEN + "\n")
+    shutil.copy(ROOT / "payload.json", root / "payload.json")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    env.update(TLS_CERT=str(root / "server.crt"), ADMIN_TOKEN_FILE=str(root / ".admin_token"))
+    ports = " ".join(str(r.port) for r in replicas)
+    ran = 0
+    for page, line, command, expected in test_docs.sessions([ROOT / "docs/deploy.md"], "cluster"):
+        command = command.replace("8443", str(cluster["haproxy"].port))
+        command = command.replace("5001 5002 5003", ports)
+        cwd = ROOT if command.startswith("make ") else root
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, f"{page}:{line}: {result.stderr}"
+        assert test_docs.matches(expected, result.stdout), (
+            f"{page}:{line} printed\n{result.stdout}\nnot\n{expected}"
+        )
+        time.sleep(1)  # every replica follows within about a second, as the page says
+        ran += 1
+    assert ran == 5
 
 
 def test_a_promotion_and_a_rollback_through_haproxy_reach_every_replica(cluster):
