@@ -32,7 +32,7 @@ RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models bench-shadow profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models bench-shadow bench-speed profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
 	docker-test compose-test clean
 
 help:
@@ -45,7 +45,8 @@ help:
 	@echo "make spark-score IN=tweets.csv OUT=labels.parquet  the same on Spark"
 	@echo "make test        install the dev tools and run every test"
 	@echo "make lint        ruff check and format check"
-	@echo "make train       retrain every shipped model from DATA; MODEL=<name>: one (CHOICE=recorded: no CV)"
+	@echo "make train       retrain every shipped model; MODEL=<name>: one (CHOICE=recorded: no CV)"
+	@echo "make train DATA=my.csv MODEL=my-model  a model of our kind on your CSV (id,text,label)"
 	@echo "make bench       measure the model and the running service"
 	@echo "make profile     where a worker's time goes under load (PROFILE=\"--server floor\")"
 	@echo "make certs       make a self-signed server.crt/server.key if absent"
@@ -196,10 +197,14 @@ format: $(DEV)
 	$(DEV_BIN)/ruff check --fix .
 	$(DEV_BIN)/ruff format .
 
+# Every shipped model (tweet-sentiment-people last: its card compares it with the others), or
+# MODEL=<name>: a shipped one, or any other name, a model of our kind trained on DATA (a CSV of
+# id, text and label) into artifacts/<name>/ (or OUT=folder).
+SHIPPED_MODELS := tweet-sentiment tweet-sentiment-large tweet-sentiment-people
 train: $(DEV)
-	@for name in $(or $(MODEL),tweet-sentiment tweet-sentiment-large); do \
-		(set -x; $(DEV_BIN)/python train.py --data "$(DATA)" --model "$$name" $(if $(CHOICE),--choice $(CHOICE))) \
-			|| exit 1; \
+	@for name in $(or $(MODEL),$(SHIPPED_MODELS)); do \
+		(set -x; $(DEV_BIN)/python train.py --data "$(DATA)" --model "$$name" \
+			$(if $(CHOICE),--choice $(CHOICE)) $(if $(OUT),--out "$(OUT)")) || exit 1; \
 	done
 
 # The benchmark's peers (FastAPI, BentoML) in an environment of their own.
@@ -218,6 +223,7 @@ bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
 	$(DEV_BIN)/python bench/bench.py
 	$(DEV_BIN)/python bench/shadow.py
 	$(DEV_BIN)/python bench/jobs.py
+	$(DEV_BIN)/python bench/models_speed.py
 
 # Where a gunicorn worker's time goes under load, by layer (py-spy from .venv-bench): see
 # bench/profile_workers.py for its options, e.g. PROFILE="--server floor --body big".
@@ -233,6 +239,10 @@ bench-jobs: $(DEV) $(VENV)/.installed
 bench-shadow: $(DEV) $(VENV)/.installed
 	@command -v wrk >/dev/null || { echo "make bench-shadow needs wrk: apt-get install -y wrk"; exit 1; }
 	$(DEV_BIN)/python bench/shadow.py
+
+# Each model's in-process tweets/s, cold and warm (one core, no server; part of make bench).
+bench-speed: $(DEV)
+	$(DEV_BIN)/python bench/models_speed.py
 
 # Memory per worker with one, two, ... of models.json's models.
 bench-models: $(DEV) $(VENV)/.installed
