@@ -128,6 +128,7 @@ def test_retraining_with_the_recorded_choice_reproduces_the_artifacts(
             *("--model", train.LARGE_MODEL, "--choice", "recorded", "--out", str(tmp_path)),
         ]
     )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in LARGE_DIR.iterdir())
     for name in COMPARED:
         assert (tmp_path / name).read_bytes() == (LARGE_DIR / name).read_bytes(), name
     assert (tmp_path / train.PLOT_FILE).stat().st_size > 10_000
