@@ -2090,10 +2090,12 @@ def main_own(args):
         f"chose C {best['C']}: validation accuracy {figures['accuracy']:.3f}, balanced accuracy "
         f"{figures['balanced_accuracy']:.3f}",
     )
-    print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))}), version {version}")
     folder = out.resolve()
     if folder.is_relative_to(HERE):  # models.json's folders are relative to it, beside this file
         folder = folder.relative_to(HERE)
+    print(
+        f"wrote {folder}/ ({', '.join(sorted(p.name for p in out.iterdir()))}), version {version}"
+    )
     entry = {
         "name": args.model,
         "kind": "log-count-ratio-logistic",

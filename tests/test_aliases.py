@@ -18,7 +18,8 @@ import jobs
 import registry
 import rpc
 
-LARGE, SMALL, OLD = "tweet-sentiment-large", "tweet-sentiment", "tweet-sentiment-2020"
+# STABLE: models.json's default, stable when no alias moved.
+STABLE, SMALL, OLD = "tweet-sentiment-people", "tweet-sentiment", "tweet-sentiment-2020"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 USER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -118,7 +119,7 @@ def test_without_an_admin_token_the_routes_say_how_to_make_one(tmp_path):
         ({"model": SMALL, "weight": 1}, 400, "unknown field(s) ['weight']"),
         ({"name": SMALL}, 400, 'send {"model"'),
         ([SMALL], 400, 'send {"model"'),
-        ({"model": LARGE}, 409, "is stable already"),
+        ({"model": STABLE}, 409, "is stable already"),
     ],
 )
 def test_a_candidate_is_refused_naming_what_is_wrong(client, body, status, detail):
@@ -146,7 +147,7 @@ def test_shadow_never_changes_an_answer_and_counts_every_pair(client, tweets):
     scored = client.post(f"/api/v1/{TOKEN}/predict?scores=true", json=tweets).json
     assert put_candidate(client, model=OLD).status_code == 200
     shadowed = predict(client, tweets)
-    assert shadowed.data == plain.data and shadowed.headers["X-Model-Name"] == LARGE
+    assert shadowed.data == plain.data and shadowed.headers["X-Model-Name"] == STABLE
     assert client.post(f"/api/v1/{TOKEN}/predict?scores=true", json=tweets).json == scored
     ours = contract.labels_of(scored)
     theirs = registry.load_one(name=OLD).get().model.run(list(tweets.values()))
@@ -210,9 +211,9 @@ def test_the_guard_refuses_a_poor_candidate_and_too_few_pairs(tmp_path, tweets):
     predict(client, tweets)
     poor = client.post("/api/v1/aliases/promote", headers=ADMIN)
     agreement = client.get("/api/v1/aliases", headers=USER).json["shadow"]["agreement"]
-    assert agreement < 0.9, "the 2020 model should disagree with the large one"
+    assert agreement < 0.9, "the 2020 model should disagree with stable"
     assert poor.status_code == 409 and "less than PROMOTE_MIN_AGREEMENT" in poor.json["detail"]
-    assert client.get("/api/v1/aliases", headers=USER).json["stable"]["model"] == LARGE
+    assert client.get("/api/v1/aliases", headers=USER).json["stable"]["model"] == STABLE
     forced = client.post("/api/v1/aliases/promote", headers=ADMIN, json={"force": True})
     assert forced.status_code == 200 and forced.json["stable"]["model"] == OLD
     assert predict(client, {"1": "I love it"}).headers["X-Model-Name"] == OLD
@@ -232,7 +233,7 @@ def test_a_candidate_that_agrees_enough_is_promoted_and_rolled_back(tmp_path, tw
     assert predict(client, tweets).headers["X-Model-Name"] == SMALL
     back = client.post("/api/v1/aliases/rollback", headers=ADMIN).json
     assert back["stable"] == before and back["previous"]["model"] == SMALL
-    assert predict(client, tweets).headers["X-Model-Name"] == LARGE
+    assert predict(client, tweets).headers["X-Model-Name"] == STABLE
 
 
 def test_a_20_percent_canary_answers_about_a_fifth_by_request_id(client):
@@ -252,14 +253,14 @@ def test_a_20_percent_canary_answers_about_a_fifth_by_request_id(client):
             for _ in range(3)
         }
         assert len(seen) == 1
-        assert seen == {SMALL if aliases.canary_share(request_id) < 20 else LARGE}
+        assert seen == {SMALL if aliases.canary_share(request_id) < 20 else STABLE}
 
 
 def test_a_named_model_is_never_the_canarys(client):
     put_candidate(client, model=SMALL, canary_percent=100)
     assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == SMALL
-    named = client.post(f"/api/v1/models/{LARGE}/predict", json={"1": "ok"}, headers=USER)
-    assert named.headers["X-Model-Name"] == LARGE
+    named = client.post(f"/api/v1/models/{STABLE}/predict", json={"1": "ok"}, headers=USER)
+    assert named.headers["X-Model-Name"] == STABLE
 
 
 def test_aliases_survive_a_restart_and_reach_another_process(tmp_path):
@@ -283,13 +284,13 @@ def test_a_file_naming_a_model_not_loaded_is_ignored_with_a_warning(tmp_path, ca
         json.dumps({"stable": {"model": "gone", "version": "0"}, "candidate": None})
     )
     client = make_app(tmp_path).test_client()
-    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == LARGE
+    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == STABLE
     assert "names models not loaded here: stable ('gone', '0')" in caplog.text
     for broken in ("{broken", "[]", '{"stable": "tweet-sentiment"}'):
         (tmp_path / "aliases.json").write_text(broken)
         served = registry.load(aliases_file=tmp_path / "aliases.json").get()
-        assert served.name == LARGE, broken
-        assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == LARGE, broken
+        assert served.name == STABLE, broken
+        assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == STABLE, broken
         time.sleep(aliases.REFRESH_SECONDS)  # the running app reads each one too
 
 
@@ -300,14 +301,14 @@ def test_every_other_door_follows_stable_and_is_shadowed(tmp_path, tweets):
     service = rpc.Sentiment(rpc_settings(settings))
     worker_models = jobs.Worker(jobs.settings_of(settings)).models
     before = service.predict_with_model(tweets)
-    assert before["model"] == LARGE
+    assert before["model"] == STABLE
     own = registry.load(aliases_file=path)
     own.aliases.change(
         aliases.set_candidate(own.get, {"model": OLD}, lambda *_: {"pairs": 0, "agreeing": 0})
     )
     time.sleep(aliases.REFRESH_SECONDS)
     labels = {
-        "stable_model": LARGE,
+        "stable_model": STABLE,
         "stable_version": before["model_version"],
         "candidate_model": OLD,
         "candidate_version": own.get(OLD).version,
@@ -350,7 +351,7 @@ def test_an_aliases_file_that_cannot_be_written_is_a_503_naming_the_setting(tmp_
     ).test_client()
     response = put_candidate(client, model=SMALL)
     assert response.status_code == 503 and "ALIASES_FILE" in response.json["detail"]
-    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == LARGE
+    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == STABLE
 
 
 def test_a_rollback_removes_the_candidate_and_its_pairs(tmp_path, tweets):
@@ -364,10 +365,10 @@ def test_a_rollback_removes_the_candidate_and_its_pairs(tmp_path, tweets):
         client.post("/api/v1/aliases/promote", headers=ADMIN, json={"force": True}).status_code
         == 200
     )
-    put_candidate(client, model=LARGE)
+    put_candidate(client, model=STABLE)
     predict(client, tweets)
     back = client.post("/api/v1/aliases/rollback", headers=ADMIN).json
-    assert back["stable"]["model"] == LARGE and back["candidate"] is None
+    assert back["stable"]["model"] == STABLE and back["candidate"] is None
     assert back["shadow"]["pairs"] == 0
     refused = client.post("/api/v1/aliases/promote", headers=ADMIN)
     assert refused.status_code == 409 and "no candidate" in refused.json["detail"]
