@@ -653,6 +653,7 @@ def write_results_md(results, text):
     # the end, carried over.
     old = path.read_text() if path.exists() else ""
     sections = (
+        "## Each model in-process",
         "## The shadow's cost",
         "## Where a worker's time goes",
         "## Batch jobs",
