@@ -138,10 +138,10 @@ api-start: $(RUNTIME) certs token
 rpc-start: $(RUNTIME)
 	exec $(BIN)/python rpc.py
 
-# The jobs door's worker (jobs.py): BROKER_URL and JOB_STORE_URL, or the embedded default in
-# JOBS_DIR. make api-start already supervises JOB_WORKERS_WITH_API of them (1).
+# The jobs door's worker (jobs/, python -m jobs): BROKER_URL and JOB_STORE_URL, or the embedded
+# default in JOBS_DIR. make api-start already supervises JOB_WORKERS_WITH_API of them (1).
 worker-start: $(RUNTIME)
-	exec $(BIN)/python jobs.py
+	exec $(BIN)/python -m jobs
 
 # The Kafka door (stream.py): KAFKA_BOOTSTRAP_SERVERS=localhost:9092 by default.
 stream-start: $(RUNTIME)

@@ -4,18 +4,24 @@ import functools
 import hashlib
 import hmac
 import io
+import ipaddress
 import json
 import logging
+import math
+import mmap
 import os
 import random
 import re
+import struct
 import sys
 import time
 
+import gevent
 import prometheus_client
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from gunicorn.http.errors import ParseException
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
     BadRequest,
@@ -27,6 +33,7 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     RequestTimeout,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -41,24 +48,41 @@ import ws
 
 ROOT = service.ROOT
 OPENAPI_FILE = ROOT / "openapi.json"
-DEFAULTS = {
-    **jobs.DEFAULTS,  # the settings every door shares, and the jobs door's
+# The API's own settings; it serves the jobs door too, so a process reads service.SHARED, the
+# jobs door's and these (DEFAULTS, every one).
+OWN = {
     # Bytes of request bodies and websocket messages one worker holds at once, read and not yet
     # answered: past it, a new upload gets 503 and a websocket that would go past it is cut off.
     "MAX_INFLIGHT_BYTES": 32 * 1024 * 1024,
+    # A body may take CLIENT_TIMEOUT seconds (gunicorn.conf.py's too), and a second more for every
+    # BODY_MIN_BYTES_PER_SECOND bytes that arrive: past it, 408.
+    "CLIENT_TIMEOUT": 30,
+    "BODY_MIN_BYTES_PER_SECOND": 64 * 1024,
+    # Wrong tokens from one client address, per worker: past AUTH_FAILURES within
+    # AUTH_FAILURES_SECONDS, the address gets 429 until that window ends (Guesses).
+    "AUTH_FAILURES": 50,
+    "AUTH_FAILURES_SECONDS": 60,
     "WS_MAX_CONNECTIONS": 500,  # websockets with a token, per worker; the pool is 1,000
     "WS_MAX_UNAUTHENTICATED": 50,  # websockets still to send their auth message, per worker
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
     "WS_AUTH_MAX_BYTES": 4096,  # the most a websocket may send before it has authenticated
     "WS_PING_SECONDS": 25,  # a silent websocket is pinged; no pong by the next ping closes it
-    # The credential that moves aliases (aliases.py), never one that asks for predictions.
+    # The credential that moves aliases (aliases/), never one that asks for predictions.
     "ADMIN_TOKEN": "",  # comma-separated; empty means: read ADMIN_TOKEN_FILE
     "ADMIN_TOKEN_FILE": str(ROOT / ".admin_token"),
-    "PROMOTE_MIN_PAIRS": 1000,  # shadow pairs a candidate needs before a promotion
-    "PROMOTE_MIN_AGREEMENT": "0.9",  # the share of them on which it must agree with stable
+    # The promotion guard (aliases/guard.py): labelled evidence, then live traffic.
+    "GUARD_REFERENCE_FILE": str(ROOT.parent / "shared" / "data" / "semeval_2013_2016.csv"),
+    "GUARD_REFERENCE_IDS": "se16dev_,se16devtest_",  # its rows whose id starts so: held out
+    "PROMOTE_MAX_DROP": "0.01",  # balanced accuracy on them at most this far below stable's
+    "PROMOTE_MIN_PAIRS": 1000,  # distinct shadowed tweets a candidate needs
+    "PROMOTE_MIN_AGREEMENT": "0.9",  # live agreement needed (lower with labels: guard.py)
     "METRICS_FLUSH_MS": 100,  # metrics and request log lines held at most this long (Tally)
 }
+DOOR = service.Door(OWN)
+DOORS = (jobs.DOOR, DOOR)
+DEFAULTS = service.defaults(*DOORS)
 OPTIONS = contract.OPTIONS
+RETRY_AFTER_SECONDS = 5  # a 503 of the aliases' home: try again then
 REQUEST_ID_MAX = ws.REQUEST_ID_MAX
 PATH_TOKEN_ROUTE, BEARER_ROUTE = "/api/v1/<token>/predict", "/api/v1/predict"
 MODEL_ROUTE = "/api/v1/models/<name>/predict"
@@ -106,12 +130,26 @@ def create_app(config=None):
     app = Flask(__name__)
     app.json.sort_keys = False  # answers keep the request's order
     app.json.compact = True
-    settings = jobs.settings_of(config, DEFAULTS)
+    # OPTIONS gets 405 in JSON, naming the methods allowed, where Flask would answer an empty
+    # text/html 200; no redirect from a path with "//" to one built from the Host header (a 308
+    # to any host a client names): such a path is an unknown one, 404.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.merge_slashes = False
+    settings = service.load(*DOORS, config=config)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.extensions["settings"] = settings
+    app.extensions["guesses"] = Guesses(
+        settings["AUTH_FAILURES"], settings["AUTH_FAILURES_SECONDS"]
+    )
     IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
+    BodyStream.grace = settings["CLIENT_TIMEOUT"]
+    BodyStream.rate = settings["BODY_MIN_BYTES_PER_SECOND"]
     TALLY.interval = settings["METRICS_FLUSH_MS"] / 1000
-    settings["PROMOTE_MIN_AGREEMENT"] = share(settings["PROMOTE_MIN_AGREEMENT"])
+    for name in ("PROMOTE_MIN_AGREEMENT", "PROMOTE_MAX_DROP"):
+        settings[name] = share(name, settings[name])
+    app.extensions["reference"] = aliases.Reference(
+        settings["GUARD_REFERENCE_FILE"], settings["GUARD_REFERENCE_IDS"]
+    )
     reload(app)
     app.extensions["openapi"] = openapi(settings)
     service.setup_logging(log)
@@ -147,11 +185,11 @@ def create_app(config=None):
     )
     app.add_url_rule("/api/v1/aliases/promote", view_func=promote_view, methods=["POST"])
     app.add_url_rule("/api/v1/aliases/rollback", view_func=rollback_view, methods=["POST"])
-    blueprint, app.extensions["jobs_metrics"] = jobs.routes(
+    blueprint, app.extensions["jobs_metrics"], app.extensions["jobs_store"] = jobs.routes(
         require_bearer_token, parse_options, BodyStream, settings, resolve_model
     )
     app.register_blueprint(blueprint)
-    ws.route(app, ws_answer, require_bearer_token, token_is_valid, IN_FLIGHT)
+    ws.route(app, ws_answer, require_bearer_token, checked_token, refuse_guesser, IN_FLIGHT)
     app.add_url_rule("/", view_func=page)
     app.add_url_rule("/health", view_func=health)
     app.add_url_rule("/ready", view_func=ready)
@@ -169,18 +207,22 @@ def reload(app):
         raise RuntimeError(
             "an admin token is also an API token: give ADMIN_TOKEN a value of its own"
         )
-    models = registry.load(settings["MODELS_FILE"], aliases_file=settings["ALIASES_FILE"])
+    models = registry.load(
+        settings["MODELS_FILE"],
+        aliases_file=settings["ALIASES_FILE"],
+        database_url=settings["DATABASE_URL"],
+    )
     app.extensions.update(tokens=tokens, admin_tokens=admin, registry=models)
 
 
-def share(value):
-    """PROMOTE_MIN_AGREEMENT: a number from 0 to 1."""
+def share(name, value):
+    """A setting that is a number from 0 to 1; RuntimeError naming it otherwise."""
     try:
         number = float(value)
     except ValueError:
         number = -1.0
     if not 0 <= number <= 1:
-        raise RuntimeError(f"PROMOTE_MIN_AGREEMENT must be a number from 0 to 1, got {value!r}")
+        raise RuntimeError(f"{name} must be a number from 0 to 1, got {value!r}")
     return number
 
 
@@ -194,10 +236,98 @@ def token_is_valid(token, extensions=None, kind="tokens"):
     return valid
 
 
+class Guesses:
+    """Wrong tokens by client address, in one worker: past `most` of them within `seconds` of the
+    first, the address gets 429 with Retry-After, whatever token it sends, until those seconds
+    are over. Its tokens are not checked meanwhile: a valid token is never counted, but answered
+    at once it would tell a right guess from a wrong one. At most MAX addresses are held.
+
+    An address is the client's as the server sees it (clients behind one proxy or NAT share
+    theirs), IPv6 by its /64; each worker counts its own, so an address gets up to `most` times
+    the workers' number of guesses a window."""
+
+    MAX = 10_000
+
+    def __init__(self, most, seconds):
+        self.most, self.seconds = most, seconds
+        self.windows = {}  # address: [end of its window, wrong tokens in it], oldest first
+        self.blocked = {}  # address: the end of its window, once past `most`
+
+    def refuse(self, environ):
+        """429 if the request's address is blocked (one truth test when none is)."""
+        left = self.blocked and self.seconds_left(environ)
+        if left:
+            raise TooManyRequests(
+                f"too many wrong tokens from this address; try again in {left} s",
+                retry_after=left,
+            )
+
+    def seconds_left(self, environ):
+        """Whole seconds until the request's address is let in again; 0 if it is not blocked."""
+        address = client_key(environ.get("REMOTE_ADDR", ""))
+        until = self.blocked.get(address)
+        if until is None:
+            return 0
+        left = math.ceil(until - time.monotonic())
+        if left <= 0:
+            del self.blocked[address]
+            return 0
+        return left
+
+    def failed(self, environ):
+        """Count a wrong token against the request's address."""
+        now, address = time.monotonic(), client_key(environ.get("REMOTE_ADDR", ""))
+        window = self.windows.get(address)
+        if window is None or window[0] <= now:
+            self.windows.pop(address, None)
+            if len(self.windows) >= self.MAX:
+                self.forget(now)
+            window = self.windows[address] = [now + self.seconds, 0]
+        window[1] += 1
+        if window[1] >= self.most:
+            self.blocked[address] = window[0]
+
+    def forget(self, now):
+        """Drop the windows that are over, and if that is not enough, the oldest tenth."""
+        over = [a for a, (end, _) in self.windows.items() if end <= now]
+        if len(self.windows) - len(over) >= self.MAX:
+            over += list(self.windows)[: self.MAX // 10]
+        for address in over:
+            self.windows.pop(address, None)
+            self.blocked.pop(address, None)
+
+
+def client_key(address):
+    """A client's address as counted: IPv4 whole, IPv6 by its /64 (what one subscriber gets)."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped else ip.exploded[:19]
+
+
 def predict_with_path_token(token):
-    if not token_is_valid(token):
+    if not checked_token(token):
         raise NotFound()  # the same answer as any unknown path
     return predict()
+
+
+def checked_token(token):
+    """token_is_valid, for a request: 429 if its address has sent too many wrong tokens of late,
+    and a wrong one counted against it."""
+    guesses = current_app.extensions["guesses"]
+    guesses.refuse(request.environ)
+    if token_is_valid(token):
+        return True
+    guesses.failed(request.environ)
+    return False
+
+
+def refuse_guesser():
+    """429 if this request's address has sent too many wrong tokens of late."""
+    current_app.extensions["guesses"].refuse(request.environ)
 
 
 def bearer_token(authorization):
@@ -210,7 +340,7 @@ def require_bearer_token():
     """401 unless the request has a valid Bearer token; its holder's id (the start of the token's
     SHA-256, which reveals nothing of it) in the environ as "api.client", whose jobs are its own."""
     token = bearer_token(request.headers.get("Authorization", ""))
-    if token is None or not token_is_valid(token):
+    if token is None or not checked_token(token):
         raise Unauthorized(
             "send a valid token as 'Authorization: Bearer <token>'",
             www_authenticate=WWWAuthenticate("bearer"),
@@ -339,12 +469,15 @@ def ready():
     models = current_app.extensions.get("registry")
     if models is None:
         raise ServiceUnavailable("no model is loaded")
-    is_ready, states = models.ready()
+    is_ready, states, problem = models.ready()
+    if STOPPING:
+        is_ready, problem = False, "the server is stopping (STOP_DRAIN_SECONDS)"
+    followed = {} if models.aliases is None else {"aliases": models.aliases.health()}
     if is_ready:
-        return {"status": "ready", "model_version": models.get().version, "models": states}
-    failed = [f"{n}: {e.error}" for n, e in models.entries.items() if e.error is not None]
-    body = {"error": 503, "text": "Service Unavailable", "detail": "; ".join(failed)}
-    return {**body, "status": "not ready", "models": states}, 503
+        version = models.get().version
+        return {"status": "ready", "model_version": version, "models": states, **followed}
+    body = {"error": 503, "text": "Service Unavailable", "detail": problem}
+    return {**body, "status": "not ready", "models": states, **followed}, 503
 
 
 def metrics():
@@ -355,7 +488,61 @@ def metrics():
         MODEL_INFO.labels(name, version).set(1)
     text = prometheus_client.generate_latest(metrics_collector())
     text += prometheus_client.generate_latest(current_app.extensions["jobs_metrics"])
+    text += prometheus_client.generate_latest(Families(guard_families(aliases_state())))
     return Response(text, mimetype="text/plain")
+
+
+class Families(prometheus_client.CollectorRegistry):
+    """Metric families made for one scrape, as a registry generate_latest() can write."""
+
+    def __init__(self, families):
+        super().__init__(auto_describe=False)
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
+
+
+GUARD_LABELS = ["stable_model", "stable_version", "candidate_model", "candidate_version"]
+
+
+def guard_families(state):
+    """The promotion guard's evidence for the candidate, from GET /api/v1/aliases's answer: the
+    distinct shadowed tweets summed over every process, both models on the labelled reference
+    set, and whether it may be promoted (prometheus/rules.yml alerts on them)."""
+    candidate, shadow, labelled = state["candidate"], state["shadow"], state["labelled"]
+    if candidate is None or "unavailable" in shadow:
+        return []
+    labels = [*aliases.pair(state["stable"]), *aliases.pair(candidate)]
+    figures = {
+        "api_guard_shadow_pairs": ("Distinct tweets the candidate shadowed", shadow["pairs"]),
+        "api_guard_shadow_agreeing": ("Of them, those both labelled alike", shadow["agreeing"]),
+        "api_guard_promotable": (
+            "1 if the guard would promote the candidate now",
+            int(state["guard"]["promotable"]),
+        ),
+    }
+    if "unavailable" not in labelled:
+        figures.update(
+            api_guard_stable_balanced_accuracy=(
+                "Stable's balanced accuracy on the labelled reference set",
+                labelled["stable"]["balanced_accuracy"],
+            ),
+            api_guard_candidate_balanced_accuracy=(
+                "The candidate's balanced accuracy on the labelled reference set",
+                labelled["candidate"]["balanced_accuracy"],
+            ),
+            api_guard_labelled_agreement=(
+                "The share of the labelled reference set both models label alike",
+                labelled["agreement"],
+            ),
+        )
+    families = []
+    for name, (documentation, value) in figures.items():
+        family = GaugeMetricFamily(name, documentation, labels=GUARD_LABELS)
+        family.add_metric(labels, value)
+        families.append(family)
+    return families
 
 
 def metrics_collector():
@@ -367,12 +554,13 @@ def metrics_collector():
     return collector
 
 
-# Aliases (aliases.py): read with a prediction or admin token, moved with the admin token only.
+# Aliases (aliases/): read with a prediction or admin token, moved with the admin token only.
 
 
 def require_admin_token(read_only=False):
     """401 without a valid token; 403 for a prediction token where the admin token is needed."""
     token = bearer_token(request.headers.get("Authorization", ""))
+    refuse_guesser()
     if token is not None and token_is_valid(token, kind="admin_tokens"):
         return
     if token is not None and token_is_valid(token):
@@ -384,24 +572,58 @@ def require_admin_token(read_only=False):
             else ("; none is configured: set ADMIN_TOKEN or create ADMIN_TOKEN_FILE")
         )
         raise Forbidden(f"a prediction token cannot move aliases: send the admin token{configured}")
+    if token is not None:
+        current_app.extensions["guesses"].failed(request.environ)
     raise Unauthorized(
         "send a valid token as 'Authorization: Bearer <token>'",
         www_authenticate=WWWAuthenticate("bearer"),
     )
 
 
-def aliases_state():
-    """The aliases and the candidate's shadow figures, as GET /api/v1/aliases answers."""
-    state = current_app.extensions["registry"].aliases.current(fresh=True)
+def aliases_state(state=None):
+    """The aliases (read now, unless a change gives them), where they live, and the guard's
+    evidence for the candidate, as GET /api/v1/aliases answers."""
+    models = current_app.extensions["registry"]
+    state = state or models.aliases.current(fresh=True)
     candidate = state.candidate
-    shown = None if candidate is None else {k: v for k, v in candidate.items() if k != "baseline"}
-    return {
+    answer = {
         "stable": state.stable,
-        "candidate": shown,
+        "candidate": candidate,
         "previous": state.previous,
-        "shadow": aliases.shadow_summary(metrics_collector(), state),
+        "version": state.version,
+        "home": models.aliases.health(),
+        "shadow": {"pairs": 0, "agreeing": 0, "agreement": None},
+        "labelled": None,
+        "guard": None,
         "canary_percent": candidate.get("canary_percent", 0) if candidate else 0,
     }
+    if candidate is None:
+        return answer
+    try:
+        shadow = aliases.live_summary(models.aliases.totals(state.epoch))
+    except aliases.Unavailable as e:
+        answer["shadow"] = {"unavailable": str(e), "shadow_percent": candidate["shadow_percent"]}
+        return answer
+    answer["shadow"] = {**shadow, "shadow_percent": candidate["shadow_percent"]}
+    answer["labelled"] = evidence(models, state)
+    why = guard_reason(models, state, shadow, answer["labelled"])
+    answer["guard"] = {"promotable": why is None, "reason": why}
+    return answer
+
+
+def evidence(models, state):
+    """Stable's and the candidate's figures on the labelled reference set (aliases/guard.py)."""
+    stable, candidate = state.stable, state.candidate
+    return current_app.extensions["reference"].evidence(
+        models.find(stable["model"], stable["version"]),
+        models.find(candidate["model"], candidate["version"]),
+    )
+
+
+def guard_reason(models, state, shadow, labelled):
+    # Every worker forks from the master's preloaded registry: loaded here is loaded in all.
+    ready = aliases.pair(state.candidate) in models.known
+    return aliases.reason(current_app.extensions["settings"], ready, shadow, labelled)
 
 
 def aliases_view():
@@ -418,44 +640,45 @@ def change_aliases(edit, what):
         raise Conflict(str(e)) from None
     except aliases.Invalid as e:
         raise BadRequest(str(e)) from None
-    except OSError as e:  # the server's fault: say which setting to mend, not the request's
-        raise ServiceUnavailable(
-            f"the aliases file cannot be written ({e.strerror}): set ALIASES_FILE to a path "
-            "this server may write"
-        ) from None
+    except aliases.Unavailable as e:  # the server's fault: nothing changed, say what to mend
+        raise ServiceUnavailable(str(e), retry_after=RETRY_AFTER_SECONDS) from None
     log.info(
-        "aliases: %s; stable %s, candidate %s, previous %s",
+        "aliases: %s; stable %s, candidate %s, previous %s; version %d",
         what,
         aliases.pair(state.stable),
         aliases.pair(state.candidate),
         aliases.pair(state.previous),
+        state.version,
         extra={"request_id": request.environ.get("api.request_id", "-")},
     )
-    return aliases_state()
+    return aliases_state(state)  # as this change left them, whatever came after
 
 
 def json_body(default=None):
-    """The body as JSON (any content type), or default when it is empty; 400 otherwise."""
+    """The body as a JSON object (any content type), or default when it is empty; 400 otherwise,
+    nested too deeply included."""
     data = read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
-    if not data.strip():
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"the body is not valid UTF-8: {e.reason} at byte {e.start}") from None
+    if not text.strip():
         return default
     try:
-        return json.loads(data)
-    except ValueError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
+        document = contract.parse_json(text)
+    except contract.PredictionError as e:
+        raise BadRequest(e.detail) from None
+    # The admin routes read the fields of a flat object: a nested value is refused by them.
+    return dict(document) if isinstance(document, contract.Pairs) else document
 
 
 def candidate_view():
     require_admin_token()
     if request.method == "DELETE":
+        json_body()  # read, so that a body sent is not left on the connection
         return change_aliases(aliases.clear_candidate, "candidate removed")
     models = current_app.extensions["registry"]
-
-    def baseline(stable, candidate):
-        return aliases.shadow_counts(metrics_collector(), stable, candidate)
-
-    edit = aliases.set_candidate(models.get, json_body(), baseline)
-    return change_aliases(edit, "candidate set")
+    return change_aliases(aliases.set_candidate(models.get, json_body()), "candidate set")
 
 
 def promote_view():
@@ -463,22 +686,15 @@ def promote_view():
     body = json_body({})
     if not isinstance(body, dict) or not isinstance(body.get("force", False), bool):
         raise BadRequest('send nothing, or {"force": true} to skip the guard')
-    settings, models = current_app.extensions["settings"], current_app.extensions["registry"]
+    models, force = current_app.extensions["registry"], body.get("force", False)
 
-    def guard(state):
-        if body.get("force"):
+    def guard(state, totals):
+        if force:
             return None
-        # Every worker forks from the master's preloaded registry: loaded here is loaded in all.
-        candidate = state.candidate
-        ready = (candidate["model"], candidate["version"]) in models.known
-        summary = aliases.shadow_summary(metrics_collector(), state)
-        return aliases.guard_reason(
-            summary, ready, settings["PROMOTE_MIN_PAIRS"], settings["PROMOTE_MIN_AGREEMENT"]
-        )
+        shadow = aliases.live_summary(totals)
+        return guard_reason(models, state, shadow, evidence(models, state))
 
-    return change_aliases(
-        aliases.promote(guard), "promoted" + (" (forced)" * bool(body.get("force")))
-    )
+    return change_aliases(aliases.promote(guard), "promoted" + (" (forced)" * force))
 
 
 def rollback_view():
@@ -498,9 +714,10 @@ def openapi(settings):
 
 
 # Request bodies: read only once the token is known to be good, never past the size limit
-# (Content-Length or not), within the worker's budget of bytes in flight, and with the WSGI
-# server's read failures as HTTP errors. gunicorn.conf.py gives each connection a time-out
-# (CLIENT_TIMEOUT), so a client that stalls mid-body ends as a 408, not a held worker.
+# (Content-Length or not), within the worker's budget of bytes in flight, reserved as they arrive,
+# and with the WSGI server's read failures as HTTP errors. gunicorn.conf.py gives each read a
+# time-out (CLIENT_TIMEOUT), and BodyStream the whole body one, so that a client that stalls or
+# trickles mid-body ends as a 408, not a held worker.
 
 
 class InFlight:
@@ -522,6 +739,7 @@ class InFlight:
 
 
 IN_FLIGHT = InFlight()  # a gevent worker's greenlets share it; one thread, so no lock
+PIECE = 65536  # read_body reads and reserves a body this much at a time
 
 
 def content_length(environ):
@@ -529,15 +747,28 @@ def content_length(environ):
     return int(length) if length.isdigit() else None
 
 
+class Late(Exception):
+    """A body's time is up (BodyStream): thrown into the greenlet waiting for it."""
+
+
 class BodyStream(io.RawIOBase):
     """A request's body, refusing to go past `limit` bytes (413), and turning the server's read
-    failures into HTTP errors: a client that stalls 408, broken chunked framing or a body cut
-    short 400."""
+    failures into HTTP errors: a client that stalls, or sends too slowly, 408; broken chunked
+    framing or a body cut short 400.
+
+    A body may take `grace` seconds (CLIENT_TIMEOUT), and a second more for every `rate` bytes
+    (BODY_MIN_BYTES_PER_SECOND) that have arrived: a client sending a byte every 10 s had a
+    per-read time-out only, and held its upload (and, as it was, the worker's budget) for good.
+    """
+
+    grace, rate = 30, 64 * 1024  # create_app sets them
 
     def __init__(self, environ, limit):
         super().__init__()
         self.input, self.limit, self.read_so_far = environ["wsgi.input"], limit, 0
         self.expected = content_length(environ)
+        self.started = time.monotonic()
+        self.waits = "gunicorn.socket" in environ  # a read may wait for the client (gevent)
 
     def readable(self):
         return True
@@ -545,8 +776,25 @@ class BodyStream(io.RawIOBase):
     def take(self, size):
         """Return up to size bytes of the body (b"" at its end)."""
         size = min(size, self.limit + 1 - self.read_so_far)  # one byte past the limit shows it
+        left = self.started + self.grace + self.read_so_far / self.rate - time.monotonic()
         try:
-            data = self.input.read(size)
+            if left <= 0:
+                raise Late()
+            if not self.waits:
+                data = self.input.read(size)
+            else:  # a timer on the whole read: gunicorn's read() reads until it has size bytes
+                timer = gevent.get_hub().loop.timer(left)
+                timer.start(gevent.getcurrent().throw, Late)
+                try:
+                    data = self.input.read(size)
+                finally:
+                    timer.close()
+        except Late:
+            seconds = time.monotonic() - self.started
+            raise RequestTimeout(
+                f"the body came too slowly: {self.read_so_far} bytes in {seconds:.0f} s; a body "
+                f"may take {self.grace} s and a second more for every {self.rate} bytes"
+            ) from None
         except TimeoutError:
             raise RequestTimeout("the body stalled: nothing arrived for too long") from None
         except ParseException as e:
@@ -565,18 +813,14 @@ class BodyStream(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
-    def read_all(self):
-        if self.expected is not None:
-            return self.take(self.expected) if self.expected else b""
-        parts = []
-        while part := self.take(65536):
-            parts.append(part)
-        return b"".join(parts)
-
 
 def read_body(environ, limit):
     """Return the whole body (bytes): 413 over the limit, 503 when this worker already holds its
-    budget of bodies, and BodyStream's errors. Read once: the fast path leaves it for Flask."""
+    budget of bodies, and BodyStream's errors. Read once: the fast path leaves it for Flask.
+
+    The budget is reserved a PIECE at a time as the body arrives, not for the whole of a declared
+    Content-Length (or the limit, chunked) up front: 10 uploads that declared 8 MB and sent a byte
+    every 10 s got every other upload of the worker a 503."""
     if "api.body_error" in environ:
         raise environ["api.body_error"]
     if "api.body" in environ:
@@ -584,11 +828,19 @@ def read_body(environ, limit):
     length = content_length(environ)
     if length is not None and length > limit:
         raise RequestEntityTooLarge(f"the body must be at most {limit} bytes, got {length}")
-    reserve = limit if length is None else length
-    if not IN_FLIGHT.take(reserve):
-        raise ServiceUnavailable("this worker is reading as many bodies as it may; try again")
-    environ["api.reserved"] = environ.get("api.reserved", 0) + reserve
-    data = environ["api.body"] = BodyStream(environ, limit).read_all()
+    body, parts = BodyStream(environ, limit), []
+    while length is None or body.read_so_far < length:
+        size = PIECE if length is None else min(PIECE, length - body.read_so_far)
+        if not IN_FLIGHT.take(size):
+            raise ServiceUnavailable("this worker is reading as many bodies as it may; try again")
+        environ["api.reserved"] = environ.get("api.reserved", 0) + size
+        part = body.take(size)
+        IN_FLIGHT.give(size - len(part))  # what did not come: past the limit, or the end
+        environ["api.reserved"] -= size - len(part)
+        if not part:
+            break
+        parts.append(part)
+    data = environ["api.body"] = parts[0] if len(parts) == 1 else b"".join(parts)
     return data
 
 
@@ -644,6 +896,7 @@ class FastPredict:
 
     def __init__(self, app):
         self.app, self.flask = app, app.wsgi_app
+        self.guesses = app.extensions["guesses"]
         # Answers as the app's JSON provider writes them, from one encoder made here: the provider
         # makes a new one for every answer.
         self.encoder = json.JSONEncoder(
@@ -673,6 +926,7 @@ class FastPredict:
             route is None
             or environ.get("QUERY_STRING")
             or environ.get("CONTENT_TYPE") != "application/json"
+            or (self.guesses.blocked and self.guesses.seconds_left(environ))  # Flask: 429
             or not token_is_valid(token, self.app.extensions)  # nothing is read for a wrong one
         ):
             return None
@@ -811,6 +1065,31 @@ class Tally:
 
 
 TALLY = Tally()
+
+
+class Stopping:
+    """When this server's stop began, shared by gunicorn's master and every worker it forked (8
+    bytes of memory they share): the master sets it on TERM, /ready answers 503 from then on, and
+    serving ends STOP_DRAIN_SECONDS later (gunicorn.conf.py)."""
+
+    def __init__(self):
+        self.memory = mmap.mmap(-1, 8)
+
+    def begin(self):
+        """Start the stop, unless it has started; return when it began (time.time())."""
+        if not self.began:
+            self.memory[:8] = struct.pack("d", time.time())
+        return self.began
+
+    @property
+    def began(self):
+        return struct.unpack("d", self.memory[:8])[0]
+
+    def __bool__(self):
+        return self.began != 0
+
+
+STOPPING = Stopping()
 
 
 # The metrics' children, looked up once per label values: prometheus_client's labels() takes a lock

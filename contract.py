@@ -5,12 +5,27 @@ a PredictionError into its protocol's own error form (an HTTP status and JSON bo
 prediction_error message, ...). The rules live here once.
 """
 
+import itertools
 import json
 import re
 
 import model
 
-LIMITS = {"MAX_TWEETS": 10_000, "MAX_TWEET_CHARS": 5_000}
+# What a request may hold, and so what its answer holds: an answer repeats each id, and with
+# explain=true adds each tweet's strongest terms. An id is at most MAX_ID_CHARS (twice a UUID's
+# 36 and more than any tweet id or file path a client keys on; the websocket's request_id is
+# 128); an explained request at most MAX_EXPLAINED_TWEETS tweets, each explanation at most
+# EXPLAIN_TERMS terms a side: before these a 7.9 MB explained body made a 42.9 MB answer and a
+# worker 373 MB larger (issue 37), now an explained answer is at most about 1 KB a tweet
+# beside its id (docs/operations.md, "Memory budget").
+LIMITS = {
+    "MAX_TWEETS": 10_000,
+    "MAX_TWEET_CHARS": 5_000,
+    "MAX_ID_CHARS": 256,
+    "MAX_EXPLAINED_TWEETS": 1_000,
+}
+EXPLAIN_TERMS = 10  # the strongest terms each side of an explanation; the rest are left out
+ID_SHOWN = 40  # an error names an over-long id by its start, never whole
 OPTIONS = ("scores", "explain")
 MAX_IDS_NAMED = 10  # an error names at most this many ids, then says how many more
 DECIMALS = 6  # scores and explanation weights in answers
@@ -134,9 +149,11 @@ def batch(document, what="the body"):
 
 
 def check(tweets, limits):
-    """Enforce the count limit (413), then string values and the length limit (422)."""
+    """Enforce the count limit (413), then the ids' length, string values and the length limit
+    (422)."""
     if len(tweets) > limits["MAX_TWEETS"]:
         raise TooLarge(f"at most {limits['MAX_TWEETS']} tweets per request, got {len(tweets)}")
+    check_ids(tweets, limits.get("MAX_ID_CHARS", LIMITS["MAX_ID_CHARS"]))
     wrong = {i: json_type(t) for i, t in tweets.items() if not isinstance(t, str)}
     if wrong:
         kinds = sorted(set(wrong.values()))
@@ -147,6 +164,17 @@ def check(tweets, limits):
     long = [i for i, t in tweets.items() if len(t) > limit]
     if long:
         raise Unprocessable(f"each tweet must be at most {limit} characters: {name_ids(long)}")
+
+
+def check_ids(tweets, limit):
+    """422 if an id is longer than limit characters, naming the start of each such id."""
+    try:
+        longest = max(map(len, tweets), default=0)  # in C: ids are strings on every door
+    except TypeError:
+        longest = max((len(i) for i in tweets if isinstance(i, str)), default=0)
+    if longest > limit:
+        long = [i[:ID_SHOWN] + "..." for i in tweets if isinstance(i, str) and len(i) > limit]
+        raise Unprocessable(f"each id must be at most {limit} characters: {name_ids(long)}")
 
 
 def check_part(tweets, limits, seen, before, most, what="job"):
@@ -184,8 +212,15 @@ def partition(tweets, limits):
 
 def predict(classifier, tweets, limits, scores=False, explain=False):
     """Label a batch {id: text}, keeping ids and order: {id: label}, or with options
-    {id: {"label", "score"?, "explanation"?}}. PredictionError for bad input."""
+    {id: {"label", "score"?, "explanation"?}}. PredictionError for bad input; with explain, more
+    than MAX_EXPLAINED_TWEETS is 413."""
     check(tweets, limits)
+    most = limits.get("MAX_EXPLAINED_TWEETS", LIMITS["MAX_EXPLAINED_TWEETS"])
+    if explain and len(tweets) > most:
+        raise TooLarge(
+            f"at most {most} tweets per request with explain, got {len(tweets)}: send the rest "
+            "in more requests, or ask without explain"
+        )
     ids, texts = list(tweets), list(tweets.values())
     probabilities = classifier.scores(texts)
     labels = model.labels(probabilities)
@@ -197,12 +232,15 @@ def predict(classifier, tweets, limits, scores=False, explain=False):
         if scores:
             answer[i]["score"] = round(probability, DECIMALS)
         if explain:
-            # A term whose pull rounds to 0 pulls neither way at the answer's precision: left out.
+            # A term whose pull rounds to 0 pulls neither way at the answer's precision: left out;
+            # of the others, the EXPLAIN_TERMS strongest (the model ranks them).
             answer[i]["explanation"] = {
                 side: [
-                    {"term": t, "weight": round(w, DECIMALS)}
-                    for t, w in pulls
-                    if round(w, DECIMALS)
+                    {"term": t, "weight": w}
+                    for t, w in itertools.islice(
+                        ((t, round(w, DECIMALS)) for t, w in pulls if round(w, DECIMALS)),
+                        EXPLAIN_TERMS,
+                    )
                 ]
                 for side, pulls in classifier.explain(text).items()
             }

@@ -1,13 +1,19 @@
 """gunicorn settings: TLS 1.2+, gevent workers, the app preloaded; read from the environment."""
 
+import _socket
+import contextlib
 import functools
 import gc
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import ssl
+import struct
+import sys
 import tempfile
 import time
 
@@ -18,6 +24,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["METRICS_DIR_MADE_HERE"] = "1"
 
 import gevent  # noqa: E402
+from gunicorn import arbiter as gunicorn_arbiter  # noqa: E402
 from gunicorn import util  # noqa: E402
 from gunicorn.http import errors, message, wsgi  # noqa: E402
 from gunicorn.workers import base_async, ggevent  # noqa: E402
@@ -47,17 +54,114 @@ keyfile = os.environ.get("TLS_KEY", os.path.join(ROOT, "server.key"))
 
 
 class StreamServer(ggevent.StreamServer):
-    """gevent's server, which on close only stops accepting.
+    """gevent's server, which on close only stops accepting, gives a TLS handshake
+    HANDSHAKE_SECONDS, and counts its connections (CONNECTIONS).
 
     A connection accepted just before close() may still be in its TLS handshake. gevent's close()
     drops the handler and closes the listening socket, which that connection needs afterwards
     (gevent#2071, gunicorn#3315): it then dies unanswered, AttributeError or EBADF in the log.
     Here that lost 1 to 4 of about 3,000 requests across a HUP. The other workers go on accepting
     from the shared socket, and the socket is closed when this worker exits.
+
+    gevent does the handshake on a socket with no time-out, before the worker's handle() sets
+    one: 2,100 bare connect()s were held for good, the worker's pool full, nothing answered.
     """
 
     def close(self):
         self.stop_accepting()
+
+    def wrap_socket_and_handle(self, client_socket, address):
+        client = None
+        try:
+            # No I/O yet: the handshake is done below, within its time.
+            client = self.wrap_socket(client_socket, do_handshake_on_connect=False, **self.ssl_args)
+            CONNECTIONS.opened(client, address[0] if address else "")
+            with gevent.Timeout(handshake_seconds, HandshakeTimeout):  # the whole of it
+                client.do_handshake()
+        except (HandshakeTimeout, OSError) as e:  # ssl.SSLError is an OSError
+            # A scanner, a client of TLS 1.0, a bare connect(): a line, no traceback.
+            TLS_LOG.debug("TLS handshake failed: %s", getattr(e, "reason", None) or e)
+            CONNECTIONS.closed(client)
+            (client or client_socket).close()
+            return None
+        try:
+            return self.handle(client, address)
+        finally:
+            CONNECTIONS.closed(client)
+            client.close()
+
+
+class HandshakeTimeout(Exception):
+    def __str__(self):
+        return f"not done within {handshake_seconds} s"
+
+
+TLS_LOG = logging.getLogger("gunicorn.error")
+
+
+class Connections:
+    """This worker's connections, and which of them wait (for their TLS handshake or for a
+    request), longest-waiting first, by client address.
+
+    A connection that waits costs its client nothing, and gevent stops accepting once the pool
+    (WORKER_CONNECTIONS) is full: 2,100 bare connect()s, or 2,500 clients idle after their
+    handshake, kept every other client out. Here a new connection closes the longest-waiting one
+    of its own address past MAX_IDLE_PER_ADDRESS, and of the worker's when the pool is full (as
+    nginx drains idle keep-alive connections when it runs out), so that waiting connections never
+    keep a new one out. A connection in the middle of a request is never closed here.
+    """
+
+    def __init__(self, size, per_address):
+        self.size, self.per_address = size, per_address
+        self.open = {}  # socket: its client's address
+        self.waiting = {}  # socket: None, longest-waiting first (dicts keep their order)
+        self.addresses = {}  # address: [its connections, {socket: None} of those waiting]
+
+    def opened(self, sock, address):
+        """Count a new connection, waiting; close others to make room as need be."""
+        peers = self.addresses.get(address)
+        if peers is None:
+            peers = self.addresses[address] = [0, {}]
+        elif self.per_address and len(peers[1]) >= self.per_address:
+            self.drop(next(iter(peers[1])))
+        if len(self.open) + 1 >= self.size and self.waiting:  # the pool counts this one
+            self.drop(next(iter(self.waiting)))
+        self.open[sock] = address
+        peers[0] += 1
+        self.waiting[sock] = peers[1][sock] = None
+
+    def work(self, sock):
+        """The connection is in a request: it waits no more."""
+        if self.waiting.pop(sock, 0) is None:
+            del self.addresses[self.open[sock]][1][sock]
+
+    def wait(self, sock):
+        """The connection waits for its next request."""
+        address = self.open.get(sock)
+        if address is not None:
+            self.waiting[sock] = self.addresses[address][1][sock] = None
+
+    def closed(self, sock):
+        address = self.open.pop(sock, None)
+        if address is not None:
+            self.waiting.pop(sock, None)
+            peers = self.addresses[address]
+            peers[1].pop(sock, None)
+            peers[0] -= 1
+            if not peers[0]:
+                del self.addresses[address]
+
+    def drop(self, sock):
+        """Close a waiting connection: its handshake or read ends as if the client had left."""
+        self.closed(sock)
+        fd = sock.fileno()  # -1 once closed: a number freed is never touched
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                peer = _socket.socket(fileno=fd)  # not a gevent socket: no waiting on it
+                try:
+                    peer.shutdown(_socket.SHUT_RDWR)
+                finally:
+                    peer.detach()  # the descriptor stays its own socket's, to close
 
 
 ggevent.StreamServer = StreamServer  # the class gunicorn's gevent worker builds its servers from
@@ -71,14 +175,23 @@ class _Held:
     def sendall(self, data):
         self.data += data
 
+    def gettimeout(self):
+        return 0.0  # it never waits: write() hands it the data in one sendall()
+
 
 class OneWriteResponse(wsgi.Response):
-    """gunicorn's response, sending the head with the body when the body is one whole piece.
+    """gunicorn's response, sending the head with the body when the body is one whole piece, with
+    HSTS and without gunicorn's Server header.
 
     gunicorn writes a response's head, then its body: two TLS records and two sends for every
     answer, where one does. Every answer the API makes has a Content-Length and one piece of body;
     streamed ones (job results, chunked) go out as gunicorn sends them.
     """
+
+    def default_headers(self):
+        headers = super().default_headers()
+        headers[1] = HSTS if self.cfg.is_ssl else ""  # gunicorn's "Server: gunicorn"
+        return headers
 
     def write(self, arg):
         if (
@@ -95,13 +208,64 @@ class OneWriteResponse(wsgi.Response):
         finally:
             head, self.sock = self.sock.data, sock
         self.sent = len(arg)
-        data = head + arg
-        sent = sock.send(data)  # all of it, as a rule: sendall() asks the kernel its buffer's size
-        if sent < len(data):
-            util.write(sock, data[sent:])
+        send_all(sock, head + arg)
 
 
 wsgi.Response = OneWriteResponse  # the class gunicorn's wsgi.create() makes responses from
+# Every answer over TLS tells browsers to come back over TLS only, for a year.
+HSTS = "Strict-Transport-Security: max-age=31536000\r\n"
+
+
+def send_all(sock, data):
+    """Send all of data, as sendall() would, but cut the client off only once it takes next to
+    nothing.
+
+    A wait for room in the socket's buffer that times out (CLIENT_TIMEOUT) is a cut only if the
+    client has acknowledged less than MIN_PROGRESS bytes more since the one before. gevent's
+    sendall() gives a whole write CLIENT_TIMEOUT, and the kernel's buffer, megabytes on a fast
+    link, may have no room for that long while a slow client drains it: a client reading a
+    13 MB job result at a steady 40 kB/s was cut off 30 s in. (sendall() also asks the kernel
+    its buffer's size on every call, a system call that send() does not make.)
+    """
+    view, held = memoryview(data), None
+    while view:
+        try:
+            view = view[sock.send(view) :]  # a TLS socket sends it all, waiting as it must
+        except TimeoutError:
+            taken = acknowledged(sock)
+            if taken is None or (held is not None and taken - held < MIN_PROGRESS):
+                raise  # a client that takes (next to) nothing
+            held = taken  # and the same view again: TLS wants the same buffer when it retries
+
+
+# What a client must take of an answer waiting for it in every CLIENT_TIMEOUT (550 B/s at 30 s):
+# one that reads a few bytes at a time would otherwise hold its connection as long as it likes.
+MIN_PROGRESS = 16 * 1024
+
+
+def acknowledged(sock):
+    """The bytes the client has acknowledged on this connection (Linux's TCP_INFO), or None."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 136)
+    except (OSError, AttributeError):
+        return None
+    return struct.unpack_from("Q", info, 120)[0] if len(info) >= 128 else None
+
+
+def write(sock, data, chunked=False):
+    """gunicorn's util.write, with send_all(): a chunk of a streamed answer (a job's result)
+    given to a slow but steady client is not cut off."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if chunked:
+        data = b"%X\r\n%s\r\n" % (len(data), data)
+    if sock.gettimeout() == 0.0:  # util.write_nonblock's: one try, as gunicorn's
+        return sock.sendall(data)
+    return send_all(sock, data)
+
+
+util.write = write  # what gunicorn's Response and write_nonblock call
+util.write_chunk = functools.partial(write, chunked=True)  # Response.close's last chunk
 
 # What gunicorn works out anew for every request, each a few µs of Python, kept instead: the
 # Date header's text, made once a second; whether a peer's address is in forwarded_allow_ips (so
@@ -175,7 +339,22 @@ class FairGeventWorker(ggevent.GeventWorker):
         super().run()
 
     def handle_exit(self, sig, frame):
-        """On TERM (a stop, or a HUP's old workers): websockets answer, then close with 1001."""
+        """On TERM: a HUP's old worker, or a stop. With STOP_DRAIN_SECONDS, a worker that gets
+        the TERM with its master (`docker stop` signals the whole process group) serves on until
+        the master's drain ends: it looks, half a second on, whether the master is stopping."""
+        if stop_drain_seconds:
+            gevent.spawn_later(0.5, self.after_drain, sig, frame)
+        else:
+            self.stop_serving(sig, frame)
+
+    def after_drain(self, sig, frame):
+        import api  # already imported: the app is preloaded
+
+        left = api.STOPPING.began + stop_drain_seconds - time.time() if api.STOPPING else 0
+        gevent.spawn_later(max(0.0, left), self.stop_serving, sig, frame)
+
+    def stop_serving(self, sig, frame):
+        """Stop accepting, and let websockets answer what has arrived and close with 1001."""
         super().handle_exit(sig, frame)
         import ws  # already imported: the app is preloaded
 
@@ -187,11 +366,14 @@ class FairGeventWorker(ggevent.GeventWorker):
         client.settimeout(client_timeout)
         base_async.AsyncWorker.handle(self, listener, client, addr)
 
-    def handle_request(self, *args):
+    def handle_request(self, listener_name, req, sock, addr):
+        CONNECTIONS.work(sock)  # in a request: never closed to make room (Connections)
         try:
-            return super().handle_request(*args)
+            return super().handle_request(listener_name, req, sock, addr)
         except TimeoutError:  # a write the client did not take in time: drop the connection
-            self.log.info("a client took nothing for %s s: connection closed", client_timeout)
+            self.log.info(
+                "a client took next to nothing for %s s: connection closed", client_timeout
+            )
             raise StopIteration() from None
         except BaseException as e:
             import service  # already imported: the app is preloaded
@@ -201,6 +383,7 @@ class FairGeventWorker(ggevent.GeventWorker):
             self.log.warning("a response was cut short: %s", e)
             raise StopIteration() from None
         finally:
+            CONNECTIONS.wait(sock)
             gevent.idle()
 
     def handle_error(self, req, client, addr, exc):
@@ -218,7 +401,7 @@ class FairGeventWorker(ggevent.GeventWorker):
             self.log.error("unexpected error before the app: %s", type(exc).__name__)
         body = json.dumps({"error": status, "text": reason, "detail": detail}).encode()
         head = (
-            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n{HSTS if self.cfg.is_ssl else ''}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         try:
@@ -226,6 +409,26 @@ class FairGeventWorker(ggevent.GeventWorker):
         except Exception:  # the client has gone: nothing to answer
             self.log.debug("could not send the error")
 
+
+# A stop behind a balancer: on TERM, /ready answers 503 for STOP_DRAIN_SECONDS while every
+# request is still answered, so that the balancer's health check takes this server out before it
+# closes its socket; then the usual graceful stop. 0 (the default, one machine): at once.
+stop_drain_seconds = env_int("STOP_DRAIN_SECONDS", 0)
+
+
+def handle_term(arbiter):
+    """The master's TERM: /ready answers 503 and every request is still answered until the drain
+    ends; then gunicorn's graceful stop."""
+    if stop_drain_seconds:
+        import api  # already imported: the app is preloaded
+
+        began = api.STOPPING.begin()
+        arbiter.log.info("stopping: /ready answers 503 for %s s first", stop_drain_seconds)
+        time.sleep(max(0.0, began + stop_drain_seconds - time.time()))
+    raise StopIteration  # gunicorn's own handle_term: the graceful stop
+
+
+gunicorn_arbiter.Arbiter.handle_term = handle_term
 
 # One gevent worker per core: the model is fast and CPU-bound, and gevent keeps connections
 # alive without a thread each, so slow clients cannot tie the workers up.
@@ -243,6 +446,13 @@ limit_request_fields = 50
 # at start, rather than falling back in silence, should a setting here ever rule it out.
 http_parser = "fast" if importlib.util.find_spec("gunicorn_h1c") else "python"
 client_timeout = env_int("CLIENT_TIMEOUT", 30)  # seconds a read or write may wait on a client
+handshake_seconds = env_int("HANDSHAKE_SECONDS", 5)  # the most a TLS handshake may take
+if handshake_seconds < 1:
+    raise SystemExit(f"HANDSHAKE_SECONDS must be 1 or more, got {handshake_seconds}")
+# Connections of one client address a worker holds that wait (for their TLS handshake, or for a
+# request): past it, a new one from that address closes its longest-waiting one. 0: no bound.
+max_idle_per_address = env_int("MAX_IDLE_PER_ADDRESS", 100)
+CONNECTIONS = Connections(worker_connections, max_idle_per_address)
 if (
     client_timeout <= keepalive
 ):  # an idle kept-alive socket would time out mid-read, logged as an error
@@ -265,17 +475,33 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
 def ssl_context(conf, default_ssl_context_factory):
+    """TLS 1.2 and 1.3; on 1.2, forward secrecy and AEAD ciphers only (no CBC, no finite-field
+    DHE): TLS 1.3's suites are all of that kind already."""
     context = default_ssl_context_factory()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
     return context
 
 
 def when_ready(server):
-    """Start the job workers make api-start supervises (JOB_WORKERS_WITH_API, see jobs.py)."""
+    """Start the job workers make api-start supervises (JOB_WORKERS_WITH_API, see jobs/)."""
     import jobs
 
     server.job_workers = jobs.LocalWorkers(jobs.settings_of())
     server.job_workers.start()
+
+
+def post_worker_init(worker):
+    """psycopg chose how to wait for the database when the master imported it (for the aliases
+    or the job store in PostgreSQL), before gevent patched this worker: a C poll that blocks
+    every request of the worker while a query or a LISTEN waits. Choose again as psycopg chooses
+    under gevent, so that waiting for the database yields to the other requests."""
+    waiting = sys.modules.get("psycopg.waiting")
+    if waiting is not None and waiting._is_select_patched():
+        import selectors
+
+        waiting.DefaultSelector = selectors.DefaultSelector  # gevent's, for connecting
+        waiting.wait = waiting.wait_poll  # select.poll, gevent's since the patch
 
 
 def pre_fork(server, worker):

@@ -13,7 +13,7 @@ module and a line in KINDS, and no door changes.
 A model that fails to load is held with its reason, shown in the listing and /ready, and the
 others serve; start-up fails only when the default cannot load.
 
-A request that names no model gets the stable alias (aliases.py: with no aliases file, models.json's
+A request that names no model gets the stable alias (aliases/: with none stored, models.json's
 default), shadowed by the candidate when one is set; route(request_id) may give it the candidate
 instead, as its canary share says.
 """
@@ -65,14 +65,14 @@ class Served:
 
 
 class Registry:
-    def __init__(self, entries, default, aliases_file=None):
+    def __init__(self, entries, default, aliases_file=None, database_url=""):
         self.entries, self.configured = entries, default
         # Metric labels and headers take only these values: registered names and versions.
         self.known = {(n, v) for n, e in entries.items() for v in e.versions}
         self.aliases = None
-        if aliases_file is not None:
+        if aliases_file is not None or database_url:
             fallback = (default, entries[default].serve)
-            self.aliases = aliases.Aliases(aliases_file, self.known, fallback)
+            self.aliases = aliases.follow(self.known, fallback, aliases_file, database_url)
 
     @property
     def default(self):
@@ -99,7 +99,9 @@ class Registry:
         ):
             return served
         other = self.find(candidate["model"], candidate["version"])
-        shadowed = aliases.Shadowed(served, other, candidate["shadow_percent"])
+        shadowed = aliases.Shadowed(
+            served, other, candidate["shadow_percent"], state.epoch, self.aliases.counts
+        )
         return dataclasses.replace(served, model=shadowed)
 
     def route(self, request_id):
@@ -150,11 +152,15 @@ class Registry:
         return models
 
     def ready(self):
-        """Return (ready, {name: state}): ready when every required model is loaded."""
+        """Return (ready, {name: state}, problem): ready when every required model is loaded and
+        the aliases, if followed, have been read and name only models loaded here."""
         states = {n: e.state for n, e in self.entries.items()}
         default = self.default
         required = [e for e in self.entries.values() if e.required or e.name == default]
-        return bool(required) and all(e.error is None for e in required), states
+        problems = [f"{e.name}: {e.error}" for e in required if e.error is not None]
+        if self.aliases is not None and not self.aliases.ready():
+            problems.append(self.aliases.problem or "the aliases have not been read yet")
+        return bool(required) and not problems, states, "; ".join(problems) or None
 
 
 class ModelUnavailable(contract.PredictionError):
@@ -163,9 +169,9 @@ class ModelUnavailable(contract.PredictionError):
     status, text = 503, "Service Unavailable"
 
 
-def load(path=MODELS_FILE, only=None, aliases_file=None):
+def load(path=MODELS_FILE, only=None, aliases_file=None, database_url=""):
     """Load the models that models.json at `path` names (or only those named in `only`); with
-    aliases_file, a request that names no model follows its aliases.
+    aliases_file or database_url, a request that names no model follows the aliases there.
 
     RuntimeError naming the file when models.json is unreadable or malformed, or when the
     default (or a model in `only`) cannot load; other models that fail are held with the reason.
@@ -188,7 +194,7 @@ def load(path=MODELS_FILE, only=None, aliases_file=None):
             raise RuntimeError(f"{path} has no model {missing}; it has: {known}")
         if default not in entries:  # a door that serves other models only: its first is its own
             default = only[0]
-    return Registry(entries, default, aliases_file)
+    return Registry(entries, default, aliases_file, database_url)
 
 
 def load_one(path=MODELS_FILE, name=None):

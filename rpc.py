@@ -110,7 +110,9 @@ class Sentiment:
 
     def load(self):
         models = registry.load(
-            self.settings["MODELS_FILE"], aliases_file=self.settings["ALIASES_FILE"]
+            self.settings["MODELS_FILE"],
+            aliases_file=self.settings["ALIASES_FILE"],
+            database_url=self.settings["DATABASE_URL"],
         )
         for name, version in models.known:
             MODEL_INFO.labels(name, version).set(1)
@@ -180,7 +182,7 @@ class Sentiment:
     @remote
     def health(self):
         """{"status": "ok", "model_version": the default's, "models": {name: state}}."""
-        _, states = self.models.ready()
+        _, states, _ = self.models.ready()
         return {"status": "ok", "model_version": self.models.get().version, "models": states}
 
 

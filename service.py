@@ -1,7 +1,7 @@
 """What every door's process shares: settings from the environment, and JSON log lines.
 
-Each door (api.py, rpc.py, ...) adds its own settings to SHARED; the rules of a prediction live in
-contract.py, not here.
+The settings every door reads are SHARED, loaded here (load()); each door adds its own as a Door
+(jobs.settings.DOOR, api.DOOR, ...). The rules of a prediction live in contract.py, not here.
 """
 
 import functools
@@ -11,7 +11,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import aliases
 import contract
@@ -22,7 +24,10 @@ SHARED = {
     "API_TOKEN": "",  # comma-separated; empty means: read API_TOKEN_FILE
     "API_TOKEN_FILE": str(ROOT / ".api_token"),
     "MODELS_FILE": str(registry.MODELS_FILE),  # the models served, and the default
-    "ALIASES_FILE": str(aliases.ALIASES_FILE),  # stable, candidate, previous (aliases.py)
+    "ALIASES_FILE": str(aliases.ALIASES_FILE),  # stable, candidate, previous (aliases/)
+    # A postgresql:// URI: where several replicas keep the aliases, the guard's counts and the
+    # jobs. Empty: ALIASES_FILE and the embedded job store, one machine.
+    "DATABASE_URL": "",
     **contract.LIMITS,
     "MAX_BODY_BYTES": 8 * 1024 * 1024,  # a REST body, a websocket message, an RPC call
 }
@@ -71,6 +76,31 @@ class Settings(dict):
         if not tokens and required:
             raise RuntimeError(f"no {what}: {key} and the token file are empty")
         return [t.encode() for t in tokens]
+
+
+class Door(NamedTuple):
+    """A door's own settings: defaults added to SHARED, the whole numbers among them that may be
+    0, and finish(settings), which works out what follows from the loaded settings."""
+
+    defaults: dict
+    zero_allowed: frozenset = frozenset()
+    finish: Callable | None = None
+
+
+def defaults(*doors):
+    """SHARED and the doors' own defaults: every setting a process serving them reads."""
+    return {**SHARED, **{k: v for door in doors for k, v in door.defaults.items()}}
+
+
+def load(*doors, config=None):
+    """The settings of a process serving these doors: SHARED and the doors' defaults, then the
+    environment, then config; then each door finishes its own."""
+    zero_allowed = set().union(*(door.zero_allowed for door in doors))
+    settings = Settings.load(defaults(*doors), config, zero_allowed=zero_allowed)
+    for door in doors:
+        if door.finish is not None:
+            door.finish(settings)
+    return settings
 
 
 METRICS_PORTS_TRIED = 16

@@ -5,7 +5,7 @@
 
 Input: a message whose value is UTF-8 JSON {"id": "...", "text": "..."}. Output: the same key and
 headers, value {"id", "label", "score", "model", "model_version"}. One processor serves one
-model: STREAM_MODEL, or if empty the stable alias, followed as it moves (aliases.py; a batch is
+model: STREAM_MODEL, or if empty the stable alias, followed as it moves (aliases/; a batch is
 labelled by one model); run one per model, each with its own topics and group id. A message that
 cannot be labelled goes to the error topic byte for byte, with headers error.kind, error.status and
 error.detail. Messages are taken in batches and labelled in one call. Offsets are committed only
@@ -113,7 +113,9 @@ class Processor:
         self.name = settings["STREAM_MODEL"] or None  # None: the stable alias, as it moves
         if self.name is None:
             self.models = registry.load(
-                settings["MODELS_FILE"], aliases_file=settings["ALIASES_FILE"]
+                settings["MODELS_FILE"],
+                aliases_file=settings["ALIASES_FILE"],
+                database_url=settings["DATABASE_URL"],
             )
         else:
             self.models = registry.load_one(settings["MODELS_FILE"], self.name)

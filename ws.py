@@ -18,7 +18,7 @@ import time
 import simple_websocket
 from flask import Response, current_app, request
 from prometheus_client import Counter, Gauge, Histogram
-from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import ServiceUnavailable, TooManyRequests
 
 import contract
 import service
@@ -50,6 +50,9 @@ class Websockets:
     authenticated = 0
     unauthenticated = 0
     stopping = False
+
+
+QUOTAS = {"authenticated": "WS_MAX_CONNECTIONS", "unauthenticated": "WS_MAX_UNAUTHENTICATED"}
 
 
 class Connection(simple_websocket.Server):
@@ -95,42 +98,45 @@ class Connection(simple_websocket.Server):
         self.held = 0
 
 
-def route(app, answer, require_token, token_is_valid, budget):
+def route(app, answer, require_token, token_is_valid, refuse, budget):
     """Add the websocket route to the app: answer(tweets, name=, version=, **options) returns a
     batch's predictions, as REST labels them, and the registry.Served that answered;
     require_token() refuses a request without a valid Bearer token, token_is_valid(token) checks
-    one, budget is the worker's bytes in flight."""
+    one (and counts a wrong one against the client), refuse() refuses a client that has sent too
+    many wrong tokens, budget is the worker's bytes in flight."""
     settings = app.extensions["settings"]
 
     def upgrade():
-        """Refuse a wrong token (401) or an upgrade over this worker's bounds (503), then talk
-        until the client or the worker stops."""
+        """Refuse a wrong token (401), a client of too many wrong ones (429) or an upgrade over
+        this worker's bounds (503), then talk until the client or the worker stops.
+
+        The slot is taken before the handshake, which yields (its reader starts): counted after
+        it, 600 upgrades at once all passed a quota of 100."""
         authenticated = "Authorization" in request.headers
         if authenticated:
             require_token()
-        if Websockets.stopping or (
-            Websockets.authenticated >= settings["WS_MAX_CONNECTIONS"]
-            if authenticated
-            else Websockets.unauthenticated >= settings["WS_MAX_UNAUTHENTICATED"]
-        ):
+        else:
+            refuse()
+        kind = "authenticated" if authenticated else "unauthenticated"
+        if Websockets.stopping or getattr(Websockets, kind) >= settings[QUOTAS[kind]]:
             REFUSED.labels("connections").inc()
             raise ServiceUnavailable("this worker has too many open websockets; try again")
-        # Offered compression is declined: the handshake reads the offer from the environ.
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        ws = Connection(
-            request.environ,
-            queue_bytes=settings["MAX_BODY_BYTES"],
-            budget=budget,
-            receive_bytes=READ_BYTES,
-            ping_interval=settings["WS_PING_SECONDS"],
-            max_message_size=settings["MAX_BODY_BYTES"]
-            if authenticated
-            else settings["WS_AUTH_MAX_BYTES"],
-        )
-        kind = "authenticated" if authenticated else "unauthenticated"
         setattr(Websockets, kind, getattr(Websockets, kind) + 1)
         OPEN.inc()
+        ws = None
         try:
+            # Offered compression is declined: the handshake reads the offer from the environ.
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+            ws = Connection(
+                request.environ,
+                queue_bytes=settings["MAX_BODY_BYTES"],
+                budget=budget,
+                receive_bytes=READ_BYTES,
+                ping_interval=settings["WS_PING_SECONDS"],
+                max_message_size=settings["MAX_BODY_BYTES"]
+                if authenticated
+                else settings["WS_AUTH_MAX_BYTES"],
+            )
             if authenticated or authenticate(ws, settings, token_is_valid):
                 if not authenticated:
                     Websockets.unauthenticated -= 1
@@ -142,9 +148,10 @@ def route(app, answer, require_token, token_is_valid, budget):
         finally:
             setattr(Websockets, kind, getattr(Websockets, kind) - 1)
             OPEN.dec()
-            ws.release()
-            with contextlib.suppress(Exception):
-                ws.close()
+            if ws is not None:
+                ws.release()
+                with contextlib.suppress(Exception):
+                    ws.close()
         return Ended()
 
     app.add_url_rule(ROUTE, "websocket", upgrade, websocket=True)
@@ -172,7 +179,12 @@ def authenticate(ws, settings, token_is_valid):
         ws.close(1008, f'send {{"type": "auth", "token": ...}} first, within {seconds} s')
         return False
     token = fields.get("token")
-    if not isinstance(token, str) or not token_is_valid(token):
+    try:
+        valid = isinstance(token, str) and token_is_valid(token)
+    except TooManyRequests:  # its address guessed meanwhile, on another connection
+        ws.close(1008, "too many wrong tokens from this address; try again later")
+        return False
+    if not valid:
         ws.close(1008, "invalid token")
         return False
     ws.max_message_size = settings["MAX_BODY_BYTES"]

@@ -68,18 +68,29 @@ async function loadCard() {
   $("tweet").maxLength = body.limits.max_tweet_chars;
 }
 
-// Which model answers by default (stable), the candidate tried beside it and how often the two
-// agree on the tweets it shadowed, and what a rollback would bring back; read every 10 s.
+// Which model answers by default (stable), the candidate tried beside it: how often the two
+// agree on the tweets it shadowed, how each does on the labelled reference set, and what the
+// promotion guard says; and what a rollback would bring back; read every 10 s.
 async function loadAliases() {
   const aliases = await getJson("/api/v1/aliases");
   const named = (alias) => `${alias.model} ${alias.version}`;
+  const percent = (share) => `${(share * 100).toFixed(1)}%`;
   let text = `Serving ${named(aliases.stable)} by default`;
   const candidate = aliases.candidate;
   const shadow = aliases.shadow;
   if (candidate) {
     text += `; candidate ${named(candidate)}: ` + (shadow.pairs
-      ? `agrees on ${(shadow.agreement * 100).toFixed(1)}% of ${shadow.pairs.toLocaleString()} tweets shadowed`
+      ? `agrees on ${percent(shadow.agreement)} of ${shadow.pairs.toLocaleString()} tweets shadowed`
       : "no tweet shadowed yet");
+    const labelled = aliases.labelled;
+    if (labelled && labelled.candidate) {
+      text += `; on ${labelled.tweets.toLocaleString()} tweets people labelled, balanced ` +
+        `accuracy ${percent(labelled.candidate.balanced_accuracy)} against stable's ` +
+        percent(labelled.stable.balanced_accuracy);
+    }
+    if (aliases.guard) {
+      text += aliases.guard.promotable ? "; promotable" : `; not promotable: ${aliases.guard.reason}`;
+    }
     if (aliases.canary_percent) text += `, answering ${aliases.canary_percent}% of requests`;
   }
   if (aliases.previous) text += `; a rollback brings back ${named(aliases.previous)}`;

@@ -112,6 +112,7 @@ def app(tmp_path_factory):
             "JOB_CHUNK_TWEETS": 10,
             "MAX_JOB_BODY_BYTES": 256 * 1024,
             "JOB_MAX_ACTIVE": 1000,  # jobs stay queued here: no worker takes them
+            "AUTH_FAILURES": 1_000_000,  # the tests' wrong tokens all come from one address
         }
     )
 
@@ -179,6 +180,19 @@ def running_server(folder, **env):
     server's whole output), process (make's).
     """
     port = free_port()
+    environment = server_environment(folder, port, **env)
+    log_path = folder / "server.log"
+    process = start_make("api-start", environment, log_path)
+    try:
+        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
+        yield {"port": port, "folder": folder, "log": log_path, "process": process}
+    finally:
+        stop(process)
+
+
+def server_environment(folder, port, **env):
+    """The environment of `make api-start` on a port, its files in folder, as running_server
+    starts it."""
     environment = {k: v for k, v in os.environ.items() if k not in ("API_TOKEN", "ADMIN_TOKEN")}
     environment.update(
         PORT=str(port),
@@ -193,13 +207,7 @@ def running_server(folder, **env):
         WORKER_METRICS_PORT=str(free_port()),
         **env,
     )
-    log_path = folder / "server.log"
-    process = start_make("api-start", environment, log_path)
-    try:
-        wait_for_health(f"https://127.0.0.1:{port}", folder / "server.crt", process)
-        yield {"port": port, "folder": folder, "log": log_path, "process": process}
-    finally:
-        stop(process)
+    return environment
 
 
 def absent(reason):
@@ -217,12 +225,12 @@ def make_child(server):
 
 def job_workers(server):
     """The job workers' pids: children of the gunicorn master, of any of its threads (the
-    supervisor's thread starts them again)."""
+    supervisor's thread starts them again), run as `python -m jobs`."""
     master, pids = make_child(server), []
     for children in Path(f"/proc/{master}/task").glob("*/children"):
         for pid in children.read_text().split():
             with contextlib.suppress(OSError):
-                if "jobs.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"jobs"]:
                     pids.append(int(pid))
     return sorted(pids)
 

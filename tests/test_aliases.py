@@ -1,25 +1,28 @@
-"""Aliases (aliases.py) through the app: who may move them, what each route refuses, the guard, the
+"""Aliases (aliases/) through the app: who may move them, what each route refuses, the guard, the
 shadow and the canary, and the file every process follows. The real server's load through a
 promotion and a rollback is tests/test_lifecycle.py's."""
 
 import csv
+import hashlib
 import json
 import random
+import shutil
 import time
 import uuid
+from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, OTHER_TOKEN, TOKEN
+from conftest import ADMIN_TOKEN, OTHER_TOKEN, TOKEN, absent
 
 import aliases
 import api
-import contract
 import jobs
+import model
 import registry
 import rpc
 
-# STABLE: models.json's default, stable when no alias moved.
-STABLE, SMALL, OLD = "tweet-sentiment-people", "tweet-sentiment", "tweet-sentiment-2020"
+LARGE, SMALL, OLD = "tweet-sentiment-large", "tweet-sentiment", "tweet-sentiment-2020"
+DEFAULT = registry.read_catalogue(registry.MODELS_FILE)["default"]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 USER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -119,7 +122,7 @@ def test_without_an_admin_token_the_routes_say_how_to_make_one(tmp_path):
         ({"model": SMALL, "weight": 1}, 400, "unknown field(s) ['weight']"),
         ({"name": SMALL}, 400, 'send {"model"'),
         ([SMALL], 400, 'send {"model"'),
-        ({"model": STABLE}, 409, "is stable already"),
+        ({"model": DEFAULT}, 409, "is stable already"),
     ],
 )
 def test_a_candidate_is_refused_naming_what_is_wrong(client, body, status, detail):
@@ -142,20 +145,49 @@ def test_nothing_to_promote_or_roll_back_is_a_409(client):
     assert rollback.status_code == 409 and "no previous" in rollback.json["detail"]
 
 
-def test_shadow_never_changes_an_answer_and_counts_every_pair(client, tweets):
+def test_shadow_never_changes_an_answer(client, tweets):
     plain = predict(client, tweets)
     scored = client.post(f"/api/v1/{TOKEN}/predict?scores=true", json=tweets).json
     assert put_candidate(client, model=OLD).status_code == 200
     shadowed = predict(client, tweets)
-    assert shadowed.data == plain.data and shadowed.headers["X-Model-Name"] == STABLE
+    assert shadowed.data == plain.data and shadowed.headers["X-Model-Name"] == DEFAULT
     assert client.post(f"/api/v1/{TOKEN}/predict?scores=true", json=tweets).json == scored
-    ours = contract.labels_of(scored)
-    theirs = registry.load_one(name=OLD).get().model.run(list(tweets.values()))
-    expected = sum(a == b for a, b in zip(ours, theirs, strict=True))
+
+
+def distinct(texts):
+    return {" ".join(t.casefold().split()) for t in texts} - {""}
+
+
+def test_the_guard_counts_a_text_once_and_at_most_100_from_a_batch(client, tweets):
+    """Issue #37 item 12: no one request or repeated text decides the guard."""
+    put_candidate(client, model=OLD)
+    texts = list(tweets.values())
+    first = {str(i): t for i, t in enumerate(texts[:80])}
+    predict(client, first)
+    ours = registry.load_one(name=DEFAULT).get().model.run(texts[:80])
+    theirs = registry.load_one(name=OLD).get().model.run(texts[:80])
+    agreeing = len(
+        {
+            " ".join(t.casefold().split())
+            for t, a, b in zip(texts, ours, theirs, strict=False)
+            if a == b
+        }
+    )
     shadow = client.get("/api/v1/aliases", headers=USER).json["shadow"]
-    # Two requests were shadowed (the plain and the scored), each of every tweet.
-    assert shadow["pairs"] == 2 * len(tweets) and shadow["agreeing"] == 2 * expected
-    assert shadow["agreement"] == round(expected / len(tweets), 6)
+    assert shadow["pairs"] == len(distinct(texts[:80])) and shadow["agreeing"] == agreeing
+    predict(client, first)  # the same tweets again: nothing more
+    assert client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"] == shadow["pairs"]
+    copies = {str(i): ("HAPPY  happy" if i % 2 else " happy happy") for i in range(10_000)}
+    predict(client, copies)
+    predict(client, {f"b{i}": " " * i for i in range(50)})  # blank ones: never counted
+    assert (
+        client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"] == shadow["pairs"] + 1
+    )
+    predict(client, {str(i): t for i, t in enumerate(texts[80:])})  # 320 new: 100 counted
+    assert (
+        client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"]
+        == shadow["pairs"] + 1 + aliases.MAX_PAIRS_A_BATCH
+    )
 
 
 def test_the_score_differences_are_counted_as_observing_each_would(tweets):
@@ -203,29 +235,114 @@ def test_the_agreement_counts_from_when_the_candidate_was_set(client, tweets):
     assert client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"] == 0
 
 
-def test_the_guard_refuses_a_poor_candidate_and_too_few_pairs(tmp_path, tweets):
-    client = make_app(tmp_path, PROMOTE_MIN_PAIRS=len(tweets)).test_client()
-    put_candidate(client, model=OLD)
-    few = client.post("/api/v1/aliases/promote", headers=ADMIN)
-    assert few.status_code == 409 and "fewer than PROMOTE_MIN_PAIRS" in few.json["detail"]
-    predict(client, tweets)
-    poor = client.post("/api/v1/aliases/promote", headers=ADMIN)
-    agreement = client.get("/api/v1/aliases", headers=USER).json["shadow"]["agreement"]
-    assert agreement < 0.9, "the 2020 model should disagree with stable"
-    assert poor.status_code == 409 and "less than PROMOTE_MIN_AGREEMENT" in poor.json["detail"]
-    assert client.get("/api/v1/aliases", headers=USER).json["stable"]["model"] == STABLE
+@pytest.fixture(scope="module")
+def reference():
+    """The labelled reference set the guard reads (api.DEFAULTS), or a skip naming it."""
+    path = Path(api.DEFAULTS["GUARD_REFERENCE_FILE"])
+    if not path.is_file():
+        absent(f"the guard's labelled reference set is absent: {path} (see shared/data)")
+    return path
+
+
+def shadow_many(client, tweets, batch=90):
+    """Send the tweets in batches under the guard's cap, so that every distinct one counts."""
+    items = list(tweets.items())
+    for start in range(0, len(items), batch):
+        predict(client, dict(items[start : start + batch]))
+
+
+def force(client, model):
+    assert put_candidate(client, model=model).status_code == 200
     forced = client.post("/api/v1/aliases/promote", headers=ADMIN, json={"force": True})
-    assert forced.status_code == 200 and forced.json["stable"]["model"] == OLD
+    assert forced.status_code == 200 and forced.json["stable"]["model"] == model
+
+
+def test_the_guard_refuses_a_model_worse_on_labelled_tweets_naming_both(tmp_path, reference):
+    """The 2020 model against the default: refused on the labels, before any traffic, with both
+    figures; forced, it is promoted."""
+    client = make_app(tmp_path).test_client()
+    put_candidate(client, model=OLD)
+    refused = client.post("/api/v1/aliases/promote", headers=ADMIN)
+    state = client.get("/api/v1/aliases", headers=USER).json
+    ours, theirs = state["labelled"]["stable"], state["labelled"]["candidate"]
+    assert theirs["balanced_accuracy"] < ours["balanced_accuracy"] - 0.05
+    detail = refused.json["detail"]
+    assert refused.status_code == 409 and "labelled tweets" in detail, refused.json
+    assert f"{theirs['balanced_accuracy']:.4f}" in detail
+    assert f"{ours['balanced_accuracy']:.4f}" in detail
+    assert state["guard"] == {
+        "promotable": False,
+        "reason": detail.split(": ", 1)[1].rsplit(";", 1)[0],
+    }
+    assert client.get("/api/v1/aliases", headers=USER).json["stable"]["model"] == DEFAULT
+    force(client, OLD)
     assert predict(client, {"1": "I love it"}).headers["X-Model-Name"] == OLD
 
 
-def test_a_candidate_that_agrees_enough_is_promoted_and_rolled_back(tmp_path, tweets):
-    client = make_app(
-        tmp_path, PROMOTE_MIN_PAIRS=len(tweets), PROMOTE_MIN_AGREEMENT="0.5"
-    ).test_client()
+def test_a_model_with_its_labels_flipped_is_refused(tmp_path, reference):
+    models_file = flipped_catalogue(tmp_path)
+    client = make_app(tmp_path, MODELS_FILE=str(models_file)).test_client()
+    put_candidate(client, model="flipped")
+    refused = client.post("/api/v1/aliases/promote", headers=ADMIN)
+    labelled = client.get("/api/v1/aliases", headers=USER).json["labelled"]
+    assert (
+        labelled["candidate"]["balanced_accuracy"] < 0.5 < labelled["stable"]["balanced_accuracy"]
+    )
+    assert labelled["agreement"] < 0.05
+    assert refused.status_code == 409 and "labelled tweets" in refused.json["detail"]
+
+
+def flipped_catalogue(folder):
+    """models.json with one more model: the default's artifacts with every weight's sign
+    turned, so that its every score s becomes 1 - s, with its manifest made again."""
+    catalogue = json.loads(registry.MODELS_FILE.read_text())
+    default = next(m for m in catalogue["models"] if m["name"] == catalogue["default"])
+    flipped = folder / "flipped"
+    shutil.copytree(
+        registry.MODELS_FILE.parent / default["versions"][0],
+        flipped,
+        ignore=shutil.ignore_patterns("tweet-*"),
+    )
+    weights = json.loads((flipped / model.MODEL_FILE).read_text())
+    for key in ("coefficients", "dense_coefficients"):
+        weights[key] = [-w for w in weights[key]]
+    weights["intercept"] = -weights["intercept"]
+    (flipped / model.MODEL_FILE).write_text(json.dumps(weights))
+    names = sorted(p.name for p in flipped.iterdir() if p.name != model.MANIFEST_FILE)
+    digests = [hashlib.sha256((flipped / n).read_bytes()).hexdigest() for n in names]
+    (flipped / model.MANIFEST_FILE).write_text(
+        "".join(f"{d}  {n}\n" for d, n in zip(digests, names, strict=True))
+    )
+    for entry in catalogue["models"]:
+        entry["versions"] = [str(registry.MODELS_FILE.parent / v) for v in entry["versions"]]
+    catalogue["models"].append(
+        {
+            "name": "flipped",
+            "kind": default["kind"],
+            "display_name": "Flipped",
+            "description": "the default with its labels flipped",
+            "required": False,
+            "versions": [str(flipped)],
+        }
+    )
+    path = folder / "models.json"
+    path.write_text(json.dumps(catalogue))
+    return path
+
+
+def test_a_better_model_is_promoted_without_force_and_rolled_back(tmp_path, tweets, reference):
+    """The 2020 model forced in as stable; tweet-sentiment, better on the labels, passes the
+    guard once it has shadowed PROMOTE_MIN_PAIRS distinct tweets."""
+    client = make_app(tmp_path, PROMOTE_MIN_PAIRS=len(tweets)).test_client()
+    force(client, OLD)
     before = client.get("/api/v1/aliases", headers=USER).json["stable"]
     put_candidate(client, model=SMALL)
-    predict(client, tweets)
+    few = client.post("/api/v1/aliases/promote", headers=ADMIN)
+    assert few.status_code == 409 and "fewer than PROMOTE_MIN_PAIRS" in few.json["detail"]
+    shadow_many(client, tweets)
+    state = client.get("/api/v1/aliases", headers=USER).json
+    assert state["shadow"]["pairs"] == len(distinct(tweets.values())) >= 0.95 * len(tweets)
+    assert state["guard"] == {"promotable": True, "reason": None}, state
     promoted = client.post("/api/v1/aliases/promote", headers=ADMIN)
     assert promoted.status_code == 200, promoted.json
     assert promoted.json["stable"]["model"] == SMALL and promoted.json["previous"] == before
@@ -233,7 +350,21 @@ def test_a_candidate_that_agrees_enough_is_promoted_and_rolled_back(tmp_path, tw
     assert predict(client, tweets).headers["X-Model-Name"] == SMALL
     back = client.post("/api/v1/aliases/rollback", headers=ADMIN).json
     assert back["stable"] == before and back["previous"]["model"] == SMALL
-    assert predict(client, tweets).headers["X-Model-Name"] == STABLE
+    assert predict(client, tweets).headers["X-Model-Name"] == OLD
+
+
+def test_without_the_reference_set_the_guard_says_so_and_asks_for_agreement(tmp_path, tweets):
+    missing = tmp_path / "no-such.csv"
+    client = make_app(
+        tmp_path, GUARD_REFERENCE_FILE=str(missing), PROMOTE_MIN_PAIRS=len(tweets)
+    ).test_client()
+    put_candidate(client, model=OLD)
+    shadow_many(client, tweets)
+    state = client.get("/api/v1/aliases", headers=USER).json
+    assert str(missing) in state["labelled"]["unavailable"]
+    assert state["shadow"]["agreement"] < 0.9, "the 2020 model should disagree with the default"
+    poor = client.post("/api/v1/aliases/promote", headers=ADMIN)
+    assert poor.status_code == 409 and "less than PROMOTE_MIN_AGREEMENT" in poor.json["detail"]
 
 
 def test_a_20_percent_canary_answers_about_a_fifth_by_request_id(client):
@@ -253,14 +384,14 @@ def test_a_20_percent_canary_answers_about_a_fifth_by_request_id(client):
             for _ in range(3)
         }
         assert len(seen) == 1
-        assert seen == {SMALL if aliases.canary_share(request_id) < 20 else STABLE}
+        assert seen == {SMALL if aliases.canary_share(request_id) < 20 else DEFAULT}
 
 
 def test_a_named_model_is_never_the_canarys(client):
     put_candidate(client, model=SMALL, canary_percent=100)
     assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == SMALL
-    named = client.post(f"/api/v1/models/{STABLE}/predict", json={"1": "ok"}, headers=USER)
-    assert named.headers["X-Model-Name"] == STABLE
+    named = client.post(f"/api/v1/models/{LARGE}/predict", json={"1": "ok"}, headers=USER)
+    assert named.headers["X-Model-Name"] == LARGE
 
 
 def test_aliases_survive_a_restart_and_reach_another_process(tmp_path):
@@ -284,13 +415,13 @@ def test_a_file_naming_a_model_not_loaded_is_ignored_with_a_warning(tmp_path, ca
         json.dumps({"stable": {"model": "gone", "version": "0"}, "candidate": None})
     )
     client = make_app(tmp_path).test_client()
-    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == STABLE
+    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == DEFAULT
     assert "names models not loaded here: stable ('gone', '0')" in caplog.text
     for broken in ("{broken", "[]", '{"stable": "tweet-sentiment"}'):
         (tmp_path / "aliases.json").write_text(broken)
         served = registry.load(aliases_file=tmp_path / "aliases.json").get()
-        assert served.name == STABLE, broken
-        assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == STABLE, broken
+        assert served.name == DEFAULT, broken
+        assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == DEFAULT, broken
         time.sleep(aliases.REFRESH_SECONDS)  # the running app reads each one too
 
 
@@ -301,14 +432,12 @@ def test_every_other_door_follows_stable_and_is_shadowed(tmp_path, tweets):
     service = rpc.Sentiment(rpc_settings(settings))
     worker_models = jobs.Worker(jobs.settings_of(settings)).models
     before = service.predict_with_model(tweets)
-    assert before["model"] == STABLE
+    assert before["model"] == DEFAULT
     own = registry.load(aliases_file=path)
-    own.aliases.change(
-        aliases.set_candidate(own.get, {"model": OLD}, lambda *_: {"pairs": 0, "agreeing": 0})
-    )
+    own.aliases.change(aliases.set_candidate(own.get, {"model": OLD}))
     time.sleep(aliases.REFRESH_SECONDS)
     labels = {
-        "stable_model": STABLE,
+        "stable_model": DEFAULT,
         "stable_version": before["model_version"],
         "candidate_model": OLD,
         "candidate_version": own.get(OLD).version,
@@ -318,7 +447,7 @@ def test_every_other_door_follows_stable_and_is_shadowed(tmp_path, tweets):
     assert shadowed == before, "the shadow changed an answer"
     assert shadow_pairs(labels) == start + len(tweets)
     assert isinstance(worker_models.get().model, aliases.Shadowed)
-    own.aliases.change(aliases.promote(lambda state: None))
+    own.aliases.change(aliases.promote(lambda state, totals: None))
     time.sleep(aliases.REFRESH_SECONDS)
     assert service.predict_with_model(tweets)["model"] == OLD
     assert worker_models.get().name == OLD
@@ -351,7 +480,7 @@ def test_an_aliases_file_that_cannot_be_written_is_a_503_naming_the_setting(tmp_
     ).test_client()
     response = put_candidate(client, model=SMALL)
     assert response.status_code == 503 and "ALIASES_FILE" in response.json["detail"]
-    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == STABLE
+    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == DEFAULT
 
 
 def test_a_rollback_removes_the_candidate_and_its_pairs(tmp_path, tweets):
@@ -365,10 +494,91 @@ def test_a_rollback_removes_the_candidate_and_its_pairs(tmp_path, tweets):
         client.post("/api/v1/aliases/promote", headers=ADMIN, json={"force": True}).status_code
         == 200
     )
-    put_candidate(client, model=STABLE)
+    put_candidate(client, model=DEFAULT)
     predict(client, tweets)
     back = client.post("/api/v1/aliases/rollback", headers=ADMIN).json
-    assert back["stable"]["model"] == STABLE and back["candidate"] is None
+    assert back["stable"]["model"] == DEFAULT and back["candidate"] is None
     assert back["shadow"]["pairs"] == 0
     refused = client.post("/api/v1/aliases/promote", headers=ADMIN)
     assert refused.status_code == 409 and "no candidate" in refused.json["detail"]
+
+
+def test_counts_belong_to_their_candidate_and_outlive_the_process(tmp_path, tweets):
+    """Issue #37 item 13: setting a candidate again starts its counts at 0 (a new epoch); what
+    each process counted is kept beside the aliases file, so a restart neither loses nor inflates
+    them, and the agreement is never above 1."""
+    client = make_app(tmp_path).test_client()
+    put_candidate(client, model=OLD)
+    texts = list(tweets.values())
+    shadow_many(client, {str(i): t for i, t in enumerate(texts[:200])})
+    put_candidate(client, model=OLD)
+    assert client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"] == 0
+    shadow_many(client, {str(i): t for i, t in enumerate(texts[200:])})
+    state = client.get("/api/v1/aliases", headers=USER).json
+    assert state["shadow"]["pairs"] == len(distinct(texts[200:]) - distinct(texts[:200])) or (
+        state["shadow"]["pairs"] == len(distinct(texts[200:]))
+    )
+    files = list((tmp_path / "aliases.json.shadow").glob(f"{state['candidate']['epoch']}--*"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["pairs"] == state["shadow"]["pairs"]
+    assert len(list((tmp_path / "aliases.json.shadow").iterdir())) == 1  # the old epoch's: gone
+    restarted = make_app(tmp_path).test_client().get("/api/v1/aliases", headers=USER).json
+    assert restarted["shadow"] == state["shadow"] and restarted["shadow"]["agreement"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("put", "/api/v1/aliases/candidate"),
+        ("delete", "/api/v1/aliases/candidate"),
+        ("post", "/api/v1/aliases/promote"),
+        ("post", "/api/v1/aliases/rollback"),
+    ],
+)
+def test_deeply_nested_json_to_the_admin_routes_is_a_400(client, method, path):
+    """Issue #37 item 14 (it was a RecursionError, a 500)."""
+    body = "[" * 50_000 + "]" * 50_000
+    for text in (body, '{"force": ' + body + "}", '{"model": ' + "{" * 30_000 + "}"):
+        response = getattr(client, method)(path, headers=ADMIN, data=text)
+        assert response.status_code == 400, (text[:20], response.json)
+    deep = client.put("/api/v1/aliases/candidate", headers=ADMIN, data=body)
+    assert deep.status_code == 400 and "nested too deeply" in deep.json["detail"]
+
+
+def test_a_damaged_aliases_file_is_a_503_naming_it_and_ready_says_so(tmp_path):
+    """Issue #37 item 15: every admin change was a 500 while /ready and GET reported the old
+    state."""
+    client = make_app(tmp_path).test_client()
+    path = tmp_path / "aliases.json"
+    path.write_text('{"stable": null}')
+    time.sleep(aliases.REFRESH_SECONDS)
+    for response in (
+        put_candidate(client, model=SMALL),
+        client.post("/api/v1/aliases/promote", headers=ADMIN, json={"force": True}),
+        client.post("/api/v1/aliases/rollback", headers=ADMIN),
+        client.delete("/api/v1/aliases/candidate", headers=ADMIN),
+    ):
+        assert response.status_code == 503, response.json
+        assert (
+            str(path) in response.json["detail"] and "stable must name" in response.json["detail"]
+        )
+        assert response.headers["Retry-After"] == "5"
+    ready = client.get("/ready")  # it read the aliases before: it serves them, and says so
+    assert ready.status_code == 200 and str(path) in ready.json["aliases"]["problem"]
+    assert str(path) in client.get("/api/v1/aliases", headers=USER).json["home"]["problem"]
+    assert predict(client, {"1": "ok"}).headers["X-Model-Name"] == DEFAULT
+    started = make_app(tmp_path).test_client().get("/ready")  # never read them: not ready
+    assert started.status_code == 503 and str(path) in started.json["detail"]
+    path.unlink()
+    assert put_candidate(client, model=SMALL).status_code == 200
+
+
+def test_of_two_admins_at_once_the_later_is_told_what_changed(tmp_path):
+    first, second = make_app(tmp_path).test_client(), make_app(tmp_path).test_client()
+    put_candidate(first, model=SMALL)
+    assert second.get("/api/v1/aliases", headers=USER).json["candidate"]["model"] == SMALL
+    forced = {"force": True}
+    assert first.post("/api/v1/aliases/promote", headers=ADMIN, json=forced).status_code == 200
+    late = second.post("/api/v1/aliases/promote", headers=ADMIN, json=forced)
+    assert late.status_code == 409 and "no candidate" in late.json["detail"]
+    assert "changed meanwhile: version 2: stable tweet-sentiment" in late.json["detail"]
+    assert second.get("/api/v1/aliases", headers=USER).json["stable"]["model"] == SMALL

@@ -216,6 +216,13 @@ def test_health_ready_and_openapi(client, default_model):
         "status": "ready",
         "model_version": default_model.version,
         "models": {m["name"]: "loaded" for m in CATALOGUE["models"]},
+        "aliases": {
+            "source": "file",
+            "version": 0,
+            "read": True,
+            "seconds_since_read": None,
+            "problem": None,
+        },
     }
     spec = client.get("/openapi.json").json
     tweets = spec["components"]["schemas"]["Tweets"]

@@ -153,3 +153,30 @@ def test_an_error_reports_itself_in_the_shape_every_door_uses():
         "text": "Request Entity Too Large",
         "detail": "at most 3 tweets per request, got 4",
     }
+
+
+# What an answer holds (issue 37): ids of at most MAX_ID_CHARS, explanations of at most
+# EXPLAIN_TERMS terms a side, at most MAX_EXPLAINED_TWEETS explained tweets a request.
+
+
+def test_an_id_over_the_limit_is_422_naming_its_start_only(shipped):
+    long_id = "x" * 257
+    with pytest.raises(contract.Unprocessable) as caught:
+        contract.predict(shipped, {"ok": "fine", long_id: "fine"}, contract.LIMITS)
+    assert "each id must be at most 256 characters" in caught.value.detail
+    assert "x" * 40 + "..." in caught.value.detail and long_id not in caught.value.detail
+    assert list(contract.predict(shipped, {"x" * 256: "fine"}, contract.LIMITS)) == ["x" * 256]
+
+
+def test_an_explanation_names_the_strongest_terms_and_explained_requests_are_bounded(shipped):
+    words = [t for t in shipped.ratios if " " not in t and t.isalpha()][:400]
+    tweet = " ".join(words)
+    pulls = shipped.explain(tweet)
+    assert min(len(p) for p in pulls.values()) > contract.EXPLAIN_TERMS  # more than are shown
+    answer = contract.predict(shipped, {"1": tweet}, contract.LIMITS, explain=True)["1"]
+    for side, terms in answer["explanation"].items():
+        assert [t["term"] for t in terms] == [t for t, _ in pulls[side][: contract.EXPLAIN_TERMS]]
+    many = {str(i): "fine" for i in range(1001)}
+    with pytest.raises(contract.TooLarge, match="at most 1000 tweets per request with explain"):
+        contract.predict(shipped, many, contract.LIMITS, explain=True)
+    assert len(contract.predict(shipped, many, contract.LIMITS, scores=True)) == 1001

@@ -167,7 +167,19 @@ def rows(*lines):
         (b'{"a": "ok"', "application/json", "", 400, "not valid JSON"),
         (b"{}", "application/json", "", 400, "at least one tweet"),
         (b"", "application/json", "", 400, "got nothing"),
-        (b'{"a": "' + b"x" * 300_000 + b'"}', "application/json", "", 413, "at most 262144 bytes"),
+        (
+            b'{"a": "ok"' + b" " * 300_000 + b"}",  # over the limit, yet no long string
+            "application/json",
+            "",
+            413,
+            "at most 262144 bytes",
+        ),
+        (b'{"a": "' + b"x" * 200_000 + b'"}', "application/json", "", 422, "a string of more"),
+        (b'{"' + b"x" * 100_000 + b'": "ok"}', "application/json", "", 422, "a string of more"),
+        (b'{"a": ' + b"1" * 100_000 + b"}", "application/json", "", 422, "a number of more"),
+        (b'{"a": "' + b'\\"' * 50_000 + b'"}', "application/json", "", 422, "a string of more"),
+        (rows("id,text", "a" * 300 + ",ok"), "text/csv", "", 422, "each id must be at most 256"),
+        (b"id,text\n1," + b"," * 200_000 + b"\n", "text/csv", "", 400, "line 2 has 200002 fields"),
     ],
 )
 def test_a_bad_job_is_refused_naming_what_is_wrong_and_leaves_nothing(

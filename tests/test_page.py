@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import time
 
 import pytest
 from conftest import TOKEN, running_server
@@ -170,17 +171,26 @@ def test_the_page_shows_the_candidate_and_its_agreement(page, server):
 
     call("PUT", "/aliases/candidate", {"model": "tweet-sentiment"}, admin)
     try:
-        for _ in range(3):
-            call("POST", f"/{TOKEN}/predict", {"1": TWEET, "2": LINES[1]}, TOKEN)
-        state = call("GET", "/aliases", None, TOKEN)
+        for i in range(3):  # six distinct tweets: the guard counts a text once
+            call("POST", f"/{TOKEN}/predict", {"1": f"{TWEET} {i}", "2": f"{LINES[1]} {i}"}, TOKEN)
+        deadline = time.monotonic() + 10  # each worker writes its counts out within 2 s
+        while (state := call("GET", "/aliases", None, TOKEN))["shadow"]["pairs"] < 6:
+            assert time.monotonic() < deadline, state
+            time.sleep(0.25)
         connect(page)
         served = registry.load().get("tweet-sentiment")
-        shadow = state["shadow"]
+        shadow, labelled = state["shadow"], state["labelled"]
         expect(page.locator("#aliases")).to_contain_text(
             f"candidate tweet-sentiment {served.version}: agrees on "
             f"{shadow['agreement'] * 100:.1f}% of {shadow['pairs']} tweets shadowed"
         )
         assert shadow["pairs"] == 6
+        if "candidate" in labelled:  # the reference set is at hand
+            expect(page.locator("#aliases")).to_contain_text(
+                f"on {labelled['tweets']:,} tweets people labelled, balanced accuracy "
+                f"{labelled['candidate']['balanced_accuracy'] * 100:.1f}%"
+            )
+        expect(page.locator("#aliases")).to_contain_text("not promotable: ")
     finally:
         call("DELETE", "/aliases/candidate", None, admin)
     assert page.problems == []

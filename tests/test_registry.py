@@ -58,7 +58,7 @@ def test_the_shipped_catalogue_loads_every_model_and_each_answers():
         assert item["state"] == "loaded" and item["version"] in item["versions"]
         served = models.get(item["name"])
         assert served.model.run(["I love it", "I hate it"]) == ["Positive", "Negative"]
-    assert models.ready() == (True, {m["name"]: "loaded" for m in CATALOGUE["models"]})
+    assert models.ready() == (True, {m["name"]: "loaded" for m in CATALOGUE["models"]}, None)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,158 @@
+"""The promotion guard: what a candidate must show before it replaces stable.
+
+1. It is loaded and ready.
+2. Labelled evidence: on the reference set (tweets people labelled, read from
+   GUARD_REFERENCE_FILE, rows whose id starts with one of GUARD_REFERENCE_IDS), its balanced
+   accuracy is at most PROMOTE_MAX_DROP below stable's. A better model disagrees with a worse one,
+   so agreement alone would refuse it; the labels say which of two disagreeing models people side
+   with. No client's traffic enters this figure.
+3. Live evidence: it has shadowed PROMOTE_MIN_PAIRS distinct tweets of default traffic (shadow.py
+   counts them: at most 100 from one batch, a text once per process, blank ones never) and agrees
+   with stable on them at least as often as the lower of PROMOTE_MIN_AGREEMENT and its agreement
+   with stable on the reference set less AGREEMENT_MARGIN. The alarm for a candidate that is broken
+   on what users send, or that treats it wildly unlike the labelled tweets.
+
+Without the reference set (its file absent), the guard says so and falls back to live evidence
+alone at PROMOTE_MIN_AGREEMENT, the rule before labels, which refuses a model much better than
+stable: send force then, knowingly.
+"""
+
+import csv
+import dataclasses
+import functools
+import logging
+import threading
+from pathlib import Path
+
+import model
+
+AGREEMENT_MARGIN = 0.1
+log = logging.getLogger("aliases")
+
+
+class Missing(Exception):
+    """The reference set cannot be read: its message says why, naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """A model's figures on the reference set, and its labels there (1 Positive, 0 Negative)."""
+
+    accuracy: float
+    balanced_accuracy: float
+    labels: bytes
+
+    def figures(self):
+        return {"accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy}
+
+
+class Reference:
+    """The labelled reference set, read when first needed, and each model's figures on it, worked
+    out once per model version in this process (a few tens of milliseconds)."""
+
+    def __init__(self, path, prefixes):
+        self.path = Path(path)
+        self.prefixes = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+        self.lock = threading.Lock()
+
+    @functools.cached_property
+    def rows(self):
+        """(texts, labels): the reference set; Missing naming the file and what is wrong."""
+        texts, labels = [], []
+        try:
+            with self.path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if not {"id", "text", "target"} <= set(reader.fieldnames or ()):
+                    raise Missing(f"{self.path} needs the columns id, text and target")
+                for row in reader:
+                    if row["id"].startswith(self.prefixes) and row["target"] in ("0", "1"):
+                        texts.append(row["text"])
+                        labels.append(int(row["target"]))
+        except OSError as e:
+            raise Missing(f"the reference set {self.path} cannot be read: {e.strerror}") from None
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise Missing(f"the reference set {self.path} is malformed: {e}") from None
+        if len(set(labels)) < 2:
+            raise Missing(
+                f"{self.path} has no rows of both labels whose id starts with "
+                f"{', '.join(self.prefixes) or '(no prefix given)'}"
+            )
+        return texts, bytes(labels)
+
+    @functools.cache  # noqa: B019 (one Reference per app: the models it judges live as long)
+    def judge(self, name, version, scorer):
+        """The figures of a model version (scorer: its model) on the reference set."""
+        texts, truth = self.rows
+        with self.lock:
+            labels = bytes(p >= model.THRESHOLD for p in scorer.scores(texts))
+        return Judged(*figures(labels, truth), labels)
+
+    def evidence(self, stable, candidate):
+        """Both models' figures and their agreement on the reference set; or {"unavailable":
+        why}. stable and candidate are registry.Served of the models themselves (registry.find),
+        never a shadowed one: judging must not count shadow pairs."""
+        try:
+            ours = self.judge(stable.name, stable.version, stable.model)
+            theirs = self.judge(candidate.name, candidate.version, candidate.model)
+        except Missing as e:
+            return {"unavailable": str(e)}
+        same = sum(a == b for a, b in zip(ours.labels, theirs.labels, strict=True))
+        return {
+            "tweets": len(ours.labels),
+            "stable": ours.figures(),
+            "candidate": theirs.figures(),
+            "agreement": round(same / len(ours.labels), 4),
+        }
+
+
+def figures(labels, truth):
+    """Accuracy and balanced accuracy (the mean of each class's recall), rounded to 4 places."""
+    right = [0, 0]
+    count = [0, 0]
+    for guess, label in zip(labels, truth, strict=True):
+        count[label] += 1
+        right[label] += guess == label
+    accuracy = sum(right) / len(truth)
+    balanced = sum(r / c for r, c in zip(right, count, strict=True) if c) / 2
+    return round(accuracy, 4), round(balanced, 4)
+
+
+def live_summary(totals):
+    """The shadow figures of GET /api/v1/aliases from summed totals."""
+    pairs = totals["pairs"]
+    agreement = round(totals["agreeing"] / pairs, 6) if pairs else None
+    return {"pairs": pairs, "agreeing": totals["agreeing"], "agreement": agreement}
+
+
+def reason(settings, ready, live, labelled):
+    """Why a candidate may not be promoted yet, or None. live: live_summary(); labelled:
+    Reference.evidence()."""
+    if not ready:
+        return "it is not loaded and ready"
+    floor = settings["PROMOTE_MIN_AGREEMENT"]
+    if "unavailable" not in labelled:
+        ours, theirs = labelled["stable"], labelled["candidate"]
+        drop = settings["PROMOTE_MAX_DROP"]
+        if theirs["balanced_accuracy"] < ours["balanced_accuracy"] - drop:
+            return (
+                f"on the {labelled['tweets']} labelled tweets of the reference set its balanced "
+                f"accuracy is {theirs['balanced_accuracy']:.4f} (accuracy "
+                f"{theirs['accuracy']:.4f}), stable's {ours['balanced_accuracy']:.4f} (accuracy "
+                f"{ours['accuracy']:.4f}): more than PROMOTE_MAX_DROP ({drop}) below"
+            )
+        floor = min(floor, round(labelled["agreement"] - AGREEMENT_MARGIN, 4))
+    pairs, min_pairs = live["pairs"], settings["PROMOTE_MIN_PAIRS"]
+    if pairs < min_pairs:
+        return f"{pairs} distinct shadowed tweets, fewer than PROMOTE_MIN_PAIRS ({min_pairs})"
+    if live["agreement"] < floor:
+        expected = (
+            f"PROMOTE_MIN_AGREEMENT ({settings['PROMOTE_MIN_AGREEMENT']})"
+            if "unavailable" in labelled
+            else f"{floor}, its agreement with stable on the labelled tweets "
+            f"({labelled['agreement']}) less {AGREEMENT_MARGIN}"
+        )
+        return (
+            f"it agrees with stable on {live['agreement']:.4f} of {pairs} distinct shadowed "
+            f"tweets, less than {expected}"
+        )
+    return None
