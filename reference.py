@@ -4,8 +4,10 @@ It is a split of ../shared/data/semeval_2013_2016.csv (the SemEval sentiment tas
 each tweet labelled by five crowd workers) chosen by the source its id names, `se<year><split>_…`:
 
     VALIDATION   se16dev, se16devtest   2,547 tweets (72% positive): tweet-sentiment-people's mix
-                                        and recipe were chosen on them; the promotion guard judges
-                                        a candidate on them (the default REFERENCE_PREFIXES)
+                                        and recipe were chosen on them; the promotion guard
+                                        (aliases/guard.py) judges a candidate on the same rows, by
+                                        its defaults GUARD_REFERENCE_FILE and GUARD_REFERENCE_IDS
+                                        (tests/test_people.py checks that they are these rows)
     SARCASM      se14sarcasm            73 tweets, for the model card's errors only
     the rest     se13…, se14test, se15test, se16train, se16test: tweet-sentiment-people trains on
                  them; the other shipped models never saw the file

@@ -70,6 +70,20 @@ def test_the_reference_set_is_what_training_held_out(semeval_path, data_path, ex
     assert not sources["SemEval"]["id"].map(reference.source).isin(reference.HELD_OUT).any()
 
 
+def test_the_guard_judges_on_the_validation_split(labelled):
+    """aliases/guard.py reads its reference set itself, from api.DEFAULTS: the same rows, in the
+    same order, with the same labels, as the split the default was chosen on."""
+    import aliases
+    import api
+
+    guard = aliases.Reference(
+        api.DEFAULTS["GUARD_REFERENCE_FILE"], api.DEFAULTS["GUARD_REFERENCE_IDS"]
+    )
+    texts, labels = guard.rows
+    assert texts == [text for _, text, _ in labelled]
+    assert [model.LABELS[label] for label in labels] == [label for *_, label in labelled]
+
+
 def test_the_server_environment_reads_it_without_pandas(semeval_path):
     """The server's .venv has no numpy, pandas or scikit-learn: reference.py needs none."""
     python = ROOT / ".venv" / "bin" / "python"
