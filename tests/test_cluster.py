@@ -35,7 +35,7 @@ from postgres import postgres
 
 pytestmark = pytest.mark.slow
 ADMIN_TOKEN = "cluster-admin-token-0123456789"
-SMALL, OLD = "tweet-sentiment", "tweet-sentiment-2020"
+LARGE, SMALL, OLD = "tweet-sentiment-large", "tweet-sentiment", "tweet-sentiment-2020"
 PAYLOAD = (ROOT / "payload.json").read_text()
 DRAIN_SECONDS = 2  # STOP_DRAIN_SECONDS: HAProxy's check takes a failing server out within 0.9 s
 MIN_PAIRS = 400  # PROMOTE_MIN_PAIRS: more than any one replica is sent
@@ -265,6 +265,11 @@ def test_a_promotion_and_a_rollback_through_haproxy_reach_every_replica(cluster)
 
 def test_the_guard_sees_the_pairs_of_every_replica(cluster):
     root, replicas = cluster["root"], cluster["replicas"]
+    # Against the default, tweet-sentiment-people, tweet-sentiment is refused on the labelled
+    # tweets (balanced accuracy 0.6659 against 0.8165); against tweet-sentiment-large (0.6611) it
+    # passes them, so that what is left to decide is the live pairs, summed over the replicas.
+    admin(cluster, "PUT", "/candidate", {"model": LARGE, "shadow_percent": 0})
+    admin(cluster, "POST", "/promote", {"force": True})
     admin(cluster, "PUT", "/candidate", {"model": SMALL})
     time.sleep(1)
     words = ("love", "hate", "fine", "awful", "great", "sad", "nice", "bad", "meh", "wow")
