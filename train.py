@@ -625,12 +625,7 @@ def write_2020(out, english, df, document):
     }
     write_json(folder / model_2020.MODEL_FILE, weights)
     write_json(folder / model_2020.EVALUATION_FILE, evaluation)
-    digests = {
-        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        for name in (model_2020.EVALUATION_FILE, model_2020.MODEL_FILE)
-    }
-    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
-    (folder / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    write_manifest(folder, model_2020.EVALUATION_FILE, model_2020.MODEL_FILE)
     served = model_2020.load(folder)
     texts = df["text"].tolist()[:500]
     if not np.allclose(served.scores(texts), np.clip(shipped.scores(texts), 0, 1), atol=1e-9):
@@ -640,6 +635,18 @@ def write_2020(out, english, df, document):
 
 def write_json(path, document):
     path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# The files of a model of our kind that its manifest names.
+ARTIFACTS = (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
+
+
+def write_manifest(folder, *names):
+    """Write the folder's manifest, the SHA-256 of each named file; return {name: digest}."""
+    digests = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in names}
+    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
+    (folder / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    return digests
 
 
 def main(argv=None):
@@ -712,12 +719,7 @@ def main(argv=None):
         args.data, data_sha, df, train, test, search, ours_figures, old_figures, steps
     )
     write_json(args.out / model.EVALUATION_FILE, document)
-    digests = {
-        name: hashlib.sha256((args.out / name).read_bytes()).hexdigest()
-        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
-    }
-    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
-    (args.out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    write_manifest(args.out, *ARTIFACTS)
     old_model = write_2020(args.out, english, df, document)
     plot(args.out / PLOT_FILE, test["target"], ours, old)
     mistakes = errors(chosen, test, ours)
@@ -1262,12 +1264,7 @@ def main_large(args):
     ]
     document = large_evaluation(files, train, extra, rows, test, figures, cv, facts)
     write_json(out / model.EVALUATION_FILE, document)
-    digests = {
-        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
-        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
-    }
-    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
-    (out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    digests = write_manifest(out, *ARTIFACTS)
     plot_large(out / PLOT_FILE, test["target"], {**columns, "2020 approach": old})
     size = sum((out / n).stat().st_size for n in (*digests, model.MANIFEST_FILE))
     text = large_card(document, figures, weights, mistakes, size)
@@ -1665,12 +1662,7 @@ def main_people(args):
         "lexicon": LEXICON_NOTICE,
     }
     write_json(out / model.EVALUATION_FILE, document)
-    digests = {
-        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
-        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
-    }
-    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
-    (out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    digests = write_manifest(out, *ARTIFACTS)
     plot_people(out / PLOT_FILE, validation["target"], columns)
     size = sum((out / n).stat().st_size for n in (*digests, model.MANIFEST_FILE))
     text = people_card(document, weights, size, listed)
@@ -2085,12 +2077,7 @@ def main_own(args):
         "lexicon": LEXICON_NOTICE,
     }
     write_json(out / model.EVALUATION_FILE, document)
-    digests = {
-        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
-        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
-    }
-    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
-    (out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    write_manifest(out, *ARTIFACTS)
     (out / CARD_FILE).write_text(own_card(document, weights_document), encoding="utf-8")
     version = model.load(out).version  # the artifacts just written must load
     print(
