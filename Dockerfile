@@ -59,7 +59,8 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/
 # The working directory stays /: the 2020 command is `sh -c 'cd external_lib && make api-start'`.
 COPY . /app
 
-EXPOSE 5000
+# HTTPS (REST, the websocket, V2's REST routes) and the V2 door's gRPC (GRPC_PORT, docs/v2.md).
+EXPOSE 5000 8001
 
 # Over HTTPS on loopback; the certificate may be self-signed, so it is not verified here.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \

@@ -24,16 +24,21 @@ export API_TOKEN_FILE ?= .api_token
 export ADMIN_TOKEN_FILE ?= .admin_token
 export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 
+# The V2 door's test clients (tritonclient, the KServe SDK): requirements-clients.txt says why apart.
+CLIENTS_VENV ?= .venv-clients
+
 ifeq ($(INSTALL),no)
 RUNTIME :=
 DEV :=
+CLIENTS :=
 else
 RUNTIME := $(VENV)/.installed
 DEV := $(DEV_VENV)/.installed
+CLIENTS := $(CLIENTS_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models bench-shadow profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
-	docker-test compose-test clean
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models bench-shadow bench-v2 profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
+	docker-test compose-test clean v2-stubs
 
 help:
 	@echo "make api-start   serve HTTPS on $(HOST):$(PORT) (installs, makes a certificate and token)"
@@ -44,9 +49,11 @@ help:
 	@echo "make score IN=tweets.csv OUT=labels.csv         label a file on every core"
 	@echo "make spark-score IN=tweets.csv OUT=labels.parquet  the same on Spark"
 	@echo "make test        install the dev tools and run every test"
+	@echo "make v2-stubs    generate v2/*_pb2*.py from v2/grpc_predict_v2.proto"
 	@echo "make lint        ruff check and format check"
 	@echo "make train       retrain every shipped model from DATA; MODEL=<name>: one (CHOICE=recorded: no CV)"
 	@echo "make bench       measure the model and the running service"
+	@echo "make bench-v2    the V2 door (REST, gRPC) beside our REST and MLServer"
 	@echo "make profile     where a worker's time goes under load (PROFILE=\"--server floor\")"
 	@echo "make certs       make a self-signed server.crt/server.key if absent"
 	@echo "make docker-build | docker-run | docker-test | compose-test"
@@ -76,6 +83,18 @@ $(DEV_VENV)/.installed: requirements.txt requirements-dev.txt $(CORE)
 	$(DEV_BIN)/$(PIP_INSTALL) -r requirements-dev.txt
 	$(call INSTALL_CORE,$(DEV_VENV))
 	touch $@
+
+$(CLIENTS_VENV)/.installed: requirements-clients.txt
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/$(PIP_INSTALL) -r requirements-clients.txt
+	touch $@
+
+# The V2 door's gRPC stubs, generated from its .proto and committed: the server's environment
+# needs no code generator (docs/v2.md); tests/test_v2.py checks they are what this makes.
+v2-stubs: $(DEV)
+	$(DEV_BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. \
+		v2/grpc_predict_v2.proto
 
 # A self-signed certificate for localhost and 127.0.0.1, key readable by its owner only. An
 # ECDSA P-256 key makes TLS handshakes several times cheaper than RSA 2048.
@@ -184,8 +203,12 @@ compose-test: $(DEV)
 	fi; \
 	$(DEV_BIN)/python tests/compose_check.py $(BASE_IMAGE)
 
-test: $(DEV)
-	$(DEV_BIN)/python -m pytest
+# Two runs: every test from .venv-dev, then the V2 door's with the protocol's own clients from
+# .venv-clients (tests/conftest.py leaves that file out of the first); both always run.
+test: $(DEV) $(CLIENTS)
+	@$(DEV_BIN)/python -m pytest; first=$$?; \
+	$(CLIENTS_VENV)/bin/python -m pytest tests/test_v2_clients.py; second=$$?; \
+	exit $$(( first || second ))
 
 lint: $(DEV)
 	$(DEV_BIN)/ruff check .
@@ -211,13 +234,35 @@ $(BENCH_VENV)/.installed: requirements.txt requirements-bench.txt $(CORE)
 	$(call INSTALL_CORE,$(BENCH_VENV))
 	touch $@
 
-bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed
+# The V2 door's peer, MLServer, in one more of its own (requirements-mlserver.txt says why).
+MLSERVER_VENV ?= .venv-mlserver
+$(MLSERVER_VENV)/.installed: requirements-mlserver.txt $(CORE)
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/$(PIP_INSTALL) -r requirements-mlserver.txt
+	$(call INSTALL_CORE,$(MLSERVER_VENV))
+	touch $@
+
+# h2load (Debian's nghttp2-client) loads the gRPC doors as wrk loads the HTTPS ones.
+NEED_H2LOAD = command -v h2load >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; } \
+	|| { echo "the V2 benchmark needs h2load: apt-get install -y nghttp2-client"; exit 1; }
+
+bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed $(MLSERVER_VENV)/.installed
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
+	@$(NEED_H2LOAD)
 	$(DEV_BIN)/python bench/bench.py
 	$(DEV_BIN)/python bench/shadow.py
 	$(DEV_BIN)/python bench/jobs.py
+	$(DEV_BIN)/python bench/v2.py
+
+# The V2 door (REST and gRPC) beside our REST and MLServer; BENCH_V2="--rounds 8" for its options.
+bench-v2: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed $(MLSERVER_VENV)/.installed
+	@command -v wrk >/dev/null || { echo "make bench-v2 needs wrk: apt-get install -y wrk"; exit 1; }
+	@$(NEED_H2LOAD)
+	$(DEV_BIN)/python bench/v2.py $(BENCH_V2)
 
 # Where a gunicorn worker's time goes under load, by layer (py-spy from .venv-bench): see
 # bench/profile_workers.py for its options, e.g. PROFILE="--server floor --body big".
@@ -243,6 +288,6 @@ bench-files: $(DEV) $(VENV)/.installed
 	$(DEV_BIN)/python bench/files.py
 
 clean:
-	rm -rf $(VENV) $(DEV_VENV) $(BENCH_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json \
+	rm -rf $(VENV) $(DEV_VENV) $(BENCH_VENV) $(CLIENTS_VENV) $(MLSERVER_VENV) .pytest_cache .ruff_cache .hypothesis bench/results.json \
 		core/build core/*.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -45,6 +45,7 @@ import jobs
 import model
 import registry
 import service
+import v2.rest
 import ws
 
 ROOT = service.ROOT
@@ -195,6 +196,7 @@ def create_app(config=None):
         require_bearer_token, parse_options, BodyStream, settings, resolve_model
     )
     app.register_blueprint(blueprint)
+    app.register_blueprint(v2.rest.routes(ws_answer, require_bearer_token, read_body))
     ws.route(app, ws_answer, require_bearer_token, checked_token, refuse_guesser, IN_FLIGHT)
     app.add_url_rule("/", view_func=page)
     app.add_url_rule("/health", view_func=health)

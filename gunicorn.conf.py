@@ -484,11 +484,14 @@ def ssl_context(conf, default_ssl_context_factory):
 
 
 def when_ready(server):
-    """Start the job workers make api-start supervises (JOB_WORKERS_WITH_API, see jobs/)."""
+    """Start the job workers make api-start supervises (JOB_WORKERS_WITH_API, see jobs/), and
+    the gRPC door's processes (GRPC_WORKERS, see v2/supervisor.py)."""
     import jobs
+    import v2.supervisor
 
     server.job_workers = jobs.LocalWorkers(jobs.settings_of())
     server.job_workers.start()
+    server.v2_grpc = v2.supervisor.start()
 
 
 def post_worker_init(worker):
@@ -535,8 +538,12 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
+    if hasattr(server, "v2_grpc"):
+        server.v2_grpc.terminate()  # TERM now: they answer their calls while the jobs finish
     if hasattr(server, "job_workers"):
         server.job_workers.stop(graceful_timeout)
+    if hasattr(server, "v2_grpc"):
+        server.v2_grpc.stop(graceful_timeout)
     if os.environ.get("METRICS_DIR_MADE_HERE"):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
@@ -550,5 +557,7 @@ def on_reload(server):
         server.log.info("reloaded the API tokens and the models")
         if hasattr(server, "job_workers"):
             server.job_workers.restart()  # they load the new model as they start again
+        if hasattr(server, "v2_grpc"):
+            server.v2_grpc.reload()  # HUP: the gRPC processes read them again too
     except Exception as e:  # a bad new model must not take the running service down
         server.log.error("reload failed; keeping the tokens and models in use: %s", e)

@@ -177,6 +177,9 @@ class Server:
             "ADMIN_TOKEN": ADMIN_TOKEN,  # never the project's .admin_token
             "ALIASES_FILE": str(folder / f"{name}-aliases.json"),  # nor its aliases
             "PYTHONPATH": str(ROOT),  # the peers import model.py and bench/ from here
+            # The V2 door's gRPC processes (make api-start): a free port, so servers side by side
+            # do not contend for 8001.
+            "GRPC_PORT": os.environ.get("GRPC_PORT") or str(free_port()),
         }
         self.log = (folder / f"{name}.log").open("wb")
         self.started = time.perf_counter()
@@ -674,6 +677,7 @@ def write_results_md(results, text):
     # the end, carried over.
     old = path.read_text() if path.exists() else ""
     sections = (
+        "## The V2 door beside MLServer",
         "## The shadow's cost",
         "## Where a worker's time goes",
         "## Batch jobs",

@@ -102,6 +102,7 @@ def main(base_image):
         "RABBITMQ_PORT": str(rabbitmq_port()),
         "POSTGRES_PORT": str(free_port()),
         "WORKER_METRICS_PORT": str(free_port()),
+        "GRPC_PORT": str(free_port()),
     }
     figures, started = {}, time.monotonic()
     compose("down", "-v", "--remove-orphans", env=env, check=False)

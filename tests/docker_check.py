@@ -2,9 +2,10 @@
 
     python tests/docker_check.py IMAGE
 
-For each way: start a container with --network=host on a free port, wait for /health, POST
-payload.json over HTTPS with the certificate verified, check the 8 labels and the user, then stop
-it with a request in flight and check that the request was answered and the stop was graceful.
+For each way: start a container with --network=host on free ports, wait for /health, POST
+payload.json over HTTPS with the certificate verified, check the 8 labels, the same over the V2
+door's gRPC, and the user, then stop it with a request in flight and check that the request was
+answered and the stop was graceful (the gRPC process's too).
 Prints the figures (image size, seconds to healthy, seconds to stop). Exits 0 without testing,
 saying so, when no Docker engine answers.
 """
@@ -65,7 +66,7 @@ class Case:
     def __init__(self, name, image, run_args, command, cert, token, root_allowed):
         self.name, self.image, self.run_args, self.command = name, image, run_args, command
         self.cert, self.token, self.root_allowed = cert, token, root_allowed
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.container = f"model-api-check-{self.port}"
         self.figures = {}
 
@@ -74,7 +75,7 @@ class Case:
         started = time.monotonic()
         docker(
             "run", "-d", "--name", self.container, "--network=host", "-e", f"PORT={self.port}",
-            *self.run_args, self.image, *self.command,
+            "-e", f"GRPC_PORT={self.grpc_port}", *self.run_args, self.image, *self.command,
         )  # fmt: skip
         # With the vfs storage driver (this machine's), `docker run` copies the image first.
         self.figures["seconds_for_docker_run"] = time.monotonic() - started
@@ -82,6 +83,7 @@ class Case:
             self.wait_for_health(started)
             self.token_value = self.token(self)
             self.check_labels()
+            self.check_grpc()
             self.check_user()
             self.stop_gracefully()
         except BaseException:
@@ -120,6 +122,35 @@ class Case:
         assert list(answer) == list(PAYLOAD), answer
         assert list(answer.values()) == EXPECTED, answer
 
+    def check_grpc(self, seconds=30):
+        """The V2 door's gRPC, over TLS with the same certificate and token: the same labels."""
+        import grpc
+
+        from v2 import grpc_predict_v2_pb2 as pb2
+        from v2 import grpc_predict_v2_pb2_grpc as pb2_grpc
+
+        request = pb2.ModelInferRequest(model_name="stable")
+        texts = [t.encode() for t in PAYLOAD.values()]
+        request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+        request.inputs[0].contents.bytes_contents.extend(texts)
+        credentials = grpc.ssl_channel_credentials(Path(self.cert(self)).read_bytes())
+        # The 2020 certificate names no host (no subjectAltName): its CN is checked.
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        deadline = time.monotonic() + seconds
+        with grpc.secure_channel(f"localhost:{self.grpc_port}", credentials, options) as channel:
+            stub = pb2_grpc.GRPCInferenceServiceStub(channel)
+            metadata = (("authorization", f"Bearer {self.token_value}"),)
+            while True:  # the gRPC process starts beside gunicorn, a moment after it
+                try:
+                    answer = stub.ModelInfer(request, metadata=metadata, timeout=5)
+                    break
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        labels = answer.raw_output_contents[0]
+        assert labels == b"".join(len(x).to_bytes(4, "little") + x.encode() for x in EXPECTED)
+
     def predict_url(self):
         return self.url(f"/api/v1/{self.token_value}/predict")
 
@@ -154,6 +185,7 @@ class Case:
 
     def check_output(self):
         assert "Shutting down: Master" in self.output, self.output[-2000:]
+        assert '"message": "stopped"' in self.output, f"{self.name}: no graceful gRPC stop"
         assert self.token_value not in self.output, f"{self.name}: the token is in the log"
         for tweet in PAYLOAD.values():
             assert tweet not in self.output, f"{self.name}: a tweet is in the log"
@@ -181,7 +213,7 @@ def as_kubernetes_runs_it(image, tmp):
     env = [
         f"{e['name']}={e['value']}"
         for e in container["env"]
-        if "value" in e and e["name"] != "PORT"
+        if "value" in e and e["name"] not in ("PORT", "GRPC_PORT")
     ]
     run_args = [
         "--user", f"{security['runAsUser']}:{security['runAsGroup']}",

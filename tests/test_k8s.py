@@ -9,9 +9,11 @@ from conftest import ROOT
 
 import api
 import service
+import v2
 
 K8S = ROOT / "k8s"
 KUBERNETES = "1.32"  # the schema version the manifests are checked against
+PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
 MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
@@ -49,7 +51,7 @@ def test_probes_point_at_real_routes_on_the_served_port(pod, app):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert str(ports["https"]) == env["PORT"]
-    expected = {"readinessProbe": "/ready", "livenessProbe": "/health", "startupProbe": "/health"}
+    expected = dict(zip(PROBES, ("/ready", "/health", "/health"), strict=True))
     for probe, path in expected.items():
         get = container[probe]["httpGet"]
         assert get["path"] == path and path in routes
@@ -108,5 +110,15 @@ def test_replicas_autoscaling_disruption_budget_and_drain(pod):
 
 def test_the_app_reads_the_settings_the_manifest_sets(pod):
     names = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
-    known = set(api.DEFAULTS) | {"TLS_CERT", "TLS_KEY", "WORKERS", "PORT", "HOST"}
+    known = set(api.DEFAULTS) | set(v2.DEFAULTS) | {"TLS_CERT", "TLS_KEY", "WORKERS", "PORT"}
     assert names <= known
+
+
+def test_the_grpc_port_is_the_containers_and_the_services(pod):
+    container = pod["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert str(ports["grpc"]) == env["GRPC_PORT"] == str(v2.DEFAULTS["GRPC_PORT"])
+    service_ports = {p["name"]: p for p in load("service.yaml")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc"
+    assert all(container[probe]["httpGet"]["port"] == "https" for probe in PROBES)

@@ -136,7 +136,10 @@ def test_every_response_matches_the_spec(case):
         case.path_parameters["token"] = TOKEN
     # A CSV body is a string to JSON Schema: that any string is valid CSV of tweets cannot be
     # said there, so only its responses are checked (tests/test_jobs.py has the CSV rules).
-    excluded = [positive_data_acceptance] if case.media_type == "text/csv" else []
+    # Nor can it say that a V2 request's shape must count its data, or that "binary_data_size"
+    # must be the bytes after the JSON (tests/test_v2.py has those rules).
+    unsayable = case.media_type == "text/csv" or case.path.endswith("/infer")
+    excluded = [positive_data_acceptance] if unsayable else []
     # The routes that move aliases take the admin token (a prediction token's 403 is tested in
     # tests/test_aliases.py): here, what they answer to any body.
     moves = case.path.startswith("/api/v1/aliases/")

@@ -1,0 +1,273 @@
+"""The Open Inference Protocol's REST routes, /v2/..., on the HTTPS server (api.create_app).
+
+JSON as the protocol gives it, and Triton's binary tensor extension both ways: a request whose
+`Inference-Header-Content-Length` header says how much of the body is JSON carries each input's
+data after it (tritonclient's default for BYTES); an output asked for with "binary_data" (or every
+output, with the request's "binary_data_output") comes back after the JSON the same way.
+Every error is {"error": "..."} with its status, as the protocol says, 401 included.
+"""
+
+import json
+import logging
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+
+import contract
+from v2 import protocol
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+MODEL = "/models/<name>"
+VERSION = "/models/<name>/versions/<version>"
+log = logging.getLogger("api")
+# Made once: json.loads with arguments builds a decoder for every call. NaN and Infinity are no
+# JSON, as the contract says.
+DECODER = json.JSONDecoder(parse_constant=contract._refuse_constant)
+ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def routes(answer, require_token, read_body):
+    """The blueprint. answer(tweets, scores=, name=, version=, request_id=) returns a batch's
+    predictions and the registry.Served that answered, counted as REST counts them (api.py's
+    ws_answer; name None is the default, the stable alias); require_token() refuses a request
+    without a valid Bearer token; read_body(environ, limit) reads a body within the limits."""
+    v2 = Blueprint("v2", __name__, url_prefix="/v2")
+
+    @v2.get("/health/live")
+    def live():
+        return {"live": True}
+
+    @v2.get("/health/ready")
+    def ready():
+        """Every model the server must serve is loaded (as /ready): a probe's question."""
+        models = current_app.extensions["registry"]
+        is_ready = models.ready()[0]
+        if is_ready:
+            return {"ready": True}
+        failed = [f"{n}: {e.error}" for n, e in models.entries.items() if e.error is not None]
+        return {"ready": False, "error": "; ".join(failed) or "no model is loaded"}, 503
+
+    @v2.get("")
+    def server_metadata():
+        require_token()
+        return protocol.server_metadata()
+
+    def model_ready(name, version=None):
+        """The model is loaded and answers: 200 if so, 503 (ready false) if it failed to load."""
+        models = current_app.extensions["registry"]
+        try:
+            served = protocol.resolve(models, name, version)
+        except contract.PredictionError as e:
+            if e.status != 503:
+                raise
+            return {"name": name, "ready": False, "error": e.detail}, 503
+        return {"name": served.name, "ready": True}
+
+    def model_metadata(name, version=None):
+        require_token()
+        models = current_app.extensions["registry"]
+        return protocol.model_metadata(protocol.resolve(models, name, version))
+
+    def infer(name, version=None):
+        """Label the tweets of the input `text`; answer the outputs asked for."""
+        require_token()
+        environ = request.environ
+        encoding = environ.get("HTTP_CONTENT_ENCODING", "identity")
+        if encoding.lower() != "identity":
+            raise UnsupportedMediaType(
+                f"Content-Encoding {encoding[:40]!r} is not accepted: send the body uncompressed"
+            )
+        body = read_body(environ, current_app.config["MAX_CONTENT_LENGTH"])
+        inference = parse(body, environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+        environ["api.tweets"] = len(inference.tweets)
+        try:
+            predictions, served = answer(
+                inference.tweets,
+                scores="score" in inference.outputs,
+                name=None if name == protocol.STABLE else name,
+                version=version,
+                request_id=inference.id or environ.get("api.request_id"),
+            )
+        except (contract.TooLarge, contract.Unprocessable) as e:
+            raise protocol.about_input(e) from None
+        labels, scores = protocol.values_of(predictions, "score" in inference.outputs)
+        body, header_length = encode(inference, served, labels, scores)
+        response = Response(body, mimetype="application/json")
+        if header_length is not None:
+            response.headers[HEADER_LENGTH] = str(header_length)
+            response.mimetype = "application/octet-stream"
+        response.headers["X-Model-Name"] = served.name
+        response.headers["X-Model-Version"] = served.version
+        return response
+
+    for prefix in (MODEL, VERSION):
+        v2.add_url_rule(prefix, view_func=model_metadata, endpoint=f"metadata{prefix}")
+        v2.add_url_rule(f"{prefix}/ready", view_func=model_ready, endpoint=f"ready{prefix}")
+        v2.add_url_rule(
+            f"{prefix}/infer", view_func=infer, methods=["POST"], endpoint=f"infer{prefix}"
+        )
+    v2.register_error_handler(contract.PredictionError, prediction_error)
+    v2.register_error_handler(HTTPException, http_error)
+    v2.register_error_handler(Exception, unexpected_error)
+    return v2
+
+
+# Requests.
+
+
+def parse(body, header_length):
+    """Read an inference request, JSON alone or JSON and binary data: a protocol.Inference.
+
+    BadInput for anything the protocol does not allow or the model does not take, naming it."""
+    binary = b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise contract.BadInput(
+                f"{HEADER_LENGTH} must be the JSON's length in bytes, at most the body's "
+                f"{len(body)}; got {header_length[:20]!r}"
+            )
+        body, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
+    try:
+        text = body.decode("utf-8")
+        document = DECODER.decode(text)
+    except UnicodeDecodeError as e:
+        raise contract.BadInput(
+            f"the inference request is not valid UTF-8: {e.reason} at byte {e.start}"
+        ) from None
+    except ValueError as e:
+        raise contract.BadInput(f"the inference request is not valid JSON: {e}") from None
+    except RecursionError:
+        raise contract.BadInput("the inference request is nested too deeply") from None
+    if not isinstance(document, dict):
+        raise contract.BadInput(
+            f"the inference request must be a JSON object, got {contract.json_type(document)}"
+        )
+    request_id = field(document, "id", str, "")
+    if contract.SURROGATE.search(request_id):
+        raise contract.NotUnicode("the request's id is not valid Unicode: a lone surrogate")
+    parameters = field(document, "parameters", dict, {})
+    binary_default = field(parameters, "binary_data_output", bool, False, "parameter")
+    tensor, size = the_input(field(document, "inputs", list, None))
+    if size is None:
+        if binary:
+            raise contract.BadInput(
+                f"the body has {len(binary)} bytes after the JSON, but no input has "
+                '"binary_data_size"'
+            )
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise contract.BadInput(
+                f'input {protocol.INPUT!r} needs "data", a list of strings (or "parameters": '
+                '{"binary_data_size": ...} and its bytes after the JSON)'
+            )
+        texts = protocol.flatten(data)
+        protocol.check_count(tensor["shape"], len(texts))
+        if "\\u" in text and contract.ESCAPED_SURROGATE.search(text):  # only \\ud... makes one
+            protocol.refuse_surrogates(texts)
+    else:
+        if size != len(binary):
+            raise contract.BadInput(
+                f'input {protocol.INPUT!r} says "binary_data_size" {size}, but {len(binary)} '
+                "bytes follow the JSON"
+            )
+        texts = protocol.texts_of_bytes(protocol.split_bytes(binary, tensor["shape"]))
+    asked = field(document, "outputs", list, [])
+    names, binary_asked = [], {}
+    for output in asked:
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise contract.BadInput('each of "outputs" must be an object with a "name"')
+        names.append(output["name"])
+        options = field(output, "parameters", dict, {})
+        binary_asked[output["name"]] = field(
+            options, "binary_data", bool, binary_default, "parameter"
+        )
+    outputs = protocol.wanted_outputs(names)
+    binary = {name: binary_asked.get(name, binary_default) for name in outputs}
+    return protocol.Inference(protocol.batch(texts), tensor["shape"], outputs, binary, request_id)
+
+
+def the_input(inputs):
+    """The one input, checked: (its JSON object, its binary_data_size or None)."""
+    if not inputs:
+        raise contract.BadInput(
+            f'missing input {protocol.INPUT!r}: "inputs" must hold one, BYTES, of shape [N]'
+        )
+    if len(inputs) > 1 or not isinstance(inputs[0], dict):
+        names = ", ".join(protocol.quoted(t.get("name")) for t in inputs if isinstance(t, dict))
+        raise contract.BadInput(
+            f"the model takes one input, {protocol.INPUT!r} (BYTES); got {len(inputs)}: {names}"
+        )
+    tensor = inputs[0]
+    protocol.check_input(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"))
+    size = field(field(tensor, "parameters", dict, {}), "binary_data_size", int, None, "parameter")
+    if size is not None and size < 0:
+        raise contract.BadInput('"binary_data_size" must be a whole number of bytes')
+    return tensor, size
+
+
+def field(document, name, kind, default, what="field"):
+    """A field of a JSON object, of the kind expected, or the default when it is absent."""
+    value = document.get(name, default)
+    if value is default:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        wanted = {str: "a string", dict: "an object", list: "a list", bool: "true or false"}
+        raise contract.BadInput(
+            f"{what} {name!r} must be {wanted.get(kind, 'a whole number')}, "
+            f"got {contract.json_type(value)}"
+        )
+    return value
+
+
+# Answers.
+
+
+def encode(inference, served, labels, scores):
+    """The answer's body, and the length of its JSON when binary outputs follow it (else None)."""
+    header = {"model_name": served.name, "model_version": served.version}
+    if inference.id:
+        header["id"] = inference.id
+    tensors, parts = [], []
+    for name in inference.outputs:
+        tensor = {"name": name, "datatype": protocol.OUTPUTS[name], "shape": inference.shape}
+        if inference.binary[name]:
+            data = protocol.output_bytes(name, labels, scores)
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            parts.append(data)
+        else:
+            tensor["data"] = labels if name == "label" else scores
+        tensors.append(tensor)
+    header["outputs"] = tensors
+    text = ENCODE(header).encode()
+    if not parts:
+        return text + b"\n", None  # a newline, as every JSON answer of the server ends
+    return b"".join([text, *parts]), len(text)
+
+
+# Errors: {"error": "..."} with the status, as the protocol says.
+
+
+def error_response(status, message, headers=()):
+    body = ENCODE({"error": message}) + "\n"
+    response = Response(body, status, mimetype="application/json")
+    for name, value in headers:
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def prediction_error(error):
+    return error_response(error.status, error.detail)
+
+
+def http_error(error):
+    if error.code is None or error.code < 400:
+        return error  # a redirect, not an error
+    return error_response(error.code, error.description, error.get_headers())
+
+
+def unexpected_error(error):
+    request_id = request.environ.get("api.request_id", "-")
+    rule = request.url_rule.rule if request.url_rule else "<unmatched>"
+    log.error("unexpected error", exc_info=error, extra={"request_id": request_id, "route": rule})
+    return error_response(500, f"an unexpected error; request id {request_id}")
