@@ -195,7 +195,8 @@ docker-test: $(DEV)
 	fi; \
 	$(MAKE) --no-print-directory docker-build && $(DEV_BIN)/python tests/docker_check.py $(IMAGE)
 
-# docker-compose.yml for real: API, worker, RabbitMQ, PostgreSQL; a 100,000-tweet job; down.
+# docker-compose.yml for real: two API replicas behind HAProxy, a worker, RabbitMQ, PostgreSQL; the
+# aliases moved through HAProxy; a 100,000-tweet job across the replicas; down.
 compose-test: $(DEV)
 	@if ! docker info >/dev/null 2>&1 || ! command -v docker-compose >/dev/null; then \
 		echo "compose-test: no Docker engine or docker-compose here: NOTHING WAS TESTED"; \

@@ -129,7 +129,15 @@ MODEL_INFO = Gauge(
 
 def create_app(config=None):
     """Build the app: settings, the checked model, the routes and the JSON error handler."""
-    app = Flask(__name__)
+    # The page's files without the OPTIONS Flask would add to their route (text/html, 200).
+    app = Flask(__name__, static_folder=None)
+    app.static_folder = "static"
+    app.add_url_rule(
+        f"{app.static_url_path}/<path:filename>",
+        endpoint="static",
+        view_func=app.send_static_file,
+        provide_automatic_options=False,
+    )
     app.json.sort_keys = False  # answers keep the request's order
     app.json.compact = True
     # Answers as the app's JSON provider writes them, from one encoder made here: the provider

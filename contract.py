@@ -384,8 +384,9 @@ def json_type(value):
 
 def csv_cell(text):
     """Return text as a CSV cell a spreadsheet shows and never runs: a leading ' before =, +, -,
-    @, a tab or a carriage return (OWASP's advice against formula injection)."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    @, a tab or a carriage return (OWASP's advice against formula injection), spaces and line
+    breaks before them included (some spreadsheets pass over them)."""
+    return "'" + text if text.lstrip(" \n").startswith(FORMULA_STARTS) else text
 
 
 def name_ids(ids):

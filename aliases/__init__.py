@@ -26,6 +26,7 @@ from aliases.shadow import (
     HeldObservations,
     Shadowed,
     canary_share,
+    evidence_key,
     shadow,
     shadow_difference,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Unavailable",
     "canary_share",
     "clear_candidate",
+    "evidence_key",
     "follow",
     "live_summary",
     "pair",

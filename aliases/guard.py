@@ -6,15 +6,16 @@
    accuracy is at most PROMOTE_MAX_DROP below stable's. A better model disagrees with a worse one,
    so agreement alone would refuse it; the labels say which of two disagreeing models people side
    with. No client's traffic enters this figure.
-3. Live evidence: it has shadowed PROMOTE_MIN_PAIRS distinct tweets of default traffic (shadow.py
-   counts them: at most 100 from one batch, a text once per process, blank ones never) and agrees
-   with stable on them at least as often as the lower of PROMOTE_MIN_AGREEMENT and its agreement
-   with stable on the reference set less AGREEMENT_MARGIN. The alarm for a candidate that is broken
-   on what users send, or that treats it wildly unlike the labelled tweets.
+3. Live evidence: it has shadowed PROMOTE_MIN_PAIRS distinct tweets of default traffic (shadow.py:
+   a tweet is the pair of scores the two models give it, so texts they cannot tell apart count
+   once, whoever sends them and however often; at most 100 new from one batch) and agrees with
+   stable on them at least as often as the lower of PROMOTE_MIN_AGREEMENT and its agreement with
+   stable on the reference set less AGREEMENT_MARGIN. The alarm for a candidate that is broken on
+   what users send, or that treats it wildly unlike the labelled tweets.
 
-Without the reference set (its file absent), the guard says so and falls back to live evidence
-alone at PROMOTE_MIN_AGREEMENT, the rule before labels, which refuses a model much better than
-stable: send force then, knowingly.
+Without the reference set (its file absent) the guard refuses, saying why: live traffic is what
+clients send, and agreement alone would let one client promote a model (and refuses a model much
+better than stable). Send force then, knowingly, or mount the set.
 """
 
 import csv
@@ -129,30 +130,32 @@ def reason(settings, ready, live, labelled):
     Reference.evidence()."""
     if not ready:
         return "it is not loaded and ready"
-    floor = settings["PROMOTE_MIN_AGREEMENT"]
-    if "unavailable" not in labelled:
-        ours, theirs = labelled["stable"], labelled["candidate"]
-        drop = settings["PROMOTE_MAX_DROP"]
-        if theirs["balanced_accuracy"] < ours["balanced_accuracy"] - drop:
-            return (
-                f"on the {labelled['tweets']} labelled tweets of the reference set its balanced "
-                f"accuracy is {theirs['balanced_accuracy']:.4f} (accuracy "
-                f"{theirs['accuracy']:.4f}), stable's {ours['balanced_accuracy']:.4f} (accuracy "
-                f"{ours['accuracy']:.4f}): more than PROMOTE_MAX_DROP ({drop}) below"
-            )
-        floor = min(floor, round(labelled["agreement"] - AGREEMENT_MARGIN, 4))
+    if "unavailable" in labelled:  # live traffic alone: what a client sends could decide
+        return (
+            f"there is no labelled evidence ({labelled['unavailable']}); the guard judges a "
+            "candidate on tweets people labelled, never on live traffic alone: set "
+            "GUARD_REFERENCE_FILE"
+        )
+    ours, theirs = labelled["stable"], labelled["candidate"]
+    drop = settings["PROMOTE_MAX_DROP"]
+    if theirs["balanced_accuracy"] < ours["balanced_accuracy"] - drop:
+        return (
+            f"on the {labelled['tweets']} labelled tweets of the reference set its balanced "
+            f"accuracy is {theirs['balanced_accuracy']:.4f} (accuracy "
+            f"{theirs['accuracy']:.4f}), stable's {ours['balanced_accuracy']:.4f} (accuracy "
+            f"{ours['accuracy']:.4f}): more than PROMOTE_MAX_DROP ({drop}) below"
+        )
+    floor = min(
+        settings["PROMOTE_MIN_AGREEMENT"], round(labelled["agreement"] - AGREEMENT_MARGIN, 4)
+    )
     pairs, min_pairs = live["pairs"], settings["PROMOTE_MIN_PAIRS"]
     if pairs < min_pairs:
         return f"{pairs} distinct shadowed tweets, fewer than PROMOTE_MIN_PAIRS ({min_pairs})"
     if live["agreement"] < floor:
-        expected = (
-            f"PROMOTE_MIN_AGREEMENT ({settings['PROMOTE_MIN_AGREEMENT']})"
-            if "unavailable" in labelled
-            else f"{floor}, its agreement with stable on the labelled tweets "
-            f"({labelled['agreement']}) less {AGREEMENT_MARGIN}"
-        )
         return (
             f"it agrees with stable on {live['agreement']:.4f} of {pairs} distinct shadowed "
-            f"tweets, less than {expected}"
+            f"tweets, less than {floor}, the lower of PROMOTE_MIN_AGREEMENT "
+            f"({settings['PROMOTE_MIN_AGREEMENT']}) and its agreement with stable on the "
+            f"labelled tweets ({labelled['agreement']}) less {AGREEMENT_MARGIN}"
         )
     return None

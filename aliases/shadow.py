@@ -41,56 +41,68 @@ SHADOW_ERRORS = Counter(
     ["candidate_model", "candidate_version"],
 )
 
-# The guard's counts: a batch adds at most this many tweets, so that no one request decides; a
-# text is counted once per process, however often it is sent (case and spacing aside); a tweet
-# with no word is never counted.
+# The guard's counts. A tweet's evidence is what the two models make of it: its key is the pair of
+# their scores (to 6 places), so that texts the models cannot tell apart (the same words in another
+# case or spacing, or with words neither model knows) are one piece of evidence, however many
+# clients send them, however often. A batch adds at most MAX_PAIRS_A_BATCH new keys, so that no
+# one request decides. Each process writes its new keys to the aliases' home (stores.py), where
+# the keys of every process, replica and restart are counted once.
 MAX_PAIRS_A_BATCH = 100
 SCAN_A_BATCH = 4 * MAX_PAIRS_A_BATCH  # tweets looked at in a batch, at most: a bounded cost
-# Texts seen are held as their hashes, at most this many a process (about 3 MB); past it, the
-# guard has evidence enough from this process and it counts no more for this candidate.
+# Keys this process has seen, so that it sends each once: at most this many (about 3 MB), then it
+# starts again (its home counts a key sent twice once).
 MAX_SEEN = 50_000
+SCALE = 1_000_000  # scores to 6 places: a key is two whole numbers of at most 10**6
+
+
+def evidence_key(ours, theirs):
+    """A tweet's key: its two scores to 6 places, as one whole number under 2**63."""
+    return round(ours * SCALE) * (SCALE + 1) + round(theirs * SCALE)
 
 
 class Counts:
-    """This process's shadow pairs for the guard, under the current candidate's epoch. The figures
-    are replaced whole (a tuple), so that a thread writing them out reads a consistent pair."""
+    """This process's new shadow keys for the guard, under the current candidate's epoch, until
+    its home takes them."""
 
     def __init__(self, current):
         """current() is the epoch of the candidate now followed: a batch of another (one in
         flight as the candidate changed) is not counted."""
-        self.current, self.epoch, self.figures, self.seen = current, None, (0, 0), None
-        self.unsaved = False
+        self.current, self.epoch, self.seen, self.new = current, None, set(), []
         self.lock = threading.Lock()
 
-    def add(self, epoch, texts, ours, theirs):
+    def add(self, epoch, ours, theirs):
         if epoch != self.current():
             return
+        threshold = model.THRESHOLD
         with self.lock:
             if epoch != self.epoch:
-                self.epoch, self.figures, self.seen = epoch, (0, 0), set()
-            seen, threshold = self.seen, model.THRESHOLD
-            pairs, agreeing = self.figures
-            added = 0
-            for i in range(min(len(texts), SCAN_A_BATCH)):
-                if added == MAX_PAIRS_A_BATCH or len(seen) >= MAX_SEEN:
-                    break
-                key = " ".join(texts[i].casefold().split())
-                if not key or hash(key) in seen:
+                self.epoch, self.seen, self.new = epoch, set(), []
+            seen, added = self.seen, 0
+            for i in range(min(len(ours), SCAN_A_BATCH)):
+                key = evidence_key(ours[i], theirs[i])
+                if key in seen:
                     continue
-                seen.add(hash(key))
-                pairs += 1
-                agreeing += (ours[i] >= threshold) == (theirs[i] >= threshold)
+                if len(seen) >= MAX_SEEN:
+                    seen.clear()
+                seen.add(key)
+                self.new.append((key, (ours[i] >= threshold) == (theirs[i] >= threshold)))
                 added += 1
-            if added:
-                self.figures, self.unsaved = (pairs, agreeing), True
+                if added == MAX_PAIRS_A_BATCH:
+                    break
 
     def take(self):
-        """(epoch, pairs, agreeing) to write out if there is anything new, else None."""
+        """(epoch, [(key, agreeing), ...]) new since the last take, or None."""
         with self.lock:
-            if not self.unsaved:
+            if not self.new:
                 return None
-            self.unsaved = False
-            return (self.epoch, *self.figures)
+            taken, self.new = self.new, []
+            return self.epoch, taken
+
+    def give_back(self, epoch, taken):
+        """Keys its home could not take: kept for the next write, if still this epoch's."""
+        with self.lock:
+            if epoch == self.epoch:
+                self.new[:0] = taken
 
 
 class Shadowed:
@@ -124,7 +136,7 @@ def shadow(stable, candidate, tweets, probabilities, epoch=None, counts=None):
         log.warning("the candidate %s failed to score: %s", candidate.name, type(e).__name__)
         return
     if counts is not None:
-        counts.add(epoch, tweets, probabilities, theirs)
+        counts.add(epoch, probabilities, theirs)
     counts = {}
     difference = HeldObservations(shadow_difference(candidate.name, candidate.version))
     for ours, other in zip(probabilities, theirs, strict=True):

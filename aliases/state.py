@@ -67,10 +67,23 @@ def from_stored(data):
             raise ValueError(f"{name} must be null or name a model and a version")
     if data.get("stable") is None:
         raise ValueError("stable must name a model and a version")
+    candidate = data.get("candidate")
+    if candidate is not None:
+        candidate = {"shadow_percent": 100, "canary_percent": 0, **candidate}
+        for name in ("shadow_percent", "canary_percent"):
+            value = candidate[name]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value <= 100
+            ):
+                raise ValueError(f"the candidate's {name} must be a number from 0 to 100")
+        if not isinstance(candidate.get("epoch", ""), str):
+            raise ValueError("the candidate's epoch must be a string")
     version = data.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError("version must be a whole number")
-    return State(data["stable"], data.get("candidate"), data.get("previous"), version)
+    return State(data["stable"], candidate, data.get("previous"), version)
 
 
 def decode(text):

@@ -3,8 +3,9 @@
 One machine (no DATABASE_URL): one JSON file, ALIASES_FILE, written whole and renamed into place
 under a lock, so a change is durable and every process sees either the old or the new file. Every
 process looks at the file's stat at most every REFRESH_SECONDS, on its way to answer a request,
-and reads it again when it changed. Each process writes its shadow counts to a file of its own
-beside it, every COUNTS_SECONDS.
+and reads it again when it changed. Each process appends the guard's new shadow keys (shadow.py)
+to a file of its own beside it, every COUNTS_SECONDS; the guard counts the distinct keys of every
+file.
 
 Several replicas (DATABASE_URL, a postgresql:// URI): the aliases are one row of a PostgreSQL
 table. A change is one transaction: it locks the row (so it serialises with any other change),
@@ -12,9 +13,10 @@ reads the shadow counts every process wrote for the current candidate's epoch, l
 decide, writes the new aliases with the next version, and notifies. Every process follows with a
 thread of its own: LISTEN/NOTIFY wakes it at once, and a poll of the version every FOLLOW_SECONDS
 is the net under it (a notification sent while it was disconnected is never replayed, so a
-reconnection reads everything again). The same thread writes the process's shadow counts to its
-own row, one upsert every FOLLOW_SECONDS at most. With PostgreSQL down every process keeps the
-aliases it last read and goes on serving; changes are refused (503).
+reconnection reads everything again). The same thread inserts the process's new shadow keys
+every FOLLOW_SECONDS at most, one statement, a key any process sent before counted once. With
+PostgreSQL down every process keeps the aliases it last read and goes on serving; changes are
+refused (503).
 
 Either way a process takes a new State only when it has loaded every model and version it names
 (all were loaded and checked at start), and a request resolves its model once, so it finishes on
@@ -30,6 +32,7 @@ import os
 import re
 import secrets
 import socket
+import struct
 import threading
 import time
 import weakref
@@ -142,6 +145,11 @@ class Followed:
         seen = self.state  # as this process last followed them, before the request
 
         def apply(stored, totals):
+            stored_problem = self.unknown(stored)
+            if stored_problem:  # not the request's fault: what is stored must be mended
+                raise Unavailable(
+                    f"{self.where} (version {stored.version}) {stored_problem}: mend them"
+                )
             try:
                 state = edit(stored, totals)
             except Refused as e:
@@ -161,7 +169,7 @@ class Followed:
         return state
 
     def totals(self, epoch):
-        """The shadow pairs of an epoch summed over every process, this one's to the moment."""
+        """The distinct shadow keys of an epoch over every process, this one's to the moment."""
         self.started()
         if epoch is None:
             return {"pairs": 0, "agreeing": 0}
@@ -185,6 +193,7 @@ class FileAliases(Followed):
     def __init__(self, path, known, fallback):
         super().__init__(known, fallback)
         self.path = Path(path)
+        self.where = f"the aliases file {self.path}"
         self.folder = self.path.with_name(f"{self.path.name}.shadow")  # counts: a file a process
         self.stamp, self.checked = object(), 0.0
         self.refresh()
@@ -250,36 +259,42 @@ class FileAliases(Followed):
         return state
 
     def save_counts(self):
+        """Append this process's new keys to its own file beside the aliases file: 9 bytes a key
+        (the key, and whether the two models agreed)."""
         with self.saving:
             taken = self.counts.take()
             if taken is None:
                 return
-            epoch, pairs, agreeing = taken
+            epoch, keys = taken
             try:
                 self.folder.mkdir(mode=0o700, exist_ok=True)
-                target = self.folder / f"{safe(epoch)}--{safe(self.key)}.json"
-                temporary = target.with_suffix(".tmp")
-                temporary.write_text(json.dumps({"pairs": pairs, "agreeing": agreeing}))
-                os.replace(temporary, target)
+                target = self.folder / f"{safe(epoch)}--{safe(self.key)}.keys"
+                with open(target, "ab") as f:
+                    f.write(b"".join(KEY.pack(key, agree) for key, agree in keys))
             except OSError as e:
-                self.counts.unsaved = True  # cumulative figures: the next write catches up
+                self.counts.give_back(epoch, keys)
                 log.warning("cannot write the shadow counts in %s: %s", self.folder, e.strerror)
 
     def stored_totals(self, epoch, save=False):
+        """The distinct keys every process wrote for this epoch, each counted once."""
         if save:
             self.save_counts()
-        totals = {"pairs": 0, "agreeing": 0}
-        for path in self.folder.glob(f"{safe(epoch)}--*.json"):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                figures = json.loads(path.read_text())
-                totals = {k: totals[k] + int(figures[k]) for k in totals}
-        return totals
+        keys = {}
+        for path in self.folder.glob(f"{safe(epoch)}--*.keys"):
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+                whole = len(data) - len(data) % KEY.size  # a write cut short: its whole keys
+                keys.update(KEY.iter_unpack(data[:whole]))
+        return {"pairs": len(keys), "agreeing": sum(keys.values())}
 
     def forget_counts(self, epoch):
         """Remove the counts of every other epoch: their candidate is gone."""
-        for path in self.folder.glob("*--*.json"):
+        for path in self.folder.glob("*--*.keys"):
             if not path.name.startswith(f"{safe(epoch)}--"):
                 path.unlink(missing_ok=True)
+
+
+KEY = struct.Struct("<q?")  # a shadow key and whether the two models agreed on it
 
 
 def safe(name):
@@ -337,24 +352,22 @@ SCHEMA = (
         changed_at double precision
     )""",
     "INSERT INTO sentiment_aliases (id, state, version) VALUES (1, NULL, 0) ON CONFLICT DO NOTHING",
-    """CREATE TABLE IF NOT EXISTS sentiment_shadow_counts (
+    """CREATE TABLE IF NOT EXISTS sentiment_shadow_keys (
         epoch text NOT NULL,
-        process text NOT NULL,
-        pairs bigint NOT NULL,
-        agreeing bigint NOT NULL,
-        updated_at double precision NOT NULL,
-        PRIMARY KEY (epoch, process)
+        key bigint NOT NULL,
+        agreeing boolean NOT NULL,
+        PRIMARY KEY (epoch, key)
     )""",
+    "DROP TABLE IF EXISTS sentiment_shadow_counts",  # counts by process, before distinct keys
 )
-UPSERT_COUNTS = """INSERT INTO sentiment_shadow_counts (epoch, process, pairs, agreeing, updated_at)
-    VALUES (%s, %s, %s, %s, %s) ON CONFLICT (epoch, process) DO UPDATE
-    SET pairs = excluded.pairs, agreeing = excluded.agreeing, updated_at = excluded.updated_at"""
+INSERT_KEYS = """INSERT INTO sentiment_shadow_keys (epoch, key, agreeing) VALUES (%s, %s, %s)
+    ON CONFLICT (epoch, key) DO NOTHING"""
 
 
 class DatabaseAliases(Followed):
     """The aliases in PostgreSQL, for every replica."""
 
-    source = "postgresql"
+    source, where = "postgresql", "the aliases in PostgreSQL"
 
     def __init__(self, url, known, fallback):
         super().__init__(known, fallback)
@@ -458,7 +471,7 @@ class DatabaseAliases(Followed):
                 )
                 if state.epoch != stored.epoch:
                     db.execute(
-                        "DELETE FROM sentiment_shadow_counts WHERE epoch IS DISTINCT FROM %s",
+                        "DELETE FROM sentiment_shadow_keys WHERE epoch IS DISTINCT FROM %s",
                         (state.epoch,),
                     )
                 db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(state.version)))
@@ -469,15 +482,17 @@ class DatabaseAliases(Followed):
         return state
 
     def save_counts(self, db):
+        """Insert this process's new keys; a key another process sent first is counted once."""
         with self.saving:
             taken = self.counts.take()
             if taken is None:
                 return
-            epoch, pairs, agreeing = taken
+            epoch, keys = taken
             try:
-                db.execute(UPSERT_COUNTS, (epoch, self.key, pairs, agreeing, time.time()))
+                with db.cursor() as cursor:
+                    cursor.executemany(INSERT_KEYS, [(epoch, k, a) for k, a in keys])
             except Exception:
-                self.counts.unsaved = True  # cumulative figures: the next write catches up
+                self.counts.give_back(epoch, keys)
                 raise
 
     def stored_totals(self, epoch, save=False):
@@ -510,8 +525,8 @@ def row_state(row, fallback):
 
 def summed(db, epoch):
     pairs, agreeing = db.execute(
-        "SELECT coalesce(sum(pairs), 0), coalesce(sum(agreeing), 0) "
-        "FROM sentiment_shadow_counts WHERE epoch = %s",
+        "SELECT count(*), count(*) FILTER (WHERE agreeing) FROM sentiment_shadow_keys "
+        "WHERE epoch = %s",
         (epoch,),
     ).fetchone()
     return {"pairs": int(pairs), "agreeing": int(agreeing)}

@@ -1,9 +1,12 @@
-"""Bring up docker-compose.yml, run a 100,000-tweet job end to end, take it down.
+"""Bring up docker-compose.yml, move the aliases and run a 100,000-tweet job across its two
+replicas, take it down.
 
     python tests/compose_check.py BASE_IMAGE          # make compose-test runs it
 
-The four containers (API, worker, RabbitMQ, PostgreSQL) get fresh random passwords and free ports
-for this run. The job is a CSV posted over verified HTTPS; its answers must equal the model's.
+The six containers (two API replicas, HAProxy, a worker, RabbitMQ, PostgreSQL) get fresh random
+passwords, tokens, a certificate and free ports for this run. A candidate set, promoted and rolled
+back through HAProxy must reach both replicas, each asked on its own port. The job is a CSV posted
+over verified HTTPS to one replica and fetched from the other; its answers must equal the model's.
 Prints the figures. Exits 0 without testing, saying so, when Docker or docker-compose is absent.
 """
 
@@ -62,17 +65,33 @@ def compose(*args, env, check=True):
     return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=check)
 
 
-def request(url, cafile, token, body=None, content_type=None):
+def request(url, cafile, token, body=None, content_type=None, method=None):
     context = ssl.create_default_context(cafile=cafile)
     headers = {"Authorization": f"Bearer {token}"}
     if content_type:
         headers["Content-Type"] = content_type
-    req = urllib.request.Request(url, data=body, headers=headers)
+    req = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, context=context, timeout=120) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def ready(port, cafile):
+    try:
+        return request(f"https://localhost:{port}/ready", cafile, "-")[0] == 200
+    except OSError:
+        return False
+
+
+def following(port, cafile, version):
+    """Whether 4 fresh connections in a row (either worker) follow this aliases version."""
+    for _ in range(4):
+        status, body = request(f"https://localhost:{port}/ready", cafile, "-")
+        if status != 200 or json.loads(body)["aliases"]["version"] < version:
+            return False
+    return True
 
 
 def tweets():
@@ -92,18 +111,35 @@ def main(base_image):
     ):
         print("compose-test: no docker-compose or no Docker engine here: NOTHING WAS TESTED")
         return 0
-    port = free_port()
+    port, replicas = free_port(), [free_port(), free_port()]
+    folder = Path(tempfile.mkdtemp(prefix="compose-check-"))
+    subprocess.run(  # the replicas' certificate, readable by the containers' users
+        ["make", "--no-print-directory", "certs", f"TLS_CERT={folder}/server.crt",
+         f"TLS_KEY={folder}/server.key"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    folder.chmod(0o755)
+    (folder / "server.key").chmod(0o644)
+    token, admin = secrets.token_hex(32), secrets.token_hex(32)
     env = {
         **os.environ,
         "BASE_IMAGE": base_image,
         "RABBITMQ_PASSWORD": secrets.token_hex(16),
         "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "API_TOKEN": token,
+        "ADMIN_TOKEN": admin,
+        "TLS_DIR": str(folder),
         "API_PORT": str(port),
+        "API1_PORT": str(replicas[0]),
+        "API2_PORT": str(replicas[1]),
         "RABBITMQ_PORT": str(rabbitmq_port()),
         "POSTGRES_PORT": str(free_port()),
         "WORKER_METRICS_PORT": str(free_port()),
         "GRPC_PORT": str(free_port()),
+        "API1_GRPC_PORT": str(free_port()),
+        "API2_GRPC_PORT": str(free_port()),
     }
+    cafile = str(folder / "server.crt")
     figures, started = {}, time.monotonic()
     compose("down", "-v", "--remove-orphans", env=env, check=False)
     try:
@@ -111,33 +147,35 @@ def main(base_image):
         if up.returncode:
             raise AssertionError(f"docker-compose up failed:\n{up.stdout}\n{up.stderr}")
         figures["seconds_to_build_and_start"] = round(time.monotonic() - started, 1)
-        api = compose("ps", "-q", "api", env=env).stdout.strip()
-        folder = Path(tempfile.mkdtemp(prefix="compose-check-"))
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # the API makes its certificate and token at start
-            got = subprocess.run(
-                ["docker", "cp", f"{api}:/run/api/server.crt", str(folder / "server.crt")],
-                capture_output=True,
-            )
-            token = subprocess.run(
-                ["docker", "exec", api, "cat", "/run/api/.api_token"],
-                capture_output=True,
-                text=True,
-            )
-            if got.returncode == 0 and token.returncode == 0 and token.stdout.strip():
-                try:
-                    status, _ = request(
-                        f"https://localhost:{port}/ready", str(folder / "server.crt"), "-"
-                    )
-                    if status == 200:
-                        break
-                except OSError:
-                    pass
+        while not all(ready(p, cafile) for p in (port, *replicas)):  # through HAProxy, and each
+            if time.monotonic() > deadline:
+                raise AssertionError("HAProxy and both replicas did not answer /ready in 180 s")
             time.sleep(1)
-        else:
-            raise AssertionError("the API never answered /ready")
-        token, cafile = token.stdout.strip(), str(folder / "server.crt")
         figures["seconds_to_ready"] = round(time.monotonic() - started, 1)
+
+        # The aliases, moved through HAProxy, reach both replicas (PostgreSQL, LISTEN/NOTIFY).
+        seconds = []
+        for method, path, body in (
+            ("PUT", "/candidate", {"model": "tweet-sentiment", "shadow_percent": 0}),
+            ("POST", "/promote", {"force": True}),
+            ("POST", "/rollback", None),
+        ):
+            status, answer = request(
+                f"https://localhost:{port}/api/v1/aliases{path}",
+                cafile,
+                admin,
+                None if body is None else json.dumps(body).encode(),
+                "application/json",
+                method,
+            )
+            assert status == 200, answer
+            version, moved = json.loads(answer)["version"], time.monotonic()
+            while not all(following(p, cafile, version) for p in replicas):
+                assert time.monotonic() - moved < 10, f"{path}: not on both replicas in 10 s"
+                time.sleep(0.05)
+            seconds.append(round(time.monotonic() - moved, 3))
+        figures["aliases_seen_by_both_replicas_s"] = seconds
 
         batch = tweets()
         out = io.StringIO()
@@ -145,8 +183,8 @@ def main(base_image):
         writer.writerow(["id", "text"])
         writer.writerows(batch.items())
         job_started = time.monotonic()
-        status, body = request(
-            f"https://localhost:{port}/api/v1/jobs?scores=true",
+        status, body = request(  # on one replica; its status and result from the other
+            f"https://localhost:{replicas[0]}/api/v1/jobs?scores=true",
             cafile,
             token,
             out.getvalue().encode(),
@@ -155,7 +193,9 @@ def main(base_image):
         assert status == 202, body
         job_id = json.loads(body)["job_id"]
         while True:
-            status, body = request(f"https://localhost:{port}/api/v1/jobs/{job_id}", cafile, token)
+            status, body = request(
+                f"https://localhost:{replicas[1]}/api/v1/jobs/{job_id}", cafile, token
+            )
             state = json.loads(body)
             assert state["status"] in ("queued", "running", "done"), state
             if state["status"] == "done":
@@ -165,7 +205,7 @@ def main(base_image):
             time.sleep(0.5)
         figures["job_seconds_post_to_done"] = round(time.monotonic() - job_started, 1)
         status, body = request(
-            f"https://localhost:{port}/api/v1/jobs/{job_id}/result", cafile, token
+            f"https://localhost:{replicas[1]}/api/v1/jobs/{job_id}/result", cafile, token
         )
         answer = json.loads(body)
         shipped, expected = registry.load_one().get().model, {}  # what the default serves
@@ -178,10 +218,11 @@ def main(base_image):
         figures["tweets_per_second"] = round(TWEETS / figures["job_seconds_post_to_done"])
         services = compose("ps", "--services", "--filter", "status=running", env=env).stdout
         figures["containers"] = sorted(services.split())
-        assert figures["containers"] == ["api", "postgres", "rabbitmq", "worker"], figures
+        expected_containers = ["api1", "api2", "haproxy", "postgres", "rabbitmq", "worker"]
+        assert figures["containers"] == expected_containers, figures
         logs = compose("logs", "--no-color", env=env).stdout
         assert env["RABBITMQ_PASSWORD"] not in logs and env["POSTGRES_PASSWORD"] not in logs
-        assert token not in logs and batch["c1"] not in logs
+        assert token not in logs and admin not in logs and batch["c1"] not in logs
     except BaseException:
         print(compose("logs", "--no-color", "--tail", "40", env=env, check=False).stdout)
         raise

@@ -1,6 +1,7 @@
 """Fixtures shared by the tests: the shipped model, the real data, the app and its client."""
 
 import contextlib
+import functools
 import importlib.util
 import os
 import signal
@@ -251,3 +252,26 @@ def wait_for_workers(master, count, exclude=(), seconds=20):
             return current
         time.sleep(0.1)
     raise AssertionError(f"workers did not settle: {workers(master)}")
+
+
+def evidence(stable, candidate, texts):
+    """The guard's shadow figures for these tweets, as aliases/shadow.py keys them (the pair of
+    scores): {"pairs": distinct keys, "agreeing": those both models label alike}. stable and
+    candidate are model names."""
+    import aliases
+
+    ours = catalogue().get(stable).model.scores(list(texts))
+    theirs = catalogue().get(candidate).model.scores(list(texts))
+    keys = {
+        aliases.evidence_key(a, b): (a >= 0.5) == (b >= 0.5)
+        for a, b in zip(ours, theirs, strict=True)
+    }
+    return {"pairs": len(keys), "agreeing": sum(keys.values())}
+
+
+@functools.cache
+def catalogue():
+    """Every model of models.json, loaded once for the tests that score beside the server."""
+    import registry
+
+    return registry.load()

@@ -21,16 +21,28 @@ pytestmark = pytest.mark.slow
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def sessions():
-    """Yield (page, line, command, expected output) for each "$ " command of the pages."""
-    for page in PAGES:
+# Sessions under these marks run elsewhere, against what they need (several replicas:
+# tests/test_cluster.py), not against this module's one server.
+ELSEWHERE = ("cluster",)
+
+
+def sessions(pages=PAGES, mark=None):
+    """Yield (page, line, command, expected output) for each "$ " command of the pages: those of
+    the blocks under `<!-- test: mark -->` if a mark is given, else all but those of ELSEWHERE."""
+    for page in pages:
         lines = page.read_text().splitlines()
-        n = 0
+        n, inside, above, block = 0, False, None, None
         while n < len(lines):
-            if not lines[n].startswith("$ "):
+            line = lines[n]
+            if line.startswith("<!-- test:"):
+                above = line.removeprefix("<!-- test:").removesuffix("-->").strip()
+            elif line.startswith("```"):
+                inside = not inside
+                block, above = (above if inside else None), None
+            if not line.startswith("$ ") or (block != mark if mark else block in ELSEWHERE):
                 n += 1
                 continue
-            start, command = n + 1, [lines[n][2:]]
+            start, command = n + 1, [line[2:]]
             while command[-1].endswith("\\"):
                 n += 1
                 command.append(lines[n])

@@ -10,10 +10,13 @@ import ssl
 import time
 
 import pytest
-from conftest import FIGURES, TOKEN, running_server, stop
+from conftest import FIGURES, TOKEN, evidence, running_server, stop
+
+import registry
 
 pytestmark = pytest.mark.slow
 OLD, SMALL = "tweet-sentiment-2020", "tweet-sentiment"
+DEFAULT = registry.read_catalogue(registry.MODELS_FILE)["default"]  # stable at start
 MIN_PAIRS = 300
 
 
@@ -49,9 +52,12 @@ def shadow(server, at_least=0, seconds=10):
         time.sleep(0.25)
 
 
-def distinct_tweets(start, count):
+WORDS = ("love", "hate", "great", "awful", "fine", "sad", "happy", "bored", "nice", "bad")
+OTHER_WORDS = ("amazing", "terrible", "cute", "ugly", "fun", "boring", "win", "lost", "yay", "ugh")
+
+
+def distinct_tweets(start, count, words=WORDS):
     """Tweets that differ in words, not only in case or spacing."""
-    words = ("love", "hate", "great", "awful", "fine", "sad", "happy", "bored", "nice", "bad")
     return {
         str(i): f"day {i}: {words[i % 10]} {words[(i // 10) % 10]} {words[(i // 100) % 10]}"
         for i in range(start, start + count)
@@ -68,80 +74,100 @@ def send(server, tweets, batch=90):
 def test_12_one_request_of_repeated_text_does_not_decide_the_guard(tmp_path):
     """Before: the 2020 model as candidate, one predict of 10,000 copies of "happy happy", then
     promote without force: pairs 10,000, agreement 1.0, promoted. 10,000 blank tweets blocked a
-    good candidate the same way."""
+    good candidate the same way. And the probe after the first fix: near-copies with words no
+    model knows ("happy happy zq17x") counted each, enough to block tweet-sentiment (agreement
+    0.64 after 9 requests) or, with no labelled set, to promote the 2020 model (11 requests)."""
     with running_server(tmp_path, API_TOKEN=TOKEN, PROMOTE_MIN_PAIRS=str(MIN_PAIRS)) as server:
         assert admin(server, "PUT", "/candidate", {"model": OLD})[0] == 200
         time.sleep(0.5)  # both workers follow within a quarter of a second
         copies = {str(i): "happy happy" if i % 2 else "Happy  HAPPY " for i in range(10_000)}
         assert call(server, "POST", "/api/v1/predict", copies)[0] == 200
-        after_copies = shadow(server, at_least=1)
+        near = {str(i): f"happy happy zq{i}x" for i in range(10_000)}
+        for start in range(0, 10_000, 90):  # near-copies, in batches under the cap
+            batch = dict(list(near.items())[start : start + 90])
+            assert call(server, "POST", "/api/v1/predict", batch)[0] == 200
+        time.sleep(2.5)  # every worker has written its counts out
+        after_copies = shadow(server)
         status, refused = admin(server, "POST", "/promote")
         assert status == 409, refused
-        assert after_copies["pairs"] in (1, 2), after_copies  # once per worker at most
-        # A good candidate is not blocked by blank tweets: they are never counted.
+        assert after_copies["pairs"] == 1, after_copies  # words no model knows change nothing
+        # A good candidate is not blocked by blank tweets: one piece of evidence in all.
         assert admin(server, "DELETE", "/candidate")[0] == 200
         assert admin(server, "PUT", "/candidate", {"model": SMALL})[0] == 200
         time.sleep(0.5)
         blank = {str(i): " " * (i % 7) for i in range(10_000)}
         assert call(server, "POST", "/api/v1/predict", blank)[0] == 200
-        time.sleep(2.5)  # every worker has written its counts out
-        assert shadow(server)["pairs"] == 0
+        time.sleep(2.5)
+        assert shadow(server)["pairs"] == 1
         # Nor by one request of many distinct tweets: it adds at most 100.
         assert call(server, "POST", "/api/v1/predict", distinct_tweets(0, 5_000))[0] == 200
-        one_request = shadow(server, at_least=100)
-        assert one_request["pairs"] == 100, one_request
-        send(server, distinct_tweets(5_000, MIN_PAIRS))
-        enough = shadow(server, at_least=MIN_PAIRS + 100)
+        one_request = shadow(server, at_least=101)
+        assert one_request["pairs"] == 101, one_request
+        more = distinct_tweets(5_000, MIN_PAIRS, OTHER_WORDS)  # none of the first request's
+        send(server, more)
+        expected = 101 + evidence(DEFAULT, SMALL, more.values())["pairs"]
+        enough = shadow(server, at_least=expected)
         status, state = call(server, "GET", "/api/v1/aliases")
         report(
             "12 the guard's counts",
             {
-                "10,000 copies of happy happy: pairs": after_copies["pairs"],
+                "10,000 copies of happy happy, then 10,000 near-copies: pairs": 1,
                 "promote": refused["detail"],
-                "10,000 blank tweets: pairs": 0,
-                "one request of 5,000 distinct: pairs": one_request["pairs"],
+                "10,000 blank tweets: pairs": 1,
+                "one request of 5,000 distinct: pairs": one_request["pairs"] - 1,
                 "then 300 more in batches of 90": enough,
                 "guard": state["guard"],
             },
         )
-        assert enough["pairs"] == MIN_PAIRS + 100, enough
+        assert enough["pairs"] == expected, enough
 
 
 def test_13_a_restart_keeps_the_counts_of_the_candidate_and_no_impossible_figure(tmp_path):
     """Before: candidate set, traffic, candidate set again, TERM, make api-start, 22,000 pairs at
     54.5% agreement: GET said 1,000 pairs at 1.0 and promote passed. Now the counts belong to the
-    candidate's epoch and are written beside the aliases file: the restarted server reads the
-    same figures, and they only grow."""
+    candidate's epoch and are kept beside the aliases file, each tweet once: the restarted server
+    reads the same figures, the same tweets sent again add nothing (the probe after the first fix
+    counted them again in each worker and after each restart), and new ones add."""
     folder = tmp_path
     env = {"API_TOKEN": TOKEN, "PROMOTE_MIN_PAIRS": str(10 * MIN_PAIRS)}
+    stable = DEFAULT
     with running_server(folder, **env) as server:
         assert admin(server, "PUT", "/candidate", {"model": OLD})[0] == 200
         time.sleep(0.5)
         send(server, distinct_tweets(0, 400))
-        first = shadow(server, at_least=400)
+        first = shadow(
+            server, at_least=evidence(stable, OLD, distinct_tweets(0, 400).values())["pairs"]
+        )
         assert admin(server, "PUT", "/candidate", {"model": OLD})[0] == 200  # again: from 0
         time.sleep(0.5)
         assert shadow(server)["pairs"] == 0
-        send(server, distinct_tweets(1_000, 450))
-        before = shadow(server, at_least=450)
+        tweets = distinct_tweets(1_000, 450)
+        expected = evidence(stable, OLD, tweets.values())
+        for _ in range(3):  # the same tweets, three times over, through both workers
+            send(server, tweets)
+        before = shadow(server, at_least=expected["pairs"])
         time.sleep(2.5)  # every worker has written its counts out
         stop(server["process"])
     with running_server(folder, **env) as server:
         after = shadow(server)
-        send(server, distinct_tweets(2_000, 180))
-        grown = shadow(server, at_least=after["pairs"] + 180)
+        send(server, tweets)  # again, after the restart
+        time.sleep(2.5)
+        again = shadow(server)
+        more = distinct_tweets(2_000, 180)
+        send(server, more)
+        both = evidence(stable, OLD, [*tweets.values(), *more.values()])
+        grown = shadow(server, at_least=both["pairs"])
         status, refused = admin(server, "POST", "/promote")
     report(
         "13 the counts across a restart",
-        {"first candidate": first, "set again": before, "restarted": after, "more": grown},
-    )
-    assert before["pairs"] == 450 and after == before, (before, after)
-    assert grown["pairs"] == 630 and 0 <= grown["agreement"] <= 1
-    assert (
-        status == 409
-        and "fewer than PROMOTE_MIN_PAIRS" in refused["detail"]
-        or ("labelled tweets" in refused["detail"])
-    ), refused
+        {"first candidate": first, "set again, sent 3 times": before, "restarted": after,
+         "the same again": again, "more": grown},
+    )  # fmt: skip
+    assert (before["pairs"], before["agreeing"]) == (expected["pairs"], expected["agreeing"])
+    assert after == before == again, (before, after, again)
+    assert (grown["pairs"], grown["agreeing"]) == (both["pairs"], both["agreeing"])
+    assert 0 <= grown["agreement"] <= 1
+    assert status == 409 and "labelled tweets" in refused["detail"], refused
 
 
 def test_a_server_that_cannot_read_its_aliases_at_start_is_not_ready(tmp_path):

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import pytest
 import websocket
-from conftest import FIGURES, ROOT, TOKEN, make_child, running_server, stop, wait_for_workers
+from conftest import (
+    FIGURES,
+    ROOT,
+    TOKEN,
+    evidence,
+    make_child,
+    running_server,
+    stop,
+    wait_for_workers,
+)
 
 import aliases
 
@@ -436,10 +445,6 @@ def labels(server, route, batches):
     return result, headers
 
 
-def distinct(texts):
-    return {" ".join(t.casefold().split()) for t in texts} - {""}
-
-
 def settled_shadow(server, pairs):
     """The shadow figures once every worker has written out its counts (within 2 s)."""
     deadline = time.monotonic() + 10
@@ -465,12 +470,9 @@ def test_the_guard_judges_on_labelled_tweets_then_on_distinct_live_ones(fresh, t
 
     # tweet-sentiment, as good as large on the labels: promoted once PROMOTE_MIN_PAIRS distinct
     # tweets of live traffic, summed over both workers, agree often enough.
-    stable, _ = labels(server, f"/api/v1/models/{LARGE}/predict", tweets)
-    theirs, _ = labels(server, f"/api/v1/models/{SMALL}/predict", tweets)
     texts = [t for batch in tweets for t in batch.values()]
-    keys = [" ".join(t.casefold().split()) for t in texts]
-    agreeing = {k for k, a, b in zip(keys, stable, theirs, strict=True) if a == b} - {""}
-    pairs = len(distinct(texts))
+    expected = evidence(LARGE, SMALL, texts)
+    pairs = expected["pairs"]
     assert pairs >= MIN_PAIRS
     admin(server, "DELETE", "/candidate")
     admin(server, "PUT", "/candidate", {"model": SMALL})
@@ -483,7 +485,7 @@ def test_the_guard_judges_on_labelled_tweets_then_on_distinct_live_ones(fresh, t
     assert headers["X-Model-Name"] == LARGE
     shadow = settled_shadow(server, pairs)
     report("the guard: tweet-sentiment's live evidence", shadow)
-    assert (shadow["pairs"], shadow["agreeing"]) == (pairs, len(agreeing)), shadow
+    assert (shadow["pairs"], shadow["agreeing"]) == (pairs, expected["agreeing"]), shadow
     assert state(server)["guard"] == {"promotable": True, "reason": None}
     promoted = admin(server, "POST", "/promote")
     assert promoted["stable"]["model"] == SMALL and promoted["previous"]["model"] == LARGE

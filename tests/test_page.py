@@ -6,7 +6,7 @@ import shutil
 import time
 
 import pytest
-from conftest import TOKEN, running_server
+from conftest import TOKEN, evidence, running_server
 from playwright.sync_api import expect, sync_playwright
 
 pytestmark = pytest.mark.slow
@@ -171,10 +171,13 @@ def test_the_page_shows_the_candidate_and_its_agreement(page, server):
 
     call("PUT", "/aliases/candidate", {"model": "tweet-sentiment"}, admin)
     try:
-        for i in range(3):  # six distinct tweets: the guard counts a text once
-            call("POST", f"/{TOKEN}/predict", {"1": f"{TWEET} {i}", "2": f"{LINES[1]} {i}"}, TOKEN)
+        words = ("love", "hate", "great")  # six tweets the models tell apart
+        texts = [f"{TWEET} {w}" for w in words] + [f"{LINES[1]} {w}" for w in words]
+        for i in range(3):
+            call("POST", f"/{TOKEN}/predict", {"1": texts[i], "2": texts[3 + i]}, TOKEN)
+        expected = evidence(registry.load().get().name, "tweet-sentiment", texts)["pairs"]
         deadline = time.monotonic() + 10  # each worker writes its counts out within 2 s
-        while (state := call("GET", "/aliases", None, TOKEN))["shadow"]["pairs"] < 6:
+        while (state := call("GET", "/aliases", None, TOKEN))["shadow"]["pairs"] < expected:
             assert time.monotonic() < deadline, state
             time.sleep(0.25)
         connect(page)
@@ -184,7 +187,7 @@ def test_the_page_shows_the_candidate_and_its_agreement(page, server):
             f"candidate tweet-sentiment {served.version}: agrees on "
             f"{shadow['agreement'] * 100:.1f}% of {shadow['pairs']} tweets shadowed"
         )
-        assert shadow["pairs"] == 6
+        assert shadow["pairs"] == expected == 6
         if "candidate" in labelled:  # the reference set is at hand
             expect(page.locator("#aliases")).to_contain_text(
                 f"on {labelled['tweets']:,} tweets people labelled, balanced accuracy "
