@@ -37,7 +37,7 @@ DEV := $(DEV_VENV)/.installed
 CLIENTS := $(CLIENTS_VENV)/.installed
 endif
 
-.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models bench-shadow bench-v2 profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
+.PHONY: help api-start worker-start rpc-start stream-start score spark-score bench-files bench-jobs bench-models bench-shadow bench-v2 bench-speed profile certs token candidate promote rollback test lint format train bench docker-build docker-run \
 	docker-test compose-test clean v2-stubs
 
 help:
@@ -51,7 +51,8 @@ help:
 	@echo "make test        install the dev tools and run every test"
 	@echo "make v2-stubs    generate v2/*_pb2*.py from v2/grpc_predict_v2.proto"
 	@echo "make lint        ruff check and format check"
-	@echo "make train       retrain every shipped model from DATA; MODEL=<name>: one (CHOICE=recorded: no CV)"
+	@echo "make train       retrain every shipped model; MODEL=<name>: one (CHOICE=recorded: no CV)"
+	@echo "make train DATA=my.csv MODEL=my-model  a model of our kind on your CSV (id,text,label)"
 	@echo "make bench       measure the model and the running service"
 	@echo "make bench-v2    the V2 door (REST, gRPC) beside our REST and MLServer"
 	@echo "make profile     where a worker's time goes under load (PROFILE=\"--server floor\")"
@@ -220,10 +221,14 @@ format: $(DEV)
 	$(DEV_BIN)/ruff check --fix .
 	$(DEV_BIN)/ruff format .
 
+# Every shipped model (tweet-sentiment-people last: its card compares it with the others), or
+# MODEL=<name>: a shipped one, or any other name, a model of our kind trained on DATA (a CSV of
+# id, text and label) into artifacts/<name>/ (or OUT=folder).
+SHIPPED_MODELS := tweet-sentiment tweet-sentiment-large tweet-sentiment-people
 train: $(DEV)
-	@for name in $(or $(MODEL),tweet-sentiment tweet-sentiment-large); do \
-		(set -x; $(DEV_BIN)/python train.py --data "$(DATA)" --model "$$name" $(if $(CHOICE),--choice $(CHOICE))) \
-			|| exit 1; \
+	@for name in $(or $(MODEL),$(SHIPPED_MODELS)); do \
+		(set -x; $(DEV_BIN)/python train.py --data "$(DATA)" --model "$$name" \
+			$(if $(CHOICE),--choice $(CHOICE)) $(if $(OUT),--out "$(OUT)")) || exit 1; \
 	done
 
 # The benchmark's peers (FastAPI, BentoML) in an environment of their own.
@@ -257,6 +262,7 @@ bench: $(DEV) $(VENV)/.installed $(BENCH_VENV)/.installed $(MLSERVER_VENV)/.inst
 	$(DEV_BIN)/python bench/bench.py
 	$(DEV_BIN)/python bench/shadow.py
 	$(DEV_BIN)/python bench/jobs.py
+	$(DEV_BIN)/python bench/models_speed.py
 	$(DEV_BIN)/python bench/v2.py
 
 # The V2 door (REST and gRPC) beside our REST and MLServer; BENCH_V2="--rounds 8" for its options.
@@ -279,6 +285,10 @@ bench-jobs: $(DEV) $(VENV)/.installed
 bench-shadow: $(DEV) $(VENV)/.installed
 	@command -v wrk >/dev/null || { echo "make bench-shadow needs wrk: apt-get install -y wrk"; exit 1; }
 	$(DEV_BIN)/python bench/shadow.py
+
+# Each model's in-process tweets/s, cold and warm (one core, no server; part of make bench).
+bench-speed: $(DEV)
+	$(DEV_BIN)/python bench/models_speed.py
 
 # Memory per worker with one, two, ... of models.json's models.
 bench-models: $(DEV) $(VENV)/.installed

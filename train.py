@@ -11,8 +11,10 @@ package here: the artifacts carry the entries the model uses, so serving needs n
 """
 
 import argparse
+import csv
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import re
@@ -36,6 +38,7 @@ from sklearn.pipeline import Pipeline
 
 import model
 import model_2020
+import reference
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -120,7 +123,8 @@ class NBFeatures(TransformerMixin, BaseEstimator):
     def __init__(self, reading=None, alpha=1.0, min_count=MIN_COUNT):
         self.reading, self.alpha, self.min_count = reading, alpha, min_count
 
-    def fit(self, texts, y):
+    def fit(self, texts, y, sample_weight=None):
+        """sample_weight: what each tweet counts for in the ratios (the counts stay tweets)."""
         readings, self.dense_names_ = self.reading(list(texts))
         self.vectorizer_ = CountVectorizer(
             analyzer=lambda terms: terms, binary=True, min_df=self.min_count, lowercase=False
@@ -131,6 +135,10 @@ class NBFeatures(TransformerMixin, BaseEstimator):
         self.negative_counts_ = np.asarray(X[y == 0].sum(axis=0)).ravel()
         p = self.alpha + self.positive_counts_
         q = self.alpha + self.negative_counts_
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=float)
+            p = self.alpha + w[y == 1] @ X[y == 1]
+            q = self.alpha + w[y == 0] @ X[y == 0]
         self.ratios_, self.ratio_margins_ = rounded(np.log(p / p.sum()) - np.log(q / q.sum()))
         return self
 
@@ -640,24 +648,32 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=model.ARTIFACTS_DIR, help="artifacts folder")
     parser.add_argument(
         "--model",
-        choices=MODEL_NAMES,
         default=MODEL_NAMES[0],
-        help=f"the model to train (its folder: artifacts/ or artifacts/{LARGE_MODEL}/)",
+        help=f"a shipped model ({', '.join(MODEL_NAMES)}: artifacts/ or artifacts/<name>/), or any "
+        "other name: a model of our kind trained on --data (id, text, label), in artifacts/<name>/",
     )
     parser.add_argument(
-        "--extra-data", type=Path, default=LARGE_DATA, help=f"{LARGE_MODEL}: the 80K tweets"
+        "--extra-data", type=Path, default=LARGE_DATA, help="shipped models: the 80K tweets"
+    )
+    parser.add_argument(
+        "--semeval", type=Path, default=reference.REFERENCE_FILE, help=f"{PEOPLE_MODEL}'s tweets"
     )
     parser.add_argument(
         "--choice",
         choices=("cv", "recorded"),
         default="cv",
-        help=f"{LARGE_MODEL}: cross-validate, or take the choice in its evaluation.json",
+        help=f"{LARGE_MODEL}, {PEOPLE_MODEL}: choose again (cross-validation; the validation "
+        "split), or take the choice recorded in their evaluation.json",
     )
     args = parser.parse_args(argv)
     if not args.data.is_file():
         sys.exit(f"no data at {args.data}: pass --data (make train DATA=path/to.csv)")
     if args.model == LARGE_MODEL:
         return main_large(args)
+    if args.model == PEOPLE_MODEL:
+        return main_people(args)
+    if args.model not in MODEL_NAMES:
+        return main_own(args)
 
     df = read_data(args.data)
     train, test = reference_split(df)
@@ -727,7 +743,7 @@ def main(argv=None):
 # tweet-sentiment-large: today's kind of model, trained on the 80K file plus the 10K set's
 # reference training rows; figures on the 10K set's reference test rows, which it never trains on.
 LARGE_MODEL = "tweet-sentiment-large"
-MODEL_NAMES = ("tweet-sentiment", LARGE_MODEL)
+MODEL_NAMES = ("tweet-sentiment", LARGE_MODEL, "tweet-sentiment-people")
 LARGE_DATA = HERE.parent / "shared" / "data" / "sentiment140_80K.csv"
 LARGE_DIR = model.ARTIFACTS_DIR / LARGE_MODEL
 # Kept from tweet-sentiment's cross-validation (the reading and alpha): more data does not change
@@ -794,7 +810,6 @@ def choose_large(rows, reading):
             "C": float(params["lr__C"]),
             "mean_accuracy": round(float(results["mean_test_score"][i]), 4),
             "std_accuracy": round(float(results["std_test_score"][i]), 4),
-            "fit_seconds": round(float(results["mean_fit_time"][i]), 1),
         }
         for i, params in enumerate(results["params"])
     ]
@@ -817,7 +832,7 @@ def recorded_choice():
     }
     if grid != LARGE_GRID:
         sys.exit(f"{path} chose over another grid than LARGE_GRID: train with --choice cv")
-    return recorded, document["training_seconds"]
+    return recorded
 
 
 def term_counts(rows, reading, minimums):
@@ -955,8 +970,9 @@ def plot_large(path, y, columns):
 FIGURE_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 
 
-def large_evaluation(files, train, extra, rows, test, figures, cv, facts, seconds):
-    """Return the large model's evaluation.json: its card's figures as data."""
+def large_evaluation(files, train, extra, rows, test, figures, cv, facts):
+    """Return the large model's evaluation.json: its card's figures as data. No time is in it:
+    retraining must give the same bytes (times go to the training log)."""
     large, recipe, old = figures
     return {
         "model": LARGE_MODEL,
@@ -978,7 +994,6 @@ def large_evaluation(files, train, extra, rows, test, figures, cv, facts, second
         },
         "cross_validation": cv,
         **facts,
-        "training_seconds": seconds,
         "lexicon": LEXICON_NOTICE,
     }
 
@@ -993,7 +1008,7 @@ def large_card(document, figures, weights, mistakes, size):
     chosen = cv["chosen"]
     cv_rows = "\n".join(
         f"| {c['min_count']} | {c['C']} | {c['terms']:,} | {c['mean_accuracy']:.2%} "
-        f"| {c['std_accuracy']:.2%} | {c['fit_seconds']:.0f} | "
+        f"| {c['std_accuracy']:.2%} | "
         + ("yes |" if (c["min_count"], c["C"]) == (chosen["min_count"], chosen["C"]) else "|")
         for c in cv["candidates"]
     )
@@ -1024,7 +1039,6 @@ def large_card(document, figures, weights, mistakes, size):
         f"| {model.LABELS[target]} | {score:.2f} | {kind} | {markdown_cell(text)} |"
         for text, target, score, kind in shown
     )
-    seconds = document["training_seconds"]
     dense = ", ".join(
         f"{name} {coefficient:+.3f}"
         for name, coefficient in zip(
@@ -1081,8 +1095,8 @@ Chosen by {cv["folds"]}-fold cross-validation on the {counts["total"]:,} trainin
 term must appear in, and the regularisation C. Kept from `tweet-sentiment`'s cross-validation:
 preprocessing `{chosen["preprocessing"]}`, smoothing alpha {chosen["alpha"]}.
 
-| Min. tweets per term | C | Terms kept | CV accuracy | Std | Seconds per fit | Chosen |
-| --: | --: | --: | --: | --: | --: | --- |
+| Min. tweets per term | C | Terms kept | CV accuracy | Std | Chosen |
+| --: | --: | --: | --: | --: | --- |
 {cv_rows}
 
 Chosen: minimum count {chosen["min_count"]}, C {chosen["C"]} (CV accuracy
@@ -1156,12 +1170,12 @@ explanation; the kinds of `tweet-sentiment`'s card):
 {shown_rows}
 
 ## Training
-`python train.py --model {LARGE_MODEL}` (`make train MODEL={LARGE_MODEL}`), measured on
-{seconds["cores"]} cores: cross-validation {seconds["cross_validation"] / 60:.1f} min
-({len(cv["candidates"])} candidates × {cv["folds"]} folds), the rest (the shipped fit, the other
-models, the learning curve, the bias, the files) {seconds["the_rest"] / 60:.1f} min.
-`--choice recorded` skips cross-validation and takes the choice recorded in `evaluation.json`: the
-same files, byte for byte, in about the time of the rest.
+`python train.py --model {LARGE_MODEL}` (`make train MODEL={LARGE_MODEL}`): cross-validation
+({len(cv["candidates"])} candidates × {cv["folds"]} folds), then the shipped fit, the other models,
+the learning curve, the bias and the files; it prints how long each part took (no time is written
+here or in `evaluation.json`, so that retraining gives the same bytes). `--choice recorded` skips
+cross-validation and takes the choice recorded in `evaluation.json`: the same files, byte for
+byte.
 
 ## Limits
 Those of `tweet-sentiment`: 2009 English tweets, bag of words (sarcasm, mixed feelings), no neutral
@@ -1201,9 +1215,9 @@ def main_large(args):
             },
             "candidates": table,
         }
-        cv_seconds = time.monotonic() - started
+        print(f"cross-validation took {time.monotonic() - started:.0f} s", flush=True)
     else:
-        cv, seconds = recorded_choice()
+        cv = recorded_choice()
     chosen = cv["chosen"]
     print(f"choice ({args.choice}): {chosen} ({cv['mean_accuracy']:.4f})", flush=True)
     rest_started = time.monotonic()
@@ -1234,12 +1248,6 @@ def main_large(args):
         },
     }
     mistakes = errors(large, test, ours)
-    if args.choice == "cv":
-        seconds = {
-            "cores": os.cpu_count(),
-            "cross_validation": round(cv_seconds),
-            "the_rest": round(time.monotonic() - rest_started),
-        }
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / model.PREPROCESSING_FILE, reading.settings)
@@ -1252,7 +1260,7 @@ def main_large(args):
         }
         for path, frame in ((args.data, df), (args.extra_data, extra))
     ]
-    document = large_evaluation(files, train, extra, rows, test, figures, cv, facts, seconds)
+    document = large_evaluation(files, train, extra, rows, test, figures, cv, facts)
     write_json(out / model.EVALUATION_FILE, document)
     digests = {
         name: hashlib.sha256((out / name).read_bytes()).hexdigest()
@@ -1274,13 +1282,884 @@ def main_large(args):
     version = model.load(out).version  # the artifacts just written must load
     loaded = time.monotonic() - loading
     print(f"wrote {out} ({size / 1e6:.2f} MB, loads in {loaded:.2f} s), model version {version}")
-    print(f"took {time.monotonic() - started:.0f} s", flush=True)
+    print(
+        f"took {time.monotonic() - started:.0f} s on {os.cpu_count()} cores, "
+        f"{time.monotonic() - rest_started:.0f} s after the choice",
+        flush=True,
+    )
     return {
         "ours": figures[0],
         "tweet-sentiment": figures[1],
         "2020": figures[2],
         "cv": cv["mean_accuracy"],
     }
+
+
+# tweet-sentiment-people: our kind of model trained on tweets people labelled (the SemEval file)
+# with whichever Sentiment140 rows help; the mix and the recipe are chosen on the validation split
+# held out of the SemEval file (reference.VALIDATION), never on Sentiment140's labels alone.
+PEOPLE_MODEL = "tweet-sentiment-people"
+PEOPLE_DIR = model.ARTIFACTS_DIR / PEOPLE_MODEL
+# A mix: the weight of a tweet of each source. "10K" is the 10K set's 8,000 reference training
+# rows (its 2,000 test rows stay unseen), "80K" the 80K file, "SemEval" the SemEval file less its
+# held-out sources (reference.HELD_OUT).
+PEOPLE_MIXES = {
+    "10K": {"10K": 1.0},
+    "10K + 80K": {"10K": 1.0, "80K": 1.0},
+    "SemEval": {"SemEval": 1.0},
+    "SemEval + 10K": {"SemEval": 1.0, "10K": 1.0},
+    "SemEval + 10K + 80K": {"SemEval": 1.0, "10K": 1.0, "80K": 1.0},
+    "SemEval + 10K + 80K × 0.1": {"SemEval": 1.0, "10K": 1.0, "80K": 0.1},
+    "SemEval + 10K × 0.5 + 80K × 0.05": {"SemEval": 1.0, "10K": 0.5, "80K": 0.05},
+}
+# A recipe: "ours" is the kind served (log-count ratios and the lexicon into a logistic
+# regression, which the compiled core scores); "tfidf" (words and character n-grams) is measured
+# to see whether another feature set wins clearly, and is not shippable as it is. Balanced: each
+# source's two classes weigh the same (SemEval is 72% positive, Sentiment140 half and half), so
+# the threshold stays model.THRESHOLD.
+PEOPLE_RECIPES = {
+    "today's: C 0.3, unbalanced": {"kind": "ours", "balanced": False, "C": 0.3},
+    "balanced, C 0.1": {"kind": "ours", "balanced": True, "C": 0.1},
+    "balanced, C 0.3": {"kind": "ours", "balanced": True, "C": 0.3},
+    "TF-IDF words + character n-grams, balanced, C 1": {
+        "kind": "tfidf",
+        "balanced": True,
+        "C": 1.0,
+    },
+}
+# The seed's own ground: the issue asks 0.74 on Sentiment140's emoticon-labelled tweets; a mix must
+# score this much on the 10K set's 2,000 reference test rows (two standard errors above) to be
+# chosen. Among those, the highest balanced accuracy on the validation split wins.
+SEED_FLOOR = 0.76
+PEOPLE_KEYS = ("accuracy", "balanced_accuracy", "f1_negative", "f1_positive", "roc_auc")
+# Sentences a person would try, with the label a person gives them: the card shows the answers.
+PROBES = [
+    ("not bad at all", 1, "negation"),
+    ("I don't hate it", 1, "negation"),
+    ("I can't say I loved it", 0, "negation"),
+    ("never been happier", 1, "negation"),
+    ("no complaints, the hotel was fine", 1, "negation"),
+    ("Oh great, another Monday. Just what I needed", 0, "sarcasm"),
+    ("Thanks for nothing, really helpful customer service", 0, "sarcasm"),
+    ("I just love waiting two hours for a bus", 0, "sarcasm"),
+    ("Stocks fall as oil prices surge", 0, "headline"),
+    ("Earthquake kills 12 in northern Italy", 0, "headline"),
+    ("Local team wins the championship after 20 years", 1, "headline"),
+    ("Unemployment drops to its lowest level in a decade", 1, "headline"),
+]
+SHOWN_TWEET = re.compile(r"@\w+")  # mentions keep real names in the SemEval file: not in the card
+
+
+def plain_reading():
+    """The reading tweet-sentiment-large and -people use, "stop words none, negation scope 3
+    tokens", made without NLTK's stop words, which it does not use."""
+    lexicon, negators = vader_lexicon()
+    scope = NEGATION_SCOPES["3 tokens"]
+    return Reading(LARGE_READING, model.default_settings([], negators, scope, lexicon))
+
+
+def people_sources(semeval_path, data_path, extra_path):
+    """Return the training tweets of each source, the validation split, the sarcasm rows and the
+    10K set's reference test rows."""
+    semeval = read_data(semeval_path)
+    held = semeval["id"].map(reference.source)
+    ten_train, ten_test = reference_split(read_data(data_path))
+    sources = {
+        "SemEval": semeval[~held.isin(reference.HELD_OUT)],
+        "10K": ten_train,
+        "80K": read_data(extra_path),
+    }
+    validation = semeval[held.isin(reference.VALIDATION)]
+    return sources, validation, semeval[held.isin(reference.SARCASM)], ten_test
+
+
+def class_weights(target, balanced):
+    """Each tweet's weight: 1, or (balanced) what makes both classes weigh as much in all."""
+    y = np.asarray(target)
+    if not balanced:
+        return np.ones(len(y))
+    return len(y) / (2 * np.bincount(y, minlength=2)[y])
+
+
+def mix_rows(sources, mix, balanced):
+    """Return a mix's tweets, and each one's weight: its source's, times its class weight within
+    its source."""
+    frames = [sources[name][list(COLUMNS)] for name in mix]
+    weights = [class_weights(sources[n]["target"], balanced) * w for n, w in mix.items()]
+    return pd.concat(frames, ignore_index=True), np.concatenate(weights)
+
+
+def fit_ours(rows, weights, reading, C):
+    """Fit our kind of model on weighted tweets: the weights count in the ratios and the fit."""
+    fitted = large_pipeline(reading, C, MIN_COUNT)
+    return fitted.fit(
+        rows["text"], rows["target"], features__sample_weight=weights, lr__sample_weight=weights
+    )
+
+
+def fit_tfidf(rows, weights, C):
+    """Fit a TF-IDF logistic regression of words, word pairs and character 2- to 5-grams."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    def vectorizer(**kwargs):
+        return TfidfVectorizer(min_df=MIN_COUNT, sublinear_tf=True, **kwargs)
+
+    features = FeatureUnion(
+        [
+            ("words", vectorizer(ngram_range=(1, 2))),
+            ("characters", vectorizer(analyzer="char_wb", ngram_range=(2, 5))),
+        ]
+    )
+    fitted = Pipeline([("features", features), ("lr", LogisticRegression(C=C, max_iter=3000))])
+    return fitted.fit(rows["text"], rows["target"], lr__sample_weight=weights)
+
+
+def people_figures(y, scores):
+    """Return accuracy, balanced accuracy, F1 of each class, ROC AUC, the share called Positive
+    and the confusion matrix, for scores of Positive at model.THRESHOLD."""
+    y, scores = np.asarray(y), np.asarray(scores, dtype=float)
+    pred = (scores >= model.THRESHOLD).astype(int)
+    figures = {
+        "accuracy": metrics.accuracy_score(y, pred),
+        "balanced_accuracy": metrics.balanced_accuracy_score(y, pred),
+        "f1_negative": metrics.f1_score(y, pred, pos_label=0),
+        "f1_positive": metrics.f1_score(y, pred),
+        "roc_auc": metrics.roc_auc_score(y, scores),
+        "predicted_positive": pred.mean(),
+    }
+    figures = {k: round(float(v), 4) for k, v in figures.items()}
+    return {**figures, "confusion": metrics.confusion_matrix(y, pred, labels=[0, 1]).tolist()}
+
+
+def choose_people(sources, validation, test, reading):
+    """Fit every mix with every recipe; return the choice (SEED_FLOOR, then the validation split's
+    balanced accuracy) and the table."""
+    table = []
+    for mix_name, mix in PEOPLE_MIXES.items():
+        for recipe_name, recipe in PEOPLE_RECIPES.items():
+            started = time.monotonic()
+            rows, weights = mix_rows(sources, mix, recipe["balanced"])
+            if recipe["kind"] == "ours":
+                fitted = fit_ours(rows, weights, reading, recipe["C"])
+            else:
+                fitted = fit_tfidf(rows, weights, recipe["C"])
+            row = {"mix": mix_name, "recipe": recipe_name, "training_tweets": len(rows)}
+            for name, frame in (("validation", validation), ("reference_test", test)):
+                scores = fitted.predict_proba(frame["text"])[:, 1]
+                row[name] = people_figures(frame["target"], scores)
+            table.append(row)
+            v, r = row["validation"], row["reference_test"]
+            print(
+                f"  {mix_name:34} {recipe_name:48} validation {v['accuracy']:.4f} / "
+                f"{v['balanced_accuracy']:.4f}, 2,000 rows {r['accuracy']:.4f} "
+                f"({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
+    eligible = [
+        row
+        for row in table
+        if PEOPLE_RECIPES[row["recipe"]]["kind"] == "ours"
+        and row["reference_test"]["accuracy"] >= SEED_FLOOR
+    ]
+    best = max(eligible, key=lambda row: row["validation"]["balanced_accuracy"])
+    return {"mix": best["mix"], "recipe": best["recipe"]}, table
+
+
+def recorded_people_choice():
+    """Return the choice and table in the committed evaluation.json of tweet-sentiment-people."""
+    path = PEOPLE_DIR / model.EVALUATION_FILE
+    try:
+        choice = json.loads(path.read_text(encoding="utf-8"))["choice"]
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"no recorded choice in {path} ({e!r}): train with --choice cv")
+    if choice["mixes"] != PEOPLE_MIXES or choice["recipes"] != PEOPLE_RECIPES:
+        sys.exit(f"{path} chose among other mixes or recipes than train.py's: use --choice cv")
+    return choice["chosen"], choice["candidates"]
+
+
+def shown(text):
+    """A tweet as the card shows it: one line, mentions as @user, pipes escaped."""
+    return markdown_cell(SHOWN_TWEET.sub("@user", text))
+
+
+def by_kind(classifier, frame, scores):
+    """Return the figures of the tweets with a negator, with a URL, and the rest."""
+    reader = classifier.preprocessor
+    kinds = []
+    for text in frame["text"]:
+        raw, (url, _) = reader.raw_tokens(model.html.unescape(text))
+        negated = not reader.negators.isdisjoint(raw)
+        kinds.append("a negator" if negated else "a URL" if url else "neither")
+    kinds = np.array(kinds)
+    y, scores = frame["target"].to_numpy(), np.asarray(scores)
+    table = {}
+    for kind in ("a negator", "a URL", "neither"):
+        rows = kinds == kind
+        pred = scores[rows] >= model.THRESHOLD
+        table[kind] = {
+            "tweets": int(rows.sum()),
+            "accuracy": round(float(np.mean(pred == y[rows])), 4),
+            "balanced_accuracy": round(float(metrics.balanced_accuracy_score(y[rows], pred)), 4),
+        }
+    return table
+
+
+def people_errors(classifier, validation, validation_scores, sarcasm, sarcasm_scores):
+    """Return what the card says of the errors: by kind, the sarcasm rows missed, the probes.
+    evaluation.json keeps the figures and our own probes; tweets are listed in the card only."""
+    kinds, listed = errors(classifier, validation, validation_scores)
+    missed = [
+        {"label": model.LABELS[t], "score": round(s, 4), "text": text}
+        for text, t, s in zip(sarcasm["text"], sarcasm["target"], sarcasm_scores, strict=True)
+        if (s >= model.THRESHOLD) != bool(t)
+    ]
+    probes = classifier.scores([text for text, _, _ in PROBES])
+    return {
+        "validation_by_kind": by_kind(classifier, validation, validation_scores),
+        "validation_error_kinds": dict(kinds.most_common()),
+        "validation_errors_shown": [
+            {"label": model.LABELS[t], "score": round(s, 4), "kind": k, "text": text}
+            for text, t, s, k in listed
+        ],
+        "sarcasm_missed": missed,
+        "probes": [
+            {"text": text, "label": model.LABELS[t], "what": what, "score": round(score, 4)}
+            for (text, t, what), score in zip(PROBES, probes, strict=True)
+        ],
+    }
+
+
+def plot_people(path, y, columns):
+    """Draw the ROC curves on the validation split and tweet-sentiment-people's confusion matrix."""
+    fig, (roc, cm) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for name, scores in columns.items():
+        fpr, tpr, _ = metrics.roc_curve(y, scores)
+        roc.plot(fpr, tpr, label=f"{name} (AUC {metrics.roc_auc_score(y, scores):.3f})")
+    roc.plot([0, 1], [0, 1], "k:", linewidth=1)
+    roc.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC, validation")
+    roc.legend(loc="lower right", fontsize="small")
+    matrix = metrics.confusion_matrix(y, np.asarray(columns[PEOPLE_MODEL]) >= model.THRESHOLD)
+    metrics.ConfusionMatrixDisplay(matrix, display_labels=model.LABELS).plot(ax=cm, colorbar=False)
+    cm.set_title(f"Confusion matrix, validation, {PEOPLE_MODEL}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+
+
+def shipped_models():
+    """The shipped models to compare with, as committed, and whether each trained on the 10K
+    set's reference test rows."""
+    return {
+        LARGE_MODEL: (model.load(LARGE_DIR), False),
+        "tweet-sentiment": (model.load(model.ARTIFACTS_DIR), True),
+        "tweet-sentiment-2020": (model_2020.load(model.ARTIFACTS_DIR / MODEL_2020_DIR), True),
+    }
+
+
+def main_people(args):
+    """Train tweet-sentiment-people: choose the mix and recipe (or take the recorded choice), fit,
+    measure, write."""
+    started = time.monotonic()
+    out = PEOPLE_DIR if args.out == model.ARTIFACTS_DIR else args.out
+    paths = {"SemEval": args.semeval, "10K": args.data, "80K": args.extra_data}
+    for name, path in paths.items():
+        if not path.is_file():
+            sys.exit(f"no data at {path}: the {name} file (see ../shared/data/README.md)")
+    sources, validation, sarcasm, test = people_sources(args.semeval, args.data, args.extra_data)
+    counts = ", ".join(f"{name} {len(frame):,}" for name, frame in sources.items())
+    print(
+        f"training tweets: {counts}; validation {len(validation):,}, sarcasm {len(sarcasm)}, "
+        f"the 10K set's reference test rows {len(test):,}",
+        flush=True,
+    )
+    reading = plain_reading()
+    if args.choice == "cv":
+        print("each mix with each recipe, on the validation split and the 2,000 rows:", flush=True)
+        chosen, table = choose_people(sources, validation, test, reading)
+        print(f"choosing took {time.monotonic() - started:.0f} s", flush=True)
+    else:
+        chosen, table = recorded_people_choice()
+    print(f"chose ({args.choice}): {chosen['mix']}, {chosen['recipe']}", flush=True)
+
+    mix, recipe = PEOPLE_MIXES[chosen["mix"]], PEOPLE_RECIPES[chosen["recipe"]]
+    rows, row_weights = mix_rows(sources, mix, recipe["balanced"])
+    shipped = fit_ours(rows, row_weights, reading, recipe["C"])
+    check_rounding(shipped)
+    weights = to_weights(shipped)
+    people = model.Model(reading.settings, weights)
+    scores = {
+        name: people.scores(frame["text"].tolist())  # model.py's scorer (the core), as served
+        for name, frame in (
+            ("validation", validation),
+            ("reference_test", test),
+            ("sarcasm", sarcasm),
+        )
+    }
+    fitted = shipped.predict_proba(validation["text"])[:, 1]
+    if not np.allclose(scores["validation"], fitted, rtol=0, atol=1e-9):
+        sys.exit("model.py's scores differ from scikit-learn's for the same fit: a reader differs")
+    frames = {"validation": validation, "reference_test": test, "sarcasm": sarcasm}
+    figures = {name: people_figures(frames[name]["target"], s) for name, s in scores.items()}
+    others, columns = {}, {PEOPLE_MODEL: scores["validation"]}
+    for name, (other, trained_on_test) in shipped_models().items():
+        other_scores = {n: other.scores(f["text"].tolist()) for n, f in frames.items()}
+        others[name] = {n: people_figures(frames[n]["target"], s) for n, s in other_scores.items()}
+        if trained_on_test:
+            others[name]["reference_test"] = None
+        columns[name] = other_scores["validation"]
+    mistakes = people_errors(people, validation, scores["validation"], sarcasm, scores["sarcasm"])
+    listed = {k: mistakes.pop(k) for k in ("validation_errors_shown", "sarcasm_missed")}
+    mistakes["sarcasm_missed"] = len(listed["sarcasm_missed"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / model.PREPROCESSING_FILE, reading.settings)
+    write_json(out / model.MODEL_FILE, weights)
+    files = [
+        {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        for path in paths.values()
+    ]
+    document = {
+        "model": PEOPLE_MODEL,
+        "training_data": {
+            "files": files,
+            "training_tweets": {
+                **{name: len(sources[name]) for name in mix},
+                "total": len(rows),
+            },
+            "weights": mix,
+            "class_weights": "balanced within each source" if recipe["balanced"] else "none",
+            "held_out": {
+                "validation": {
+                    "sources": list(reference.VALIDATION),
+                    "tweets": len(validation),
+                    "positive_share": round(float(validation["target"].mean()), 4),
+                },
+                "sarcasm": {"sources": list(reference.SARCASM), "tweets": len(sarcasm)},
+                "10K reference test rows": len(test),
+            },
+        },
+        "threshold": model.THRESHOLD,
+        "figures": {
+            "test_rows": len(validation),  # what this_model's figures are on, as other cards say
+            "rows": "the validation split (SemEval se16dev and se16devtest), never trained on",
+            "this_model": figures["validation"],
+            "reference_test": figures["reference_test"],
+            "sarcasm": figures["sarcasm"],
+            # The 2020 approach on the same rows, as the other models' cards give it.
+            "approach_2020": others["tweet-sentiment-2020"]["validation"],
+            "shipped_models": others,
+        },
+        "choice": {
+            "rule": (
+                f"our kind, at least {SEED_FLOOR} accuracy on the 10K set's reference test rows, "
+                "then the best balanced accuracy on the validation split"
+            ),
+            "seed_floor": SEED_FLOOR,
+            "mixes": PEOPLE_MIXES,
+            "recipes": PEOPLE_RECIPES,
+            "candidates": table,
+            "chosen": chosen,
+        },
+        "errors": mistakes,
+        "lexicon": LEXICON_NOTICE,
+    }
+    write_json(out / model.EVALUATION_FILE, document)
+    digests = {
+        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
+        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
+    }
+    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
+    (out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    plot_people(out / PLOT_FILE, validation["target"], columns)
+    size = sum((out / n).stat().st_size for n in (*digests, model.MANIFEST_FILE))
+    text = people_card(document, weights, size, listed)
+    (out / CARD_FILE).write_text(text, encoding="utf-8")
+
+    for name in ("validation", "reference_test", "sarcasm"):
+        f = figures[name]
+        print(
+            f"{name:15} accuracy {f['accuracy']:.4f}, balanced accuracy "
+            f"{f['balanced_accuracy']:.4f}, ROC AUC {f['roc_auc']:.4f}",
+            flush=True,
+        )
+    version = model.load(out).version  # the artifacts just written must load
+    print(f"wrote {out} ({size / 1e6:.2f} MB), model version {version}")
+    print(f"took {time.monotonic() - started:.0f} s on {os.cpu_count()} cores", flush=True)
+    return {**figures, "chosen": chosen, "table": table}
+
+
+def people_card(document, weights, size, listed):
+    """Return tweet-sentiment-people's card in Markdown, from its evaluation.json and the tweets
+    it lists (listed: the validation errors shown and the sarcastic tweets missed)."""
+    data, figures, choice = document["training_data"], document["figures"], document["choice"]
+    mistakes = document["errors"]
+    chosen = choice["chosen"]
+    held = data["held_out"]
+
+    def cells(f):
+        return " | ".join(f"{f[k]:.3f}" for k in PEOPLE_KEYS)
+
+    def candidate_rows(key):
+        return "\n".join(
+            f"| {c['mix']} | {c['recipe']} | {c['training_tweets']:,} | {cells(c[key])} | "
+            + (
+                "**chosen** |"
+                if (c["mix"], c["recipe"]) == (chosen["mix"], chosen["recipe"])
+                else "|"
+            )
+            for c in choice["candidates"]
+        )
+
+    header = (
+        "| Mix | Recipe | Tweets | Accuracy | Balanced acc. | F1 Neg. | F1 Pos. | ROC AUC | |\n"
+    )
+    header += "| --- | --- | --: | --: | --: | --: | --: | --: | --- |"
+    ours = {PEOPLE_MODEL: {k: figures[k] for k in ("reference_test", "sarcasm")}}
+    ours[PEOPLE_MODEL]["validation"] = figures["this_model"]
+    models_rows = []
+    for name, f in {**ours, **figures["shipped_models"]}.items():
+        test = f["reference_test"]
+        test_cell = "trained on them" if test is None else f"{test['accuracy']:.3f}"
+        v = f["validation"]
+        models_rows.append(
+            f"| `{name}` | {v['accuracy']:.3f} | {v['balanced_accuracy']:.3f} | "
+            f"{v['f1_negative']:.3f} | {v['f1_positive']:.3f} | {v['roc_auc']:.3f} | "
+            f"{v['predicted_positive']:.0%} | {f['sarcasm']['accuracy']:.3f} | {test_cell} |"
+        )
+    models_header = (
+        "| Model | Validation accuracy | Balanced acc. | F1 Negative | F1 Positive | ROC AUC "
+        f"| Called Positive | Sarcasm ({held['sarcasm']['tweets']}) accuracy "
+        "| 2,000 reference rows accuracy |\n| --- | --: | --: | --: | --: | --: | --: | --: | --: |"
+    )
+    confusion = figures["this_model"]["confusion"]
+    kinds = "\n".join(
+        f"| {kind} | {k['tweets']:,} | {k['accuracy']:.3f} | {k['balanced_accuracy']:.3f} |"
+        for kind, k in mistakes["validation_by_kind"].items()
+    )
+    error_kinds = "\n".join(
+        f"| {kind} | {count} |" for kind, count in mistakes["validation_error_kinds"].items()
+    )
+    errors_shown = "\n".join(
+        f"| {e['label']} | {e['score']:.2f} | {e['kind']} | {shown(e['text'])} |"
+        for e in listed["validation_errors_shown"]
+    )
+    sarcasm = "\n".join(
+        f"| {e['label']} | {e['score']:.2f} | {shown(e['text'])} |"
+        for e in listed["sarcasm_missed"]
+    )
+    probes = "\n".join(
+        f"| {p['what']} | {p['text']} | {p['label']} | {p['score']:.2f} | "
+        f"{model.postprocess(p['score'])} | "
+        + ("|" if model.postprocess(p["score"]) == p["label"] else "wrong |")
+        for p in mistakes["probes"]
+    )
+    url = mistakes["validation_by_kind"]["a URL"]
+    wrong_probes = sum(model.postprocess(p["score"]) != p["label"] for p in mistakes["probes"])
+    large = figures["shipped_models"][LARGE_MODEL]["validation"]
+    counts = data["training_tweets"]
+    mix = " + ".join(
+        f"{name} ({counts[name]:,} tweets{'' if w == 1 else f' × {w:g}'})"
+        for name, w in data["weights"].items()
+    )
+    files = ", ".join(f"`{f['file']}` (SHA-256 `{f['sha256'][:16]}…`)" for f in data["files"])
+    dense = ", ".join(
+        f"{name} {coefficient:+.3f}"
+        for name, coefficient in zip(
+            weights["dense_features"], weights["dense_coefficients"], strict=True
+        )
+    )
+    v, t, s = figures["this_model"], figures["reference_test"], figures["sarcasm"]
+    return f"""# Model card: {PEOPLE_MODEL}
+
+The kind of model `tweet-sentiment` and `{LARGE_MODEL}` are (NB-weighted logistic regression on
+words, word pairs and negated words, the VADER lexicon prior, the URL and @mention flags; the same
+artifact format, loaded by `model.load`, scored by the compiled core), trained on tweets that
+**people** labelled: the SemEval sentiment tasks of 2013–2016, each tweet labelled by five crowd
+workers, with some of Sentiment140's emoticon-labelled tweets beside them. Chosen on a validation
+split of tweets people labelled, held out of its training.
+
+On that validation split: **{v["accuracy"]:.1%} accuracy, {v["balanced_accuracy"]:.1%} balanced
+accuracy** ({LARGE_MODEL}: {large["accuracy"]:.1%} and {large["balanced_accuracy"]:.1%}); on the
+seed's
+2,000 reference test rows (Sentiment140's emoticon labels, never trained on):
+{t["accuracy"]:.1%}.
+
+## Data
+{files}.
+
+- Training: {mix}: {counts["total"]:,} tweets. SemEval's rows are every source of the file but the
+  held-out ones below; the 10K set's rows are its 8,000 reference training rows; each source's two
+  classes weigh the same ({data["class_weights"]}).
+- Validation (choice, and the promotion guard's reference set): the SemEval sources
+  {", ".join(held["validation"]["sources"])}, {held["validation"]["tweets"]:,} tweets, never
+  trained on. `reference.py` defines the split (`reference.reference_set()` reads it from the
+  SemEval file at run time; the data is never copied into the repository).
+- Held out for the errors below: {", ".join(held["sarcasm"]["sources"])}
+  ({held["sarcasm"]["tweets"]} sarcastic tweets, labelled by what they mean); and the 10K set's
+  {held["10K reference test rows"]:,} reference test rows.
+
+Sources: SemEval 2013–2016 task 4A (Nakov et al. 2013, Rosenthal et al. 2014–2015, Nakov et al.
+2016), tweets of 2012–2016 sampled by topic (news, people, products, events), 72% positive, neutral
+tweets left out; Sentiment140 (Go, Bhayani and Huang, 2009), tweets of April–June 2009 labelled by
+their emoticons (see `{LARGE_MODEL}`'s card for that file's season bias).
+
+## Choices: every training mix with every recipe
+Fitted on each mix, scored on the validation split (people's labels) and on the 10K set's 2,000
+reference test rows (Sentiment140's emoticon labels). "Tweets" counts rows; a row of a source
+weighing w counts w times in the fit. The rule, fixed before looking: {choice["rule"]}
+({choice["seed_floor"]}: the issue's 0.74 on Sentiment140's emoticon-labelled tweets, plus two
+standard errors of an accuracy on 2,000 rows). Recipes: today's is `{LARGE_MODEL}`'s (C 0.3, every
+tweet weighing its mix weight, the classes as they come); "balanced" weighs each source's two
+classes the same, so that a model trained on 72% positive tweets does not answer Positive on a
+hunch; the TF-IDF recipe (words, word pairs and character 2- to 5-grams into a logistic
+regression) is another kind, measured to see whether it wins clearly: it does not, so the kind
+stays and the compiled core scores it. Mixes: "10K" is the seed's 8,000 reference training rows,
+"80K" the 80K file, "× w" a tweet of that source weighing w.
+
+On the validation split ({held["validation"]["tweets"]:,} tweets,
+{held["validation"]["positive_share"]:.0%} positive):
+
+{header}
+{candidate_rows("validation")}
+
+On the 10K set's 2,000 reference test rows (half positive):
+
+{header}
+{candidate_rows("reference_test")}
+
+One standard error of an accuracy near 82% on {held["validation"]["tweets"]:,} tweets is 0.8
+points: the best mixes with Sentiment140 rows at a small weight and SemEval alone are within it of
+each other on the validation split, but SemEval alone falls below the floor on the 2,000 rows.
+The 80K file at full weight pulls the validation figures down (its season, and its emoticon
+labels, outweigh people's), as the issue saw on the hidden sets. Today's recipe, unbalanced,
+often has the higher validation accuracy by answering Positive more, as 72% of SemEval's tweets
+are; balanced accuracy, which does not reward that habit, is what carries over to a set of mostly
+negative tweets.
+
+**Threshold.** Scores are probabilities of Positive; {document["threshold"]} or more is Positive,
+as for every model of this kind (`model.THRESHOLD`). The class weights, not the threshold, keep
+balanced accuracy: the model calls {v["predicted_positive"]:.0%} of the validation tweets Positive
+({held["validation"]["positive_share"]:.0%} are), and {t["predicted_positive"]:.0%} of the
+2,000 rows (50% are).
+
+## Figures, beside the shipped models
+
+{models_header}
+{chr(10).join(models_rows)}
+
+None of these models trained on a validation or sarcasm tweet. `tweet-sentiment` and the 2020
+approach were fitted on all 10,000 tweets of the seed, the 2,000 rows among them (their cards give
+their recipes' figures on those rows: 78.2% and 63.7%).
+
+Confusion matrix on the validation split (rows: true label; columns: predicted Negative /
+Positive): true Negative {confusion[0][0]} / {confusion[0][1]}, true Positive {confusion[1][0]} /
+{confusion[1][1]}.
+
+![ROC curves and confusion matrix on the validation split]({PLOT_FILE})
+
+## The shipped model
+Fitted with that choice on the {counts["total"]:,} training tweets: {len(weights["terms"]):,} terms
+(seen in at least {MIN_COUNT} training tweets) and {len(weights["dense_features"])} dense features,
+whose coefficients are: {dense}. C {weights["C"]}, smoothing alpha {weights["alpha"]}. A term's
+log-count ratio counts each tweet at its weight; `positive_counts` and `negative_counts` in
+`model.json` count tweets. Artifacts: {size / 1e6:.1f} MB of plain JSON, checked against
+`{model.MANIFEST_FILE}`; numbers rounded to {DECIMALS} decimals, so retraining gives the same
+bytes.
+
+## Errors people would notice
+By what the tweet holds, on the validation split:
+
+| Tweets with | Tweets | Accuracy | Balanced acc. |
+| --- | --: | --: | --: |
+{kinds}
+
+**Sarcasm.** On the {held["sarcasm"]["tweets"]} sarcastic tweets of SemEval 2014 (labelled by
+what they mean): {s["accuracy"]:.1%} accuracy, {s["balanced_accuracy"]:.1%} balanced. A bag of words
+reads "great", "love" and "thanks" as they are typed. The {mistakes["sarcasm_missed"]} it missed
+(mentions shown as @user):
+
+| True label | Score | Tweet |
+| --- | --- | --- |
+{sarcasm}
+
+**Sentences a person would try** (written for this card, not from any data set); it gets
+{wrong_probes} of {len(mistakes["probes"])} wrong:
+
+| What | Sentence | A person says | Score | The model says | |
+| --- | --- | --- | --: | --- | --- |
+{probes}
+
+Negation makes terms of its own ("not → good") and turns a word's lexicon valence around, which
+catches "not good" but not every idiom: "never been happier" reads as happiness negated. Sarcasm
+reads as what it says. A headline states an event, and the words of the event ("kills", "wins",
+"drops") decide whatever the reader feels: "unemployment drops" is good news in words that lean
+Negative. Tweets with a URL (news and links, mostly) it answers at {url["accuracy"]:.1%}
+({url["balanced_accuracy"]:.1%} balanced).
+
+The validation tweets it misses ({sum(mistakes["validation_error_kinds"].values())}), by what
+the model read of them (its own explanation; the kinds of `tweet-sentiment`'s card):
+
+| Kind | Tweets |
+| --- | --- |
+{error_kinds}
+
+{len(listed["validation_errors_shown"])} of them, taken evenly from the list in file order
+(score: the probability of Positive; mentions shown as @user):
+
+| True label | Score | Kind | Tweet |
+| --- | --- | --- | --- |
+{errors_shown}
+
+## Training
+`python train.py --model {PEOPLE_MODEL}` (`make train MODEL={PEOPLE_MODEL}`) reads
+`semeval_2013_2016.csv`, `tweet_sentiment_10K.csv` and `sentiment140_80K.csv` from
+`../shared/data`, fits every mix with every recipe, then the shipped model, and writes this
+folder; it prints how long each part took (no time is written here or in `evaluation.json`, so
+that retraining gives the same bytes). `--choice recorded` takes the choice and the table
+recorded in `evaluation.json`: the same files, byte for byte. It reads the shipped models'
+artifacts to compare with them: train it after them.
+
+## Limits
+English tweets of 2009 and 2012–2016; a bag of words (sarcasm, mixed feelings, events told
+plainly); no neutral label (SemEval's neutral tweets were left out, and a neutral tweet gets
+whichever side its words lean to). SemEval's tweets were sampled by topic, not at random: a
+stream of everyday tweets is not what it was tuned on.
+
+Built with Python {sys.version_info.major}.{sys.version_info.minor}, scikit-learn
+{sklearn.__version__}, NumPy {np.__version__}, pandas {pd.__version__},
+vaderSentiment {importlib.metadata.version("vaderSentiment")}. {LEXICON_NOTICE}.
+"""
+
+
+# A model of our kind on anyone's CSV of labelled tweets: make train DATA=my.csv MODEL=my-model.
+OWN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # a models.json name, a folder, a URL segment
+OWN_LABELS = {"0": 0, "1": 1, "negative": 0, "positive": 1}
+OWN_LABEL_COLUMNS = ("label", "target")  # "target" as in ../shared/data's files
+OWN_C = (0.1, 0.3, 1.0, 3.0, 10.0)  # chosen on the validation split, by balanced accuracy
+VALIDATION_FRACTION = 0.2  # of each class
+MIN_PER_CLASS = 5  # at least 1 of each class to validate on, 4 to train on
+
+
+def read_labelled(path):
+    """Return [(id, text, 0 or 1)] of a CSV with an id, a text and a label (or target) column,
+    labels 0/1 or negative/positive; stop with one line naming the file, the line and the fault."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        sys.exit(f"{path}: cannot read it: {e.strerror}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        sys.exit(f"{path}: line {line}: the text is not UTF-8 (byte {raw[e.start]:#04x})")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            sys.exit(f"{path}: the file is empty: it needs a header row id,text,label")
+        names = [name.strip().lower() for name in header]
+        label = next((c for c in OWN_LABEL_COLUMNS if c in names), None)
+        missing = [c for c in ("id", "text") if c not in names] + ([] if label else ["label"])
+        if missing:
+            sys.exit(
+                f"{path}: line 1: no column {', '.join(missing)} (the header is "
+                f"{','.join(header)}); it needs id, text and label (or target)"
+            )
+        rows, seen = [], {}
+        for fields in reader:
+            line = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue  # a blank line
+            if len(fields) != len(names):
+                sys.exit(
+                    f"{path}: line {line}: {len(fields)} fields where the header has {len(names)}"
+                )
+            row = dict(zip(names, fields, strict=True))
+            value = row[label].strip().lower()
+            if value not in OWN_LABELS:
+                sys.exit(
+                    f"{path}: line {line}: the label {row[label]!r} is not 0, 1, negative or "
+                    "positive"
+                )
+            if not row["text"].strip():
+                sys.exit(f"{path}: line {line}: the text is empty")
+            if row["id"] in seen:
+                sys.exit(
+                    f"{path}: line {line}: the id {row['id']!r} is also on line {seen[row['id']]}"
+                )
+            seen[row["id"]] = line
+            rows.append((row["id"], row["text"], OWN_LABELS[value]))
+    except csv.Error as e:
+        hint = " (a quote left open?)" if "unexpected end" in str(e) else ""
+        sys.exit(f"{path}: line {reader.line_num}: not CSV: {e}{hint}")
+    counts = Counter(target for *_, target in rows)
+    if len(counts) < 2:
+        only = f"is {model.LABELS[next(iter(counts))]}" if counts else "is missing"
+        sys.exit(f"{path}: every row's label {only}: a model needs tweets of both classes")
+    for target, label_name in enumerate(model.LABELS):
+        if counts[target] < MIN_PER_CLASS:
+            sys.exit(
+                f"{path}: {counts[target]} {label_name} rows: a validation split needs at least "
+                f"{MIN_PER_CLASS} of each class"
+            )
+    return rows
+
+
+def validation_split(rows):
+    """Split each class: the VALIDATION_FRACTION of its rows whose ids hash lowest (at least one)
+    validate, the rest train; both in file order. The same split whatever the order of the rows."""
+    held = set()
+    for target in (0, 1):
+        ids = sorted(
+            (r[0] for r in rows if r[2] == target),
+            key=lambda i: hashlib.sha256(i.encode("utf-8")).hexdigest(),
+        )
+        held.update(ids[: max(1, round(len(ids) * VALIDATION_FRACTION))])
+    frame = pd.DataFrame(rows, columns=["id", "text", "target"])
+    is_held = frame["id"].isin(held)
+    return frame[~is_held], frame[is_held]
+
+
+def main_own(args):
+    """Train a model of our kind on a CSV of labelled tweets and write its folder and card."""
+    if not OWN_NAME.fullmatch(args.model):
+        sys.exit(
+            f"{args.model!r} is not a model name: lower-case letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 64"
+        )
+    out = model.ARTIFACTS_DIR / args.model if args.out == model.ARTIFACTS_DIR else args.out
+    rows = read_labelled(args.data)
+    train, validation = validation_split(rows)
+    negative, positive = (sum(1 for r in rows if r[2] == t) for t in (0, 1))
+    print(
+        f"{args.data}: {len(rows):,} tweets ({negative:,} negative, {positive:,} positive): "
+        f"{len(train):,} train, {len(validation):,} validation",
+        flush=True,
+    )
+    reading = plain_reading()
+    weights = class_weights(train["target"], balanced=True)
+    candidates, fits = [], {}
+    for C in OWN_C:
+        fits[C] = fit_ours(train, weights, reading, C)
+        scores = fits[C].predict_proba(validation["text"])[:, 1]
+        figures = people_figures(validation["target"], scores)
+        candidates.append({"C": C, "validation": figures})
+        print(
+            f"C {C}: validation accuracy {figures['accuracy']:.3f}, balanced accuracy "
+            f"{figures['balanced_accuracy']:.3f}",
+            flush=True,
+        )
+    best = max(candidates, key=lambda c: c["validation"]["balanced_accuracy"])
+    shipped = fits[best["C"]]
+    check_rounding(shipped)
+    weights_document = to_weights(shipped)
+    ours = model.Model(reading.settings, weights_document)
+    scores = ours.scores(validation["text"].tolist())  # model.py's scorer, as served
+    figures = people_figures(validation["target"], scores)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / model.PREPROCESSING_FILE, reading.settings)
+    write_json(out / model.MODEL_FILE, weights_document)
+    document = {
+        "model": args.model,
+        "training_data": {
+            "file": args.data.name,
+            "sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
+            "tweets": len(rows),
+            "negative": negative,
+            "positive": positive,
+            "train": len(train),
+            "validation": len(validation),
+        },
+        "threshold": model.THRESHOLD,
+        "figures": {
+            "test_rows": len(validation),  # what this_model's figures are on, as other cards say
+            "rows": "the validation split, never trained on",
+            "this_model": figures,
+        },
+        "choice": {
+            "rule": "the best balanced accuracy on the validation split",
+            "candidates": candidates,
+            "C": best["C"],
+        },
+        "lexicon": LEXICON_NOTICE,
+    }
+    write_json(out / model.EVALUATION_FILE, document)
+    digests = {
+        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
+        for name in (model.PREPROCESSING_FILE, model.MODEL_FILE, model.EVALUATION_FILE)
+    }
+    manifest = "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
+    (out / model.MANIFEST_FILE).write_text(manifest, encoding="utf-8")
+    (out / CARD_FILE).write_text(own_card(document, weights_document), encoding="utf-8")
+    version = model.load(out).version  # the artifacts just written must load
+    print(
+        f"chose C {best['C']}: validation accuracy {figures['accuracy']:.3f}, balanced accuracy "
+        f"{figures['balanced_accuracy']:.3f}",
+    )
+    folder = out.resolve()
+    if folder.is_relative_to(HERE):  # models.json's folders are relative to it, beside this file
+        folder = folder.relative_to(HERE)
+    print(
+        f"wrote {folder}/ ({', '.join(sorted(p.name for p in out.iterdir()))}), version {version}"
+    )
+    entry = {
+        "name": args.model,
+        "kind": "log-count-ratio-logistic",
+        "display_name": args.model,
+        "description": f"trained on {args.data.name} (make train)",
+        "required": False,
+        "versions": [str(folder)],
+    }
+    print(f"to serve it, add to models.json's models: {json.dumps(entry)}")
+    return figures
+
+
+def own_card(document, weights):
+    """Return the card of a model trained on someone's own CSV."""
+    data, figures, choice = document["training_data"], document["figures"], document["choice"]
+    f = figures["this_model"]
+    rows = "\n".join(
+        f"| {c['C']} | {c['validation']['accuracy']:.3f} | "
+        f"{c['validation']['balanced_accuracy']:.3f} |"
+        + (" chosen |" if c["C"] == choice["C"] else " |")
+        for c in choice["candidates"]
+    )
+    confusion = f["confusion"]
+    return f"""# Model card: {document["model"]}
+
+A model of the service's kind (NB-weighted logistic regression on words, word pairs and negated
+words, the VADER lexicon prior, the URL and @mention flags; loaded by `model.load`, scored by the
+compiled core), trained by `make train DATA={data["file"]} MODEL={document["model"]}` (`train.py`).
+
+## Data
+`{data["file"]}` (SHA-256 `{data["sha256"][:16]}…`): {data["tweets"]:,} tweets, {data["negative"]:,}
+negative and {data["positive"]:,} positive. Validation split: per class, the
+{VALIDATION_FRACTION:.0%} of rows whose ids hash lowest ({data["validation"]:,} tweets), never
+trained on; the model is fitted on the other {data["train"]:,}. Each class weighs the same in
+the fit, so the threshold stays {document["threshold"]}.
+
+## Figures on the validation split
+
+| Accuracy | Balanced accuracy | F1 Negative | F1 Positive | ROC AUC |
+| --: | --: | --: | --: | --: |
+| {" | ".join(f"{f[k]:.3f}" for k in PEOPLE_KEYS)} |
+
+Confusion matrix (rows: true label; columns: predicted Negative / Positive): true Negative
+{confusion[0][0]} / {confusion[0][1]}, true Positive {confusion[1][0]} / {confusion[1][1]}.
+On {data["validation"]:,} tweets these figures are only as sure as that many tweets make them.
+
+## Choice
+The regularisation C with the best balanced accuracy on the validation split:
+
+| C | Accuracy | Balanced accuracy | |
+| --: | --: | --: | --- |
+{rows}
+
+Fixed, as for `tweet-sentiment-large`: no stop words, a negation scope of 3 tokens, smoothing
+alpha 1, terms seen in at least {MIN_COUNT} training tweets ({len(weights["terms"]):,} kept).
+{document["lexicon"]}.
+"""
 
 
 if __name__ == "__main__":

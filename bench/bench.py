@@ -678,6 +678,7 @@ def write_results_md(results, text):
     old = path.read_text() if path.exists() else ""
     sections = (
         "## The V2 door beside MLServer",
+        "## Each model in-process",
         "## The shadow's cost",
         "## Where a worker's time goes",
         "## Batch jobs",

@@ -50,13 +50,20 @@ async function loadModels() {
 async function loadCard() {
   const name = $("model").value;
   const body = await getJson(name ? `/api/v1/models/${encodeURIComponent(name)}` : "/api/v1/model");
-  const ours = body.figures.this_model;
-  const old = body.figures.approach_2020;
-  show($("card"), `${body.display_name || body.name} ${body.version}: ` +
-    `${(ours.accuracy * 100).toFixed(1)}% accurate on ` +
-    `${body.figures.test_rows.toLocaleString()} test tweets` +
-    (old ? `, against ${(old.accuracy * 100).toFixed(1)}% for the 2020 approach` : "") +
-    `. Up to ${body.limits.max_tweets.toLocaleString()} tweets a request, ` +
+  // A model's figures are its own card's (evaluation.json): a model trained elsewhere may have
+  // none, and the card then says only what the contract does.
+  const figures = body.figures || {};
+  const ours = figures.this_model;
+  const old = figures.approach_2020;
+  const measured = ours && typeof ours.accuracy === "number" && typeof figures.test_rows === "number"
+    ? `${(ours.accuracy * 100).toFixed(1)}% accurate on ` +
+      `${figures.test_rows.toLocaleString()} held-out tweets` +
+      (typeof ours.balanced_accuracy === "number"
+        ? ` (${(ours.balanced_accuracy * 100).toFixed(1)}% balanced)` : "") +
+      (old ? `, against ${(old.accuracy * 100).toFixed(1)}% for the 2020 approach` : "") + ". "
+    : "";
+  show($("card"), `${body.display_name || body.name} ${body.version}: ${measured}` +
+    `Up to ${body.limits.max_tweets.toLocaleString()} tweets a request, ` +
     `${body.limits.max_tweet_chars.toLocaleString()} characters each.`);
   $("tweet").maxLength = body.limits.max_tweet_chars;
 }

@@ -65,12 +65,33 @@ def served_default():
 
 @pytest.fixture(scope="session")
 def data_path():
-    """The 10K tweet data set, or a skip naming where it was looked for."""
+    """The 10K tweet data set; absent (a skip naming where it was looked for, outside CI)."""
     import train
 
-    if not train.DEFAULT_DATA.is_file():
-        pytest.skip(f"the training data is absent: {train.DEFAULT_DATA} (see shared/data)")
-    return train.DEFAULT_DATA
+    return shared_file(train.DEFAULT_DATA)
+
+
+@pytest.fixture(scope="session")
+def extra_data_path():
+    """The 80K file of Sentiment140 tweets, as data_path."""
+    import train
+
+    return shared_file(train.LARGE_DATA)
+
+
+@pytest.fixture(scope="session")
+def semeval_path():
+    """The SemEval file of tweets people labelled, as data_path."""
+    import reference
+
+    return shared_file(reference.REFERENCE_FILE)
+
+
+def shared_file(path):
+    """A file of ../shared (which a fresh clone lacks): its path, or absent() naming it."""
+    if not path.is_file():
+        absent(f"{path} is absent (the team's data, ../shared/data: see docs/testing.md)")
+    return path
 
 
 # Figures the reliability suite measured, printed at the end of every run (CI's output included).

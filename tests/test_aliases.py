@@ -350,6 +350,7 @@ def test_without_the_reference_set_the_guard_refuses_naming_it(tmp_path, tweets)
     client = make_app(
         tmp_path, GUARD_REFERENCE_FILE=str(missing), PROMOTE_MIN_PAIRS=len(tweets)
     ).test_client()
+    force(client, "tweet-sentiment-large")
     put_candidate(client, model=SMALL)
     shadow_many(client, tweets)
     state = client.get("/api/v1/aliases", headers=USER).json
@@ -578,3 +579,26 @@ def test_of_two_admins_at_once_the_later_is_told_what_changed(tmp_path):
     assert late.status_code == 409 and "no candidate" in late.json["detail"]
     assert "changed meanwhile: version 2: stable tweet-sentiment" in late.json["detail"]
     assert second.get("/api/v1/aliases", headers=USER).json["stable"]["model"] == SMALL
+
+
+def test_the_peoples_labels_model_replaces_the_large_one_without_force(tmp_path, tweets, reference):
+    """Issue #38 item 3, the lifecycle that made tweet-sentiment-people the default: with
+    tweet-sentiment-large stable, people's model passes the guard on the labelled tweets (where
+    it disagrees with large on about a quarter) and, once it has shadowed enough distinct live
+    tweets, is promoted without force."""
+    people, large = "tweet-sentiment-people", "tweet-sentiment-large"
+    client = make_app(tmp_path, PROMOTE_MIN_PAIRS=300).test_client()
+    force(client, large)
+    put_candidate(client, model=people)
+    early = client.get("/api/v1/aliases", headers=USER).json
+    labelled = early["labelled"]
+    assert (
+        labelled["candidate"]["balanced_accuracy"] > labelled["stable"]["balanced_accuracy"] + 0.1
+    )
+    assert "fewer than PROMOTE_MIN_PAIRS (300)" in early["guard"]["reason"]
+    shadow_many(client, tweets)
+    state = client.get("/api/v1/aliases", headers=USER).json
+    assert state["shadow"]["pairs"] == evidence(large, people, tweets.values())["pairs"] >= 300
+    assert state["guard"] == {"promotable": True, "reason": None}, state
+    promoted = client.post("/api/v1/aliases/promote", headers=ADMIN)
+    assert promoted.status_code == 200 and promoted.json["stable"]["model"] == people

@@ -36,12 +36,9 @@ from conftest import (
 )
 from postgres import postgres
 
-import registry
-
 pytestmark = pytest.mark.slow
 ADMIN_TOKEN = "cluster-admin-token-0123456789"
-SMALL, OLD = "tweet-sentiment", "tweet-sentiment-2020"
-DEFAULT = registry.read_catalogue(registry.MODELS_FILE)["default"]  # stable at start
+LARGE, SMALL, OLD = "tweet-sentiment-large", "tweet-sentiment", "tweet-sentiment-2020"
 PAYLOAD = (ROOT / "payload.json").read_text()
 DRAIN_SECONDS = 2  # STOP_DRAIN_SECONDS: HAProxy's check takes a failing server out within 0.9 s
 MIN_PAIRS = 400  # PROMOTE_MIN_PAIRS: more than any one replica is sent
@@ -298,6 +295,11 @@ def test_a_promotion_and_a_rollback_through_haproxy_reach_every_replica(cluster)
 
 def test_the_guard_sees_the_pairs_of_every_replica(cluster):
     root, replicas = cluster["root"], cluster["replicas"]
+    # Against the default, tweet-sentiment-people, tweet-sentiment is refused on the labelled
+    # tweets (balanced accuracy 0.6659 against 0.8165); against tweet-sentiment-large (0.6611) it
+    # passes them, so that what is left to decide is the live pairs, summed over the replicas.
+    admin(cluster, "PUT", "/candidate", {"model": LARGE, "shadow_percent": 0})
+    admin(cluster, "POST", "/promote", {"force": True})
     admin(cluster, "PUT", "/candidate", {"model": SMALL})
     time.sleep(1)
     texts = seed_tweets(450)
@@ -308,9 +310,9 @@ def test_the_guard_sees_the_pairs_of_every_replica(cluster):
                 replica.port, root / "server.crt", "POST", "/api/v1/predict", tweets
             )
             assert status == 200, body
-    expected = evidence(DEFAULT, SMALL, texts)
+    expected = evidence(LARGE, SMALL, texts)
     one_replica = max(
-        evidence(DEFAULT, SMALL, texts[150 * i : 150 * i + 150])["pairs"] for i in range(3)
+        evidence(LARGE, SMALL, texts[150 * i : 150 * i + 150])["pairs"] for i in range(3)
     )
     deadline = time.monotonic() + 10
     while (state := admin(cluster, "GET", ""))["shadow"]["pairs"] < expected["pairs"]:

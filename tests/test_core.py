@@ -46,10 +46,8 @@ def junk(count, seed):
     return made
 
 
-def test_the_core_gives_the_reference_scores_on_the_data_set(shipped_core):
-    if not train.DEFAULT_DATA.is_file():
-        pytest.skip(f"the training data is absent: {train.DEFAULT_DATA} (see shared/data)")
-    tweets = pd.read_csv(train.DEFAULT_DATA, keep_default_na=False)["text"].tolist()
+def test_the_core_gives_the_reference_scores_on_the_data_set(shipped_core, data_path):
+    tweets = pd.read_csv(data_path, keep_default_na=False)["text"].tolist()
     assert shipped_core.scores(tweets) == shipped_core.python_scores(tweets)
 
 

@@ -88,6 +88,10 @@ def test_each_session_prints_what_the_page_shows(server, page, line, command, ex
         command = re.sub(rf"(?<![\w/.]){re.escape(name)}", path, command)
         expected = re.sub(rf"(?<![\w/.]){re.escape(name)}", path, expected)
     command = command.replace("localhost:5000", f"localhost:{server['port']}")
+    if command.startswith("make train"):  # the model's folder: the test's, not the project's
+        made = folder / "my-model"
+        command += f" OUT={made}"
+        expected = expected.replace("artifacts/my-model", str(made))
     # make runs in the project (the data path is relative to it); curl beside the token file.
     cwd = ROOT if command.startswith("make ") else folder
     # As a terminal runs it: not as a child of `make test` (a nested make names its directory).

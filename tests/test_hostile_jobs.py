@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import TOKEN, job_workers, make_child, running_server
+from conftest import TOKEN, job_workers, make_child, running_server, wait_for_workers
 from test_hostile import (
     MB,
     Memory,
@@ -48,6 +48,9 @@ def server(tmp_path_factory):
         JOB_MAX_PER_TOKEN=str(JOBS_PER_TOKEN),
         JOB_MAX_ACTIVE="200",
     ) as started:
+        # /health answers once one worker is up; a test that compares the workers before and
+        # after it must not count the second one arriving meanwhile as a replacement.
+        wait_for_workers(make_child(started), 2)
         yield started
 
 

@@ -370,12 +370,17 @@ def test_training_reproduces_the_shipped_artifacts(data_path, tmp_path, capsys):
     accuracy_line = next(line for line in printed.splitlines() if line.startswith("accuracy"))
     columns = ("ours", "frequency only", "2020")
     assert accuracy_line.split()[1:] == [f"{figures[k]['accuracy']:.4f}" for k in columns]
-    names = [model.PREPROCESSING_FILE, model.MODEL_FILE, model.MANIFEST_FILE, train.CARD_FILE]
-    names.append(model.EVALUATION_FILE)
-    names += [f"{train.MODEL_2020_DIR}/{n}" for n in ("model.json", "evaluation.json")]
-    names.append(f"{train.MODEL_2020_DIR}/{model.MANIFEST_FILE}")
-    for name in names:
-        assert (tmp_path / name).read_bytes() == (model.ARTIFACTS_DIR / name).read_bytes(), name
+    # Every file of both models: artifacts/ itself and the 2020 approach's folder.
+    folder = model.ARTIFACTS_DIR
+    shipped = [p for p in folder.iterdir() if p.is_file()]
+    shipped += list((folder / train.MODEL_2020_DIR).iterdir())
+    made = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert sorted(p.relative_to(tmp_path) for p in made) == sorted(
+        p.relative_to(folder) for p in shipped
+    )
+    for path in shipped:
+        name = path.relative_to(folder)
+        assert (tmp_path / name).read_bytes() == path.read_bytes(), name
     assert (tmp_path / train.PLOT_FILE).stat().st_size > 10_000
 
 

@@ -24,6 +24,7 @@ from conftest import ADMIN_TOKEN, ROOT, TOKEN, evidence, free_port, make_child, 
 
 import aliases
 import api
+import registry
 import service
 import v2
 from v2 import grpc_predict_v2_pb2 as pb2
@@ -32,7 +33,8 @@ from v2 import grpc_server, protocol, rest
 
 USER = {"Authorization": f"Bearer {TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SMALL, LARGE = "tweet-sentiment", "tweet-sentiment-large"
+SMALL = "tweet-sentiment"
+DEFAULT = registry.read_catalogue(registry.MODELS_FILE)["default"]  # stable when none is set
 TWEETS = ["I love it", "not good at all", "", "naïve café"]
 INFER = f"/v2/models/{SMALL}/infer"
 
@@ -217,7 +219,7 @@ def test_tokens_limits_and_encodings_as_our_rest(client):
     gzip = client.post(INFER, json=body(), headers={**USER, "Content-Encoding": "gzip"})
     assert gzip.status_code == 415 and "send the body uncompressed" in gzip.json["error"]
     for path, words in (
-        ("/v2/models/nope/infer", "no model 'nope'; known models: 'tweet-sentiment-large'"),
+        ("/v2/models/nope/infer", f"no model 'nope'; known models: '{DEFAULT}'"),
         (f"/v2/models/{SMALL}/versions/v0/infer", f"model {SMALL!r} has no version 'v0'"),
     ):
         answer = client.post(path, json=body(), headers=USER)
@@ -312,9 +314,9 @@ def put_candidate(client, **fields):
 def test_stable_follows_the_alias_and_its_canary(own):
     client = own
     answer = client.post("/v2/models/stable/infer", json=body(), headers=USER).json
-    assert answer["model_name"] == LARGE
-    assert client.get("/v2/models/stable", headers=USER).json["name"] == LARGE
-    assert client.get("/v2/models/stable/ready").json == {"name": LARGE, "ready": True}
+    assert answer["model_name"] == DEFAULT
+    assert client.get("/v2/models/stable", headers=USER).json["name"] == DEFAULT
+    assert client.get("/v2/models/stable/ready").json == {"name": DEFAULT, "ready": True}
     put_candidate(client, model=SMALL, canary_percent=20)
     names = {}
     for i in range(200):
@@ -323,22 +325,22 @@ def test_stable_follows_the_alias_and_its_canary(own):
         names[request_id] = answer.json["model_name"]
         assert answer.headers["X-Model-Name"] == names[request_id]
     for request_id, name in names.items():  # the id chooses, as X-Request-ID does on REST
-        assert name == (SMALL if aliases.canary_share(request_id) < 20 else LARGE)
+        assert name == (SMALL if aliases.canary_share(request_id) < 20 else DEFAULT)
     assert 20 <= list(names.values()).count(SMALL) <= 60
-    named = client.post(f"/v2/models/{LARGE}/infer", json=body(id="req-0"), headers=USER)
-    assert named.json["model_name"] == LARGE  # a named model is never the canary's
+    named = client.post(f"/v2/models/{DEFAULT}/infer", json=body(id="req-0"), headers=USER)
+    assert named.json["model_name"] == DEFAULT  # a named model is never the canary's
 
 
 def test_stable_is_shadowed_as_our_rest_default(own):
     client = own
     put_candidate(client, model=SMALL, shadow_percent=100)
     before = client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"]
-    plain = client.post(f"/v2/models/{LARGE}/infer", json=body(), headers=USER).json
+    plain = client.post(f"/v2/models/{DEFAULT}/infer", json=body(), headers=USER).json
     shadowed = client.post("/v2/models/stable/infer", json=body(), headers=USER).json
     assert shadowed == plain  # the shadow never changes an answer
     after = client.get("/api/v1/aliases", headers=USER).json["shadow"]["pairs"]
     # Both asked for stable's model and version: the guard counts each tweet once.
-    assert after == before + evidence(LARGE, SMALL, TWEETS)["pairs"]
+    assert after == before + evidence(DEFAULT, SMALL, TWEETS)["pairs"]
 
 
 # The protocol's pieces.
@@ -458,7 +460,7 @@ def test_grpc_tokens_health_and_metadata(door):
         door.ModelReady(pb2.ModelReadyRequest(name="nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     metadata = door.ModelMetadata(pb2.ModelMetadataRequest(name="stable"), metadata=GRPC_AUTH)
-    assert metadata.name == LARGE and [t.name for t in metadata.outputs] == ["label", "score"]
+    assert metadata.name == DEFAULT and [t.name for t in metadata.outputs] == ["label", "score"]
     with pytest.raises(grpc.RpcError) as caught:
         door.ServerMetadata(pb2.ServerMetadataRequest())
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
