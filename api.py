@@ -43,6 +43,7 @@ import aliases
 import contract
 import jobs
 import model
+import reference
 import registry
 import service
 import v2.rest
@@ -73,8 +74,8 @@ OWN = {
     "ADMIN_TOKEN": "",  # comma-separated; empty means: read ADMIN_TOKEN_FILE
     "ADMIN_TOKEN_FILE": str(ROOT / ".admin_token"),
     # The promotion guard (aliases/guard.py): labelled evidence, then live traffic.
-    "GUARD_REFERENCE_FILE": str(ROOT.parent / "shared" / "data" / "semeval_2013_2016.csv"),
-    "GUARD_REFERENCE_IDS": "se16dev_,se16devtest_",  # its rows whose id starts so: held out
+    "GUARD_REFERENCE_FILE": str(reference.REFERENCE_FILE),
+    "GUARD_REFERENCE_IDS": ",".join(reference.REFERENCE_PREFIXES),  # its held-out sources
     "PROMOTE_MAX_DROP": "0.01",  # balanced accuracy on them at most this far below stable's
     "PROMOTE_MIN_PAIRS": 1000,  # distinct shadowed tweets a candidate needs
     "PROMOTE_MIN_AGREEMENT": "0.9",  # live agreement needed (lower with labels: guard.py)

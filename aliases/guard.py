@@ -18,7 +18,6 @@ clients send, and agreement alone would let one client promote a model (and refu
 better than stable). Send force then, knowingly, or mount the set.
 """
 
-import csv
 import dataclasses
 import functools
 import logging
@@ -26,6 +25,7 @@ import threading
 from pathlib import Path
 
 import model
+import reference
 
 AGREEMENT_MARGIN = 0.1
 log = logging.getLogger("aliases")
@@ -51,34 +51,24 @@ class Reference:
     """The labelled reference set, read when first needed, and each model's figures on it, worked
     out once per model version in this process (a few tens of milliseconds)."""
 
-    def __init__(self, path, prefixes):
+    def __init__(self, path, sources):
+        """sources: GUARD_REFERENCE_IDS, the sources (se16dev, ...) its rows' ids name."""
         self.path = Path(path)
-        self.prefixes = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+        self.sources = tuple(p.strip() for p in sources.split(",") if p.strip())
         self.lock = threading.Lock()
 
     @functools.cached_property
     def rows(self):
-        """(texts, labels): the reference set; Missing naming the file and what is wrong."""
-        texts, labels = [], []
+        """(texts, labels): the reference set (reference.py reads it); Missing naming the file
+        and what is wrong."""
         try:
-            with self.path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if not {"id", "text", "target"} <= set(reader.fieldnames or ()):
-                    raise Missing(f"{self.path} needs the columns id, text and target")
-                for row in reader:
-                    if row["id"].startswith(self.prefixes) and row["target"] in ("0", "1"):
-                        texts.append(row["text"])
-                        labels.append(int(row["target"]))
-        except OSError as e:
-            raise Missing(f"the reference set {self.path} cannot be read: {e.strerror}") from None
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise Missing(f"the reference set {self.path} is malformed: {e}") from None
+            found = reference.reference_set(self.path, self.sources)
+        except reference.ReferenceSetError as e:
+            raise Missing(str(e)) from None
+        labels = bytes(model.LABELS.index(label) for _, _, label in found)
         if len(set(labels)) < 2:
-            raise Missing(
-                f"{self.path} has no rows of both labels whose id starts with "
-                f"{', '.join(self.prefixes) or '(no prefix given)'}"
-            )
-        return texts, bytes(labels)
+            raise Missing(f"{self.path}: the rows of {', '.join(self.sources)} are of one label")
+        return [text for _, text, _ in found], labels
 
     @functools.cache  # noqa: B019 (one Reference per app: the models it judges live as long)
     def judge(self, name, version, scorer):

@@ -69,7 +69,9 @@ def from_stored(data):
         raise ValueError("stable must name a model and a version")
     candidate = data.get("candidate")
     if candidate is not None:
-        candidate = {"shadow_percent": 100, "canary_percent": 0, **candidate}
+        candidate = {**candidate}  # in its stored order: what a change answered, a read answers
+        candidate.setdefault("shadow_percent", 100)
+        candidate.setdefault("canary_percent", 0)
         for name in ("shadow_percent", "canary_percent"):
             value = candidate[name]
             if (
