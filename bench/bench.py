@@ -135,19 +135,22 @@ def timed(function, argument):
     return time.perf_counter() - start
 
 
-def big_request(tweets):
-    """The body of a 1,000-tweet request."""
-    return {str(i): t for i, t in enumerate(tweets[:1000])}
+def big_request(tweets, size=1000):
+    """The body of a request of `size` tweets (the data's first ones; 10,000 is the limit)."""
+    return {str(i): t for i, t in enumerate(tweets[:size])}
 
 
 def prepare(folder, tweets):
-    """Make a certificate in folder (make certs) and the 1,000-tweet body; return its path."""
+    """Make a certificate in folder (make certs) and the bodies of big requests; return their
+    paths by size, {1000: path, 10000: path}."""
     env = {**os.environ, "TLS_CERT": str(folder / "server.crt")}
     env["TLS_KEY"] = str(folder / "server.key")
     subprocess.run(["make", "-s", "certs"], cwd=ROOT, env=env, check=True)
-    big = folder / BIG_BODY
-    big.write_text(json.dumps(big_request(tweets)))
-    return big
+    bodies = {}
+    for size in BIG_SIZES:
+        bodies[size] = folder / f"tweets{size}.json"
+        bodies[size].write_text(json.dumps(big_request(tweets, size)))
+    return bodies
 
 
 def free_port():
@@ -159,10 +162,10 @@ def free_port():
 class Server:
     """A gunicorn server on a free port, started by a command, timed to its first 200 answer."""
 
-    def __init__(self, name, command, folder, path=None, body=PAYLOAD, big_body=None):
+    def __init__(self, name, command, folder, path=None, body=PAYLOAD, big_bodies=None):
         self.name, self.port = name, free_port()
         self.url = f"https://127.0.0.1:{self.port}{path or f'/api/v1/{TOKEN}/predict'}"
-        self.body, self.big_body = body, big_body
+        self.body, self.big_bodies = body, big_bodies or {}
         command = command(self.port) if callable(command) else command
         env = {
             **os.environ,
@@ -308,7 +311,7 @@ PEER_TITLES = {
     "fastapi_async": "FastAPI, async + ORJSON",
     "bentoml": "BentoML",
 }
-BIG_BODY = "tweets1000.json"
+BIG_SIZES = (1000, 10000)  # tweets a big request holds: what batch users send, and the limit
 BENCH_BIN = ROOT / ".venv-bench" / "bin"  # make bench installs requirements-bench.txt there
 
 
@@ -324,27 +327,29 @@ def peer_commands(folder, tweets):
         str(folder / "server.key"),
     ]
     # BentoML takes the method's argument by name in the body.
-    bento_payload, bento_big = folder / "bento_payload.json", folder / "bento_big.json"
+    bento_payload = folder / "bento_payload.json"
     bento_payload.write_text(json.dumps({"tweets": json.loads(PAYLOAD.read_text())}))
-    bento_big.write_text(json.dumps({"tweets": big_request(tweets)}))
-    big = folder / BIG_BODY
+    bento_big = {size: folder / f"bento_tweets{size}.json" for size in BIG_SIZES}
+    for size, path in bento_big.items():
+        path.write_text(json.dumps({"tweets": big_request(tweets, size)}))
+    big = {size: folder / f"tweets{size}.json" for size in BIG_SIZES}
     return {
         "fastapi": (
             lambda port: [str(BENCH_BIN / "uvicorn"), "bench.peer_fastapi:app", "--host",
                           "127.0.0.1", "--port", str(port), "--workers", "2", "--loop", "uvloop",
                           "--http", "httptools", "--no-access-log", *tls],
-            {"big_body": big},
+            {"big_bodies": big},
         ),
         "fastapi_async": (
             lambda port: [str(BENCH_BIN / "uvicorn"), "bench.peer_fastapi_async:app", "--host",
                           "127.0.0.1", "--port", str(port), "--workers", "2", "--loop", "uvloop",
                           "--http", "httptools", "--no-access-log", *tls],
-            {"big_body": big},
+            {"big_bodies": big},
         ),
         "bentoml": (
             lambda port: [str(BENCH_BIN / "bentoml"), "serve", "bench.peer_bentoml:Sentiment",
                           "--host", "127.0.0.1", "--port", str(port), *tls],
-            {"path": "/predict", "body": bento_payload, "big_body": bento_big},
+            {"path": "/predict", "body": bento_payload, "big_bodies": bento_big},
         ),
     }  # fmt: skip
 
@@ -384,13 +389,15 @@ def peers_table(results):
                 *(f"{results[n][key]['errors']} of {results[n][key]['requests']:,}" for n in names),
             )
         )
-    rows.append(
-        (
-            "1,000-tweet requests, 8 connections: tweets/s",
-            *(f"{results[n]['tweets1000_c8']['tweets_per_s']:,.0f}" for n in names),
-            *(ratio("tweets1000_c8", "tweets_per_s", p) for p in peers),
+    for size in BIG_SIZES:
+        key = f"tweets{size}_c8"
+        rows.append(
+            (
+                f"{size:,}-tweet requests, 8 connections: tweets/s",
+                *(f"{results[n][key]['tweets_per_s']:,.0f}" for n in names),
+                *(ratio(key, "tweets_per_s", p) for p in peers),
+            )
         )
-    )
     rows.append(("Start to first 200 answer (s)",
                  *(f"{results[n]['seconds_to_first_answer']:.2f}" for n in names)))  # fmt: skip
     columns = 1 + len(names) + len(peers)
@@ -433,34 +440,44 @@ def asgi_table(results):
          *(f"{results[n][key]['errors']} of {results[n][key]['requests']:,}" for n in names)),
         ("`payload.json`, 16 connections: / FastAPI, async",
          *(versus(n, key, "requests_per_s") for n in names[:3])),
-        ("1,000-tweet requests, 8 connections: tweets/s",
-         f"{results['service']['tweets1000_c8']['tweets_per_s']:,.0f}",
-         f"{results['asgi_probe']['tweets1000_c8']['tweets_per_s']:,.0f}", "",
-         f"{results[peer]['tweets1000_c8']['tweets_per_s']:,.0f}"),
-        ("1,000-tweet requests: / FastAPI, async",
-         *(versus(n, "tweets1000_c8", "requests_per_s") for n in names[:2])),
     ]  # fmt: skip
+    for size in BIG_SIZES:
+        big = f"tweets{size}_c8"
+        rows += [
+            (f"{size:,}-tweet requests, 8 connections: tweets/s",
+             f"{results['service'][big]['tweets_per_s']:,.0f}",
+             f"{results['asgi_probe'][big]['tweets_per_s']:,.0f}", "",
+             f"{results[peer][big]['tweets_per_s']:,.0f}"),
+            (f"{size:,}-tweet requests: / FastAPI, async",
+             *(versus(n, big, "requests_per_s") for n in names[:2])),
+        ]  # fmt: skip
     lines = ["| Measure | " + " | ".join(titles) + " |", "| --- |" + " --: |" * len(titles)]
     lines += [f"| {' | '.join(row + ('',) * (len(titles) + 1 - len(row)))} |" for row in rows]
     return "\n".join(lines)
 
 
 def big_requests(servers, rounds, seconds):
-    """Load the service, the model alone and the peers with 1,000-tweet requests in turn, round
-    after round; return each one's medians, with tweets/s.
+    """Load the service, the model alone and the peers with 1,000-tweet requests in turn, then
+    with 10,000-tweet ones, round after round; return each one's medians by key ("tweets1000_c8",
+    "tweets10000_c8"), with tweets/s.
 
     8 connections: a worker's accept loop takes a burst of new connections at once, and with 4 it
     held all of them now and then, leaving the other worker idle. Each round opens them anew, so
     the median is not one round's luck in how the workers shared them (uvicorn's vary too)."""
     names = [n for n in ("service", "model_only", "asgi_probe", *PEERS) if n in servers]
-    runs = {name: [] for name in names}
+    runs = {name: {size: [] for size in BIG_SIZES} for name in names}
     for _ in range(rounds):
-        for name in names:
-            runs[name].append(wrk(servers[name].url, servers[name].big_body, 8, seconds))
-    summaries = {}
-    for name, done in runs.items():
-        summaries[name] = median_run(done)
-        summaries[name]["tweets_per_s"] = summaries[name]["requests_per_s"] * 1000
+        for size in BIG_SIZES:
+            for name in names:
+                body = servers[name].big_bodies[size]
+                runs[name][size].append(wrk(servers[name].url, body, 8, seconds))
+    summaries = {name: {} for name in names}
+    for name, sizes in runs.items():
+        for size, done in sizes.items():
+            summary = summaries[name][f"tweets{size}_c8"] = median_run(done)
+            summary["tweets_per_s"] = summary["requests_per_s"] * size
+            for run in done:
+                run["tweets_per_s"] = run["requests_per_s"] * size
     return summaries
 
 
@@ -510,7 +527,7 @@ def table(results):
             (f"{label}: failed requests", *(f"{r['errors']} of {r['requests']:,}" for r in runs)),
         ]  # fmt: skip
 
-    big = s["tweets1000_c8"]
+    big, huge = s["tweets1000_c8"], s["tweets10000_c8"]
 
     def memory(key):
         return [", ".join(f"{w[key]:.0f}" for w in x["workers"]) for x in servers]
@@ -531,6 +548,10 @@ def table(results):
          f"{o['tweets1000_c8']['tweets_per_s']:,.0f}"),
         ("1,000-tweet requests: p50 / p99 latency (ms)",
          f"{big['p50_ms']:.1f} / {big['p99_ms']:.1f}"),
+        ("10,000-tweet requests, 8 connections: tweets/s", f"{huge['tweets_per_s']:,.0f}",
+         f"{o['tweets10000_c8']['tweets_per_s']:,.0f}"),
+        ("10,000-tweet requests: p50 / p99 latency (ms)",
+         f"{huge['p50_ms']:.1f} / {huge['p99_ms']:.1f}"),
         ("Worker RSS after load (MB)", *memory("rss_mb")),
         ("Worker PSS after load (MB)", *memory("pss_mb")),
         ("Start to first 200 answer (s)",
@@ -579,14 +600,14 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        big_body = prepare(folder, tweets)
+        big_bodies = prepare(folder, tweets)
         servers = {}
         try:
             for name, command in GUNICORN_SERVERS.items():
                 print(f"starting {name} ...", flush=True)
                 # The floor and the model alone are not the service: no job worker beside them.
                 os.environ["JOB_WORKERS_WITH_API"] = "1" if name == "service" else "0"
-                servers[name] = Server(name, command, folder, big_body=big_body)
+                servers[name] = Server(name, command, folder, big_bodies=big_bodies)
             os.environ.pop("JOB_WORKERS_WITH_API")
             for name, (command, extra) in peer_commands(folder, tweets).items():
                 print(f"starting the peer {name} ...", flush=True)
@@ -594,7 +615,8 @@ def main(argv=None):
             print(f"payload.json, 1 and 16 connections, {args.seconds} s each ...", flush=True)
             loads = load_in_rounds(servers, args.rounds, args.seconds)
             print(
-                "1,000-tweet requests on the service, the model alone and the peers ...", flush=True
+                "1,000- and 10,000-tweet requests: the service, the model alone, the peers ...",
+                flush=True,
             )
             bigs = big_requests(servers, args.rounds, args.seconds)
             print("the websocket and ZeroRPC beside REST, the same Python client ...", flush=True)
@@ -606,8 +628,7 @@ def main(argv=None):
                     **{key: median_run(runs) for key, runs in loads[name].items()},
                     "workers": server.worker_memory() if name in GUNICORN_SERVERS else [],
                 }
-                if name in bigs:
-                    results[name]["tweets1000_c8"] = bigs[name]
+                results[name].update(bigs.get(name, {}))
         finally:
             for server in servers.values():
                 server.stop()

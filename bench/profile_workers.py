@@ -88,13 +88,14 @@ def sample(pid, path, seconds, rate):
 def profile(name, body, connections, seconds, rate, folder):
     """Load one server with wrk and sample its workers; return the raw profile files and wrk's
     figures."""
-    big = bench.prepare(folder, bench.load_tweets()[0])
-    server = bench.Server(name, bench.GUNICORN_SERVERS[name], folder, big_body=big)
+    bigs = bench.prepare(folder, bench.load_tweets()[0])
+    server = bench.Server(name, bench.GUNICORN_SERVERS[name], folder, big_bodies=bigs)
+    body = {"payload": server.body, "big": bigs[1000], "big10000": bigs[10000]}[body]
     try:
         bench.wrk(server.url, server.body, connections, 2)  # warm up
         outputs = [folder / f"{name}-{pid}.txt" for pid in server.workers()]
         samplers = [sample(int(path.stem.split("-")[-1]), path, seconds, rate) for path in outputs]
-        load = bench.wrk(server.url, big if body == "big" else server.body, connections, seconds)
+        load = bench.wrk(server.url, body, connections, seconds)
         for sampler in samplers:
             sampler.wait(timeout=seconds + 30)
     finally:
@@ -105,8 +106,8 @@ def profile(name, body, connections, seconds, rate, folder):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=tuple(bench.GUNICORN_SERVERS), default="service")
-    parser.add_argument("--body", choices=("payload", "big"), default="payload",
-                        help="payload.json, or 1,000 real tweets a request")  # fmt: skip
+    parser.add_argument("--body", choices=("payload", "big", "big10000"), default="payload",
+                        help="payload.json, or 1,000 or 10,000 real tweets a request")  # fmt: skip
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rate", type=int, default=250, help="samples a second, per worker")

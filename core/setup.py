@@ -1,11 +1,12 @@
-"""The sentiment model's scorer in C (sentiment_core). make installs it into .venv when a C
-compiler is at hand; without it, model.py serves with its pure-Python scorer."""
+"""The sentiment model's scorer in C (sentiment_core), and a helper of the contract's
+(contract_core). make installs them into .venv when a C compiler is at hand; without them,
+model.py serves with its pure-Python scorer and contract.py counts in Python."""
 
 from setuptools import Extension, setup
 
 setup(
     name="sentiment-core",
-    version="2.0",
+    version="2.1",
     description="The tweet sentiment model's scorer in C; model.py's own is the reference",
     ext_modules=[
         Extension(
@@ -13,6 +14,7 @@ setup(
             ["sentiment_core.c", "porter.c"],
             depends=["porter.h"],
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension("contract_core", ["contract_core.c"], extra_compile_args=["-O2"]),
     ],
 )

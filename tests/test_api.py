@@ -175,6 +175,35 @@ JSON = "application/json"
 
 
 @pytest.mark.parametrize(
+    "ids",
+    [
+        [chr(c) for c in range(127)] + ["", "a b", '\\"', "x" * 256],  # ASCII, escapes: msgspec
+        ["a\x7f", "b"],  # DEL: json's ensure_ascii escapes it, msgspec does not
+        ["ü", "😀", "\u2028", "\ud800"],  # not ASCII
+    ],
+)
+def test_labels_are_written_as_the_json_provider_writes_them(app, ids):
+    predictions = {i: ("Positive", "Negative")[n % 2] for n, i in enumerate(ids)}
+    expected = app.json.response(predictions).get_data()
+    assert api.labels_json(predictions, app.extensions["encoder"]) == expected
+
+
+def test_a_named_models_big_request_gets_the_default_paths_bytes(app, client):
+    tweets = {f"id {i}": f'tweet {i}: {"not " * (i % 3)}good \\ " é' for i in range(50)}
+    body = json.dumps(tweets).encode()
+    served = app.extensions["registry"].get()
+    named = client.post(
+        f"/api/v1/models/{served.name}/predict",
+        data=body,
+        content_type=JSON,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    default = client.post(PREDICT, data=body, content_type=JSON)
+    assert named.status_code == default.status_code == 200
+    assert named.get_data() == default.get_data() == app.json.response(default.json).get_data()
+
+
+@pytest.mark.parametrize(
     "path, body, headers, query, content_type",
     [
         ("/api/v1/wrong-token/predict", b'{"1": "hi"}', {}, "", JSON),

@@ -1,6 +1,10 @@
 """The prediction contract on its own: input, limits, answers and error kinds."""
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import contract
 import model
@@ -180,3 +184,127 @@ def test_an_explanation_names_the_strongest_terms_and_explained_requests_are_bou
     with pytest.raises(contract.TooLarge, match="at most 1000 tweets per request with explain"):
         contract.predict(shipped, many, contract.LIMITS, explain=True)
     assert len(contract.predict(shipped, many, contract.LIMITS, scores=True)) == 1001
+
+
+# A request body's batch in one pass (checked_batch, issue 36): it takes exactly what the
+# reference takes, json into Pairs, batch() and check(), and gives the same tweets in the same
+# order; anything else is None, for the door to parse as before and name what is wrong.
+
+BODY_LIMITS = {"MAX_TWEETS": 6, "MAX_TWEET_CHARS": 12, "MAX_ID_CHARS": 5}
+
+
+def reference_batch(body, limits):
+    try:
+        tweets = contract.batch(contract.parse_json(body.decode("utf-8")))
+        contract.check(tweets, limits)
+    except (UnicodeDecodeError, contract.PredictionError):
+        return None
+    return list(tweets.items())
+
+
+def taken(body, limits=BODY_LIMITS):
+    tweets = contract.checked_batch(body, limits)
+    return None if tweets is None else list(tweets.items())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"1": "a", "2": "b"}',
+        b' \n{"1":"a"}\t',
+        b'{"1": "a", "1": "b"}',  # a repeated id
+        b'{"1": 1, "1": "b"}',  # a repeated id, the one kept a string
+        b'{"a\\"": "x\\"", "a\\"": "y"}',  # repeated, escaped quotes in both
+        b'{"\\\\": "\\\\\\"", "b": "\\\\"}',  # escaped backslashes before quotes
+        b'{"1": "\\ud83d\\ude00", "2": "\\u00e9t\\u00e9"}',  # escapes, a pair
+        b'{"1": "\\ud800"}',  # a lone surrogate
+        b'{"1": "\\udc00x"}',
+        b'{"1": "\xff"}',  # not UTF-8
+        b'{"1": "a\x01"}',  # a raw control character
+        b'{"1": "\x7f"}',
+        b'{"1": "123456789012"}',
+        b'{"1": "1234567890123"}',  # one character too long
+        '{"1": "12345678901😀"}'.encode(),  # characters, not bytes
+        b'{"123456": "a"}',  # an id too long
+        b'{"1": "a", "2": "b", "3": "c", "4": "d", "5": "e", "6": "f"}',
+        b'{"1": "a", "2": "b", "3": "c", "4": "d", "5": "e", "6": "f", "7": "g"}',
+        b'{"1": null}',
+        b'{"1": ["a"]}',
+        b'{"1": {"a": "b"}}',
+        b'{"1": NaN}',
+        b"{}",
+        b"[]",
+        b'"a"',
+        b"",
+        b'\xef\xbb\xbf{"1": "a"}',  # a byte order mark
+        b'{"1": "a"} x',
+        b'{"1": "a",}',
+        b"[" * 5000,
+    ],
+)
+def test_checked_batch_takes_what_the_reference_takes(body):
+    assert taken(body) == reference_batch(body, BODY_LIMITS)
+
+
+characters = st.characters(codec="utf-8") | st.sampled_from('"\\\x00\x1f\x7f\ud800\udfff😀:{},')
+json_values = st.text(characters, max_size=14) | st.none() | st.integers() | st.lists(st.text())
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    members=st.lists(st.tuples(st.text(characters, max_size=6), json_values), max_size=8),
+    repeat=st.booleans(),
+    ascii_only=st.booleans(),
+    spaced=st.booleans(),
+)
+def test_checked_batch_agrees_with_the_reference_on_any_batch(members, repeat, ascii_only, spaced):
+    if repeat and members:
+        members.append((members[0][0], "again"))
+    sep, colon = (", ", ": ") if spaced else (",", ":")
+    text = (
+        "{"
+        + sep.join(
+            json.dumps(k, ensure_ascii=ascii_only) + colon + json.dumps(v, ensure_ascii=ascii_only)
+            for k, v in members
+        )
+        + "}"
+    )
+    body = text.encode("utf-8", "surrogatepass")  # a raw lone surrogate: not UTF-8
+    assert taken(body) == reference_batch(body, BODY_LIMITS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    document=st.recursive(
+        st.none() | st.integers() | st.text(characters),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(characters), inner, max_size=4)
+        ),
+        max_leaves=20,
+    ),
+    ascii_only=st.booleans(),
+)
+def test_the_compiled_quote_count_is_pythons(document, ascii_only):
+    core = pytest.importorskip("contract_core")
+    text = json.dumps(document, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    assert core.unescaped_quotes(text) == contract.quotes(text)
+    assert core.unescaped_quotes(bytearray(text)) == core.unescaped_quotes(memoryview(text))
+    if isinstance(document, dict) and all(isinstance(v, str) for v in document.values()):
+        assert contract.members(text) == len(document)
+
+
+def test_the_quote_count_is_safe_on_any_bytes():
+    core = pytest.importorskip("contract_core")
+    for text in (b"", b"\\", b'"\\', b'\\"', b'\\\\"', b"x" * 1000 + b"\\"):
+        assert core.unescaped_quotes(text) == contract.quotes(text)
+    with pytest.raises(TypeError):
+        core.unescaped_quotes("a str")
+
+
+def test_a_checked_batch_is_not_checked_again_and_is_labelled_alike(shipped):
+    body = b'{"b": "I love it", "a": "I hate it"}'
+    tweets = contract.checked_batch(body, contract.LIMITS)
+    assert contract.predict(shipped, tweets, contract.LIMITS, checked=True) == contract.predict(
+        shipped, contract.batch(contract.parse_json(body.decode())), contract.LIMITS
+    )
+    assert list(contract.predict(shipped, tweets, contract.LIMITS, checked=True)) == ["b", "a"]
