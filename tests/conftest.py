@@ -87,6 +87,14 @@ def semeval_path():
     return shared_file(reference.REFERENCE_FILE)
 
 
+def guard_refusal(reason):
+    """What the guard's refusal names: `reason` where the labelled reference set is (../shared),
+    and where a clone has none beside it, that there is no labelled evidence (it refuses then)."""
+    import reference
+
+    return reason if reference.REFERENCE_FILE.is_file() else "there is no labelled evidence"
+
+
 def shared_file(path):
     """A file of ../shared (which a fresh clone lacks): its path, or absent() naming it."""
     if not path.is_file():
