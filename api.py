@@ -1,7 +1,6 @@
 """The HTTP API: validate requests, ask the registry's models for labels, answer in JSON."""
 
 import functools
-import hashlib
 import hmac
 import io
 import ipaddress
@@ -43,6 +42,7 @@ import aliases
 import contract
 import jobs
 import model
+import pace
 import reference
 import registry
 import service
@@ -58,14 +58,21 @@ OWN = {
     # answered: past it, a new upload gets 503 and a websocket that would go past it is cut off.
     "MAX_INFLIGHT_BYTES": 32 * 1024 * 1024,
     # A body may take CLIENT_TIMEOUT seconds (gunicorn.conf.py's too), and a second more for every
-    # BODY_MIN_BYTES_PER_SECOND bytes that arrive: past it, 408.
+    # BODY_MIN_BYTES_PER_SECOND bytes that arrive: past it, 408. A body or websocket message on
+    # its way, and an answer or reply being sent, must move CLIENT_TIMEOUT times
+    # CLIENT_MIN_BYTES_PER_SECOND bytes every CLIENT_TIMEOUT until it ends (pace.py): a 408 or
+    # the connection cut off otherwise. A reader at 40 kB/s is well above it.
     "CLIENT_TIMEOUT": 30,
     "BODY_MIN_BYTES_PER_SECOND": 64 * 1024,
+    "CLIENT_MIN_BYTES_PER_SECOND": 16 * 1024,
     # Wrong tokens from one client address, per worker: past AUTH_FAILURES within
     # AUTH_FAILURES_SECONDS, the address gets 429 until that window ends (Guesses).
     "AUTH_FAILURES": 50,
     "AUTH_FAILURES_SECONDS": 60,
     "WS_MAX_CONNECTIONS": 500,  # websockets with a token, per worker; the pool is 1,000
+    # Of them, one token's at most: a burst of one token took every slot (issue 37, round 3).
+    # One client with one token raises it to WS_MAX_CONNECTIONS.
+    "WS_MAX_CONNECTIONS_PER_TOKEN": 250,
     "WS_MAX_UNAUTHENTICATED": 50,  # websockets still to send their auth message, per worker
     "WS_AUTH_SECONDS": 5,  # a browser's first message must authenticate within this
     "WS_AUTH_MAX_BYTES": 4096,  # the most a websocket may send before it has authenticated
@@ -158,8 +165,8 @@ def create_app(config=None):
         settings["AUTH_FAILURES"], settings["AUTH_FAILURES_SECONDS"]
     )
     IN_FLIGHT.limit = settings["MAX_INFLIGHT_BYTES"]
-    BodyStream.grace = settings["CLIENT_TIMEOUT"]
     BodyStream.rate = settings["BODY_MIN_BYTES_PER_SECOND"]
+    pace.configure(settings["CLIENT_TIMEOUT"], settings["CLIENT_MIN_BYTES_PER_SECOND"])
     TALLY.interval = settings["METRICS_FLUSH_MS"] / 1000
     for name in ("PROMOTE_MIN_AGREEMENT", "PROMOTE_MAX_DROP"):
         settings[name] = share(name, settings[name])
@@ -202,7 +209,7 @@ def create_app(config=None):
     app.add_url_rule("/api/v1/aliases/promote", view_func=promote_view, methods=["POST"])
     app.add_url_rule("/api/v1/aliases/rollback", view_func=rollback_view, methods=["POST"])
     blueprint, app.extensions["jobs_metrics"], app.extensions["jobs_store"] = jobs.routes(
-        require_bearer_token, parse_options, BodyStream, settings, resolve_model
+        require_bearer_token, parse_options, BodyStream, settings, resolve_model, IN_FLIGHT
     )
     app.register_blueprint(blueprint)
     app.register_blueprint(v2.rest.routes(ws_answer, require_bearer_token, read_body))
@@ -362,8 +369,7 @@ def require_bearer_token():
             "send a valid token as 'Authorization: Bearer <token>'",
             www_authenticate=WWWAuthenticate("bearer"),
         )
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-    request.environ["api.client"] = digest[:32]
+    request.environ["api.client"] = service.client_id(token)
 
 
 def predict_with_bearer_token():
@@ -773,8 +779,8 @@ def openapi(settings):
 
 
 class InFlight:
-    """The bytes of request bodies and websocket messages this worker holds, within a budget:
-    however many clients upload at once, a worker's memory stays bounded."""
+    """The bytes of request bodies, websocket messages and answers this worker holds, within a
+    budget: however many clients upload or read at once, a worker's memory stays bounded."""
 
     def __init__(self, limit=0):
         self.limit, self.used = limit, 0
@@ -809,17 +815,20 @@ class BodyStream(io.RawIOBase):
     framing or a body cut short 400.
 
     A body may take `grace` seconds (CLIENT_TIMEOUT), and a second more for every `rate` bytes
-    (BODY_MIN_BYTES_PER_SECOND) that have arrived: a client sending a byte every 10 s had a
-    per-read time-out only, and held its upload (and, as it was, the worker's budget) for good.
+    (BODY_MIN_BYTES_PER_SECOND) that have arrived, and must bring CLIENT_TIMEOUT times
+    CLIENT_MIN_BYTES_PER_SECOND bytes every CLIENT_TIMEOUT until it ends (pace.Arrival): a
+    client sending a byte every 10 s had a per-read time-out only, and held its upload (and, as
+    it was, the worker's budget) for good; one sending 8 MiB at once but for a byte, then a byte
+    every 20 s, held it 157 s on the allowance its first bytes earned.
     """
 
-    grace, rate = 30, 64 * 1024  # create_app sets them
+    rate = 64 * 1024  # create_app sets it
 
     def __init__(self, environ, limit):
         super().__init__()
         self.input, self.limit, self.read_so_far = environ["wsgi.input"], limit, 0
         self.expected = content_length(environ)
-        self.started = time.monotonic()
+        self.pace = pace.Arrival(self.rate)
         self.waits = "gunicorn.socket" in environ  # a read may wait for the client (gevent)
 
     def readable(self):
@@ -828,7 +837,8 @@ class BodyStream(io.RawIOBase):
     def take(self, size):
         """Return up to size bytes of the body (b"" at its end)."""
         size = min(size, self.limit + 1 - self.read_so_far)  # one byte past the limit shows it
-        left = self.started + self.grace + self.read_so_far / self.rate - time.monotonic()
+        now = time.monotonic()
+        left = self.pace.deadline(self.read_so_far) - now
         try:
             if left <= 0:
                 raise Late()
@@ -842,16 +852,13 @@ class BodyStream(io.RawIOBase):
                 finally:
                     timer.close()
         except Late:
-            seconds = time.monotonic() - self.started
-            raise RequestTimeout(
-                f"the body came too slowly: {self.read_so_far} bytes in {seconds:.0f} s; a body "
-                f"may take {self.grace} s and a second more for every {self.rate} bytes"
-            ) from None
+            raise RequestTimeout(self.pace.describe(self.read_so_far, "the body")) from None
         except TimeoutError:
             raise RequestTimeout("the body stalled: nothing arrived for too long") from None
         except ParseException as e:
             raise BadRequest(f"the body's chunked framing is broken: {describe(e)}") from None
         self.read_so_far += len(data)
+        self.pace.arrived(self.read_so_far, time.monotonic())
         if self.read_so_far > self.limit:
             raise RequestEntityTooLarge(f"the body must be at most {self.limit} bytes")
         if not data and self.expected is not None and self.read_so_far < self.expected:
@@ -1023,7 +1030,15 @@ class FastPredict:
 
 
 class Observed:
-    """WSGI middleware: give each request an id, and count, time and log it once answered."""
+    """WSGI middleware: give each request an id, hold its answer within the worker's budget
+    until it is sent, and count, time and log it once answered.
+
+    The body's share of the budget is given back once the app has answered, and the answer's
+    taken (IN_FLIGHT) until the server closes it, written: 24 clients reading a 23.6 MB answer
+    at a trickle each held theirs outside the budget, +1.3 GB (issue 37, round 3). An answer
+    the budget cannot take is dropped for a 503, once made; the app's start_response is called
+    once that is known (no app here writes through the callable start_response returns).
+    """
 
     def __init__(self, wsgi_app):
         self.wsgi_app = wsgi_app
@@ -1037,12 +1052,12 @@ class Observed:
         request_id = environ["api.request_id"] = (
             given if valid else f"{random.getrandbits(128):032x}"
         )
-        status = []
+        started = []
 
         def start_response_with_id(status_line, headers, exc_info=None):
-            status.append(int(status_line[:3]))
             headers.append(("X-Request-ID", request_id))
-            return start_response(status_line, headers, exc_info)
+            started[:] = status_line, headers
+            return unwritable
 
         try:
             response = self.wsgi_app(environ, start_response_with_id)
@@ -1051,7 +1066,19 @@ class Observed:
             raise
         finally:
             IN_FLIGHT.give(environ.pop("api.reserved", 0))
-        self.observe(environ, request_id, status[-1], start)
+        environ.pop("api.body", None)  # answered: the body goes before the answer is sent
+        status_line, headers = started
+        if "gunicorn.socket" in environ:  # a client that reads slowly holds it (in-process: no)
+            size = answer_bytes(response, headers)
+            if size <= SMALL_ANSWER_BYTES:  # counted, never refused
+                IN_FLIGHT.used += size
+                response = (HeldList if type(response) is list else Held)(response, size)
+            elif IN_FLIGHT.take(size):
+                response = (HeldList if type(response) is list else Held)(response, size)
+            else:
+                status_line, headers, response = refusal(response, size, request_id)
+        start_response(status_line, headers)
+        self.observe(environ, request_id, int(status_line[:3]), start)
         return response
 
     @staticmethod
@@ -1073,6 +1100,87 @@ class Observed:
             TALLY.lines.append(service.json_line("info", "request", fields))
         if time.monotonic() - TALLY.flushed >= TALLY.interval:
             TALLY.flush()
+
+
+def unwritable(data):
+    raise RuntimeError("an app here returns its answer: none writes it")
+
+
+# An answer this small (an error, a few tweets' labels) is sent whatever the budget holds,
+# counted in it: refused, the uploads that filled it made every 408 and small predict a 503.
+# The connections bound them (WORKER_CONNECTIONS of them, 16 MiB at most).
+SMALL_ANSWER_BYTES = 16 * 1024
+STREAMED_BYTES = 512 * 1024  # what a streamed answer (a job's result) holds at once, at most
+
+
+def answer_bytes(response, headers):
+    """What an answer holds until it is sent: its bytes (FastPredict's list, or Content-Length);
+    a streamed one, a piece of STREAMED_BYTES at a time (Held counts a bigger piece)."""
+    if type(response) is list:
+        return sum(map(len, response))
+    for name, value in headers:
+        if name == "Content-Length":
+            return int(value)
+    return STREAMED_BYTES
+
+
+def refusal(response, size, request_id):
+    """Drop an answer the worker's budget cannot take: the 503 to send in its place."""
+    close = getattr(response, "close", None)
+    if close is not None:
+        close()
+    detail = (
+        f"this worker holds as many answers as it may; try again (this one is {size} bytes)"
+        if size <= IN_FLIGHT.limit
+        else f"the answer would be {size} bytes, more than a worker may hold (MAX_INFLIGHT_BYTES)"
+    )
+    error = {"error": 503, "text": "Service Unavailable", "detail": detail}
+    body = f"{json.dumps(error, separators=(',', ':'))}\n".encode()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("X-Request-ID", request_id),
+    ]
+    return "503 SERVICE UNAVAILABLE", headers, [body]
+
+
+class HeldList(list):
+    """An answer of whole bytes (FastPredict's), its share of the budget given back when the
+    server closes it."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, response, size):
+        super().__init__(response)
+        self.size = size
+
+    def close(self):
+        IN_FLIGHT.give(self.size)
+        self.size = 0
+
+
+class Held:
+    """An answer (Flask's), its share of the budget given back when the server closes it; a
+    streamed one's share grows to its biggest piece."""
+
+    __slots__ = ("response", "size")
+
+    def __init__(self, response, size):
+        self.response, self.size = response, size
+
+    def __iter__(self):
+        for piece in self.response:
+            if len(piece) > self.size:  # past the budget if need be: it is made already
+                IN_FLIGHT.used += len(piece) - self.size
+                self.size = len(piece)
+            yield piece
+
+    def close(self):
+        IN_FLIGHT.give(self.size)
+        self.size = 0
+        close = getattr(self.response, "close", None)
+        if close is not None:
+            close()
 
 
 # Metrics and request log lines are held in the worker's memory and written out together, at most

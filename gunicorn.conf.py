@@ -10,9 +10,7 @@ import logging
 import os
 import re
 import shutil
-import socket
 import ssl
-import struct
 import sys
 import tempfile
 import time
@@ -29,6 +27,8 @@ from gunicorn import util  # noqa: E402
 from gunicorn.http import errors, message, wsgi  # noqa: E402
 from gunicorn.workers import base_async, ggevent  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402
+
+import pace  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -208,60 +208,29 @@ class OneWriteResponse(wsgi.Response):
         finally:
             head, self.sock = self.sock.data, sock
         self.sent = len(arg)
-        send_all(sock, head + arg)
+        if len(arg) <= ONE_WRITE_BYTES:
+            pace.send_all(sock, head + arg)
+        else:  # no copy of a big answer (23.6 MB at most) to put its head before it
+            pace.send_all(sock, head, arg)
 
 
 wsgi.Response = OneWriteResponse  # the class gunicorn's wsgi.create() makes responses from
+ONE_WRITE_BYTES = 65536  # an answer's head goes out with its body when the body is this or less
 # Every answer over TLS tells browsers to come back over TLS only, for a year.
 HSTS = "Strict-Transport-Security: max-age=31536000\r\n"
 
 
-def send_all(sock, data):
-    """Send all of data, as sendall() would, but cut the client off only once it takes next to
-    nothing.
-
-    A wait for room in the socket's buffer that times out (CLIENT_TIMEOUT) is a cut only if the
-    client has acknowledged less than MIN_PROGRESS bytes more since the one before. gevent's
-    sendall() gives a whole write CLIENT_TIMEOUT, and the kernel's buffer, megabytes on a fast
-    link, may have no room for that long while a slow client drains it: a client reading a
-    13 MB job result at a steady 40 kB/s was cut off 30 s in. (sendall() also asks the kernel
-    its buffer's size on every call, a system call that send() does not make.)
-    """
-    view, held = memoryview(data), None
-    while view:
-        try:
-            view = view[sock.send(view) :]  # a TLS socket sends it all, waiting as it must
-        except TimeoutError:
-            taken = acknowledged(sock)
-            if taken is None or (held is not None and taken - held < MIN_PROGRESS):
-                raise  # a client that takes (next to) nothing
-            held = taken  # and the same view again: TLS wants the same buffer when it retries
-
-
-# What a client must take of an answer waiting for it in every CLIENT_TIMEOUT (550 B/s at 30 s):
-# one that reads a few bytes at a time would otherwise hold its connection as long as it likes.
-MIN_PROGRESS = 16 * 1024
-
-
-def acknowledged(sock):
-    """The bytes the client has acknowledged on this connection (Linux's TCP_INFO), or None."""
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 136)
-    except (OSError, AttributeError):
-        return None
-    return struct.unpack_from("Q", info, 120)[0] if len(info) >= 128 else None
-
-
 def write(sock, data, chunked=False):
-    """gunicorn's util.write, with send_all(): a chunk of a streamed answer (a job's result)
-    given to a slow but steady client is not cut off."""
+    """gunicorn's util.write, with pace.send_all(): a chunk of a streamed answer (a job's result)
+    given to a slow but steady client is not cut off, and one given to a trickle is."""
     if isinstance(data, str):
         data = data.encode("utf-8")
+    pieces = (data,)
     if chunked:
-        data = b"%X\r\n%s\r\n" % (len(data), data)
+        pieces = (b"%X\r\n" % len(data), data, b"\r\n")  # a piece of a result is not copied
     if sock.gettimeout() == 0.0:  # util.write_nonblock's: one try, as gunicorn's
-        return sock.sendall(data)
-    return send_all(sock, data)
+        return sock.sendall(b"".join(pieces))
+    return pace.send_all(sock, *pieces)
 
 
 util.write = write  # what gunicorn's Response and write_nonblock call
@@ -370,10 +339,12 @@ class FairGeventWorker(ggevent.GeventWorker):
         CONNECTIONS.work(sock)  # in a request: never closed to make room (Connections)
         try:
             return super().handle_request(listener_name, req, sock, addr)
-        except TimeoutError:  # a write the client did not take in time: drop the connection
+        except TimeoutError as e:  # a write the client did not take in time: drop the connection
             self.log.info(
-                "a client took next to nothing for %s s: connection closed", client_timeout
+                "a client took too little of its answer (%s): connection closed",
+                e if isinstance(e, pace.Slow) else f"nothing for {client_timeout} s",
             )
+            pace.reset_on_close(sock)
             raise StopIteration() from None
         except BaseException as e:
             import service  # already imported: the app is preloaded

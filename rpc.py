@@ -17,6 +17,7 @@ import inspect
 import ipaddress
 import logging
 import signal
+import struct
 import sys
 import time
 
@@ -37,6 +38,8 @@ DEFAULTS = {
     "RPC_BIND": "tcp://127.0.0.1:4242",
     "RPC_ALLOW_UNAUTHENTICATED_NETWORK": "no",
     "RPC_HEARTBEAT_SECONDS": 5,  # a client silent for twice this is taken for dead
+    "RPC_MAX_CALLS": 4,  # calls answered at once; the others wait, queued in ZeroMQ (docs/rpc.md)
+    "RPC_MAX_PEERS": 8,  # connections served at once; a new one past it is refused (Peers)
     "RPC_METRICS_PORT": 9242,  # Prometheus metrics, on RPC_METRICS_HOST
     "RPC_METRICS_HOST": "127.0.0.1",
 }
@@ -50,6 +53,7 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 TWEETS = Counter("rpc_tweets", "Tweets labelled")
+REFUSED = Counter("rpc_connections_refused", "New connections refused: RPC_MAX_PEERS were open")
 MODEL_INFO = Gauge(
     "rpc_model_info",
     "Each model version loaded: 1, labelled with its name and version",
@@ -229,6 +233,10 @@ class Server(zerorpc.Server):
 # with the contract's error, where the call's header can be read, rather than left unanswered.
 # ZeroMQ drops a peer that sends more than HARD_LIMIT times the limit before anything is read.
 HARD_LIMIT = 4
+# Messages ZeroMQ queues for one peer each way, calls in and answers out (its default, 1,000,
+# queued 120 calls of 7.9 MB: +1.25 GB, issue 37, round 3); an answer past it to a peer that
+# does not read is dropped (ZeroMQ's ROUTER).
+QUEUED_PER_PEER = 1
 
 
 def guard(events, limit):
@@ -262,6 +270,51 @@ def guard(events, limit):
         return event
 
     events.recv = recv
+
+
+class Peers:
+    """At most `most` connections to the server's socket at once: ZeroMQ queues what each sends
+    and is answered (QUEUED_PER_PEER each way, and a message being read or written), so without
+    a bound on connections there is none on memory. ZeroMQ asks a handler of its own protocol,
+    ZAP, about every new connection's handshake; this one counts the connections open from the
+    socket's monitor and refuses a new one past `most` (the client's handshake fails; ZeroMQ
+    clients try again on their own)."""
+
+    EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+
+    def __init__(self, events, most):
+        self.most, self.open, self.warned = most, set(), 0.0
+        self.zap = events.context.socket(zmq.REP)
+        self.zap.bind("inproc://zeromq.zap.01")  # ZAP's address, in the socket's context
+        events.setsockopt(zmq.ZAP_DOMAIN, b"sentiment")  # asks ZAP with no security mechanism
+        self.monitor = events._socket.get_monitor_socket(self.EVENTS)
+        gevent.spawn(self.follow)
+        gevent.spawn(self.answer)
+
+    def follow(self):
+        while True:
+            self.note(self.monitor.recv_multipart())
+
+    def note(self, frames):
+        event, fd = struct.unpack("=HI", frames[0][:6])
+        (self.open.add if event == zmq.EVENT_ACCEPTED else self.open.discard)(fd)
+
+    def answer(self):
+        while True:
+            version, request_id, *_ = self.zap.recv_multipart()
+            while True:  # what the monitor has said meanwhile: this connection, others closed
+                try:
+                    self.note(self.monitor.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            allowed = len(self.open) <= self.most
+            if not allowed:
+                REFUSED.inc()
+                if time.monotonic() - self.warned > 60:  # a refused client retries at once
+                    self.warned = time.monotonic()
+                    log.warning("refused a connection: RPC_MAX_PEERS (%d) are open", self.most)
+            status = (b"200", b"OK") if allowed else (b"400", b"too many connections")
+            self.zap.send_multipart([version, request_id, *status, b"", b""])
 
 
 def too_large(size, limit):
@@ -318,9 +371,17 @@ def main(config=None):
         methods[method.__name__] = method
     limit = settings["MAX_BODY_BYTES"]
     methods.update(_too_large=too_large, _undecodable=undecodable)  # unlisted: names with _
-    server = Server(methods, name="sentiment", heartbeat=settings["RPC_HEARTBEAT_SECONDS"])
+    server = Server(
+        methods,
+        name="sentiment",
+        heartbeat=settings["RPC_HEARTBEAT_SECONDS"],
+        pool_size=settings["RPC_MAX_CALLS"],
+    )
     guard(server._events, limit)
     server._events.setsockopt(zmq.MAXMSGSIZE, HARD_LIMIT * limit)
+    server._events.setsockopt(zmq.RCVHWM, QUEUED_PER_PEER)
+    server._events.setsockopt(zmq.SNDHWM, QUEUED_PER_PEER)
+    Peers(server._events, settings["RPC_MAX_PEERS"])
     server._events.setsockopt(zmq.LINGER, 2000)  # answers in flight leave before the socket closes
     server.bind(settings["RPC_BIND"])
     port = service.serve_metrics(

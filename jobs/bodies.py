@@ -4,6 +4,7 @@ as it streams (the predict route's JSON, or CSV)."""
 import csv
 import io
 import json
+import sys
 
 import ijson
 
@@ -88,15 +89,39 @@ NESTED = {"start_map": contract.Pairs, "start_array": list}  # no tweet: json_ty
 FIRST = {"start_array": "array", "string": "string", "boolean": "boolean", "null": "null"}
 
 
-def json_parts(stream, size, chars, limits=contract.LIMITS):
+class Unheld:
+    """What a reader holds, counted nowhere (the default): json_parts and csv_parts take(n)
+    bytes as a part grows and give(n) them back once it is handed over."""
+
+    def take(self, size):
+        pass
+
+    def give(self, size):
+        pass
+
+
+UNHELD = Unheld()
+# What a part's entry takes beside its id's and text's own strings (sys.getsizeof): the dict's
+# slot and its share of the table, measured at about 70 bytes, and a margin.
+ENTRY_BYTES = 100
+
+
+def json_parts(stream, size, chars, limits=contract.LIMITS, held=UNHELD):
     """Yield {id: value} parts of a JSON object read from a stream, of at most `size` tweets and
-    about `chars` characters, without holding it whole: a value that is no string is kept as an
-    empty one of its type (the contract names it), never built, and is nested at most MAX_DEPTH
-    deep; a string or number too long for any id or tweet of `limits` is refused as it streams
-    (TokenBound)."""
+    about `chars` characters of ids and text, without holding it whole: a value that is no
+    string is kept as an empty one of its type (the contract names it), never built, and is
+    nested at most MAX_DEPTH deep; a string or number too long for any id or tweet of `limits`
+    is refused as it streams (TokenBound), an id too long as soon as it has come. What a part
+    holds is taken from `held` as it grows, and given back once the caller has had it.
+
+    Ids were counted neither against an id's limit nor in a part's characters until the part
+    was checked: 4,000 ids of 60 KB with empty tweets made a part of 240 MB (issue 37, round 3).
+    """
     longest = max(limits["MAX_TWEET_CHARS"], limits.get("MAX_ID_CHARS", 0))
+    most_id = limits.get("MAX_ID_CHARS", contract.LIMITS["MAX_ID_CHARS"])
     stream = TokenBound(stream, ESCAPED_CHAR_BYTES * longest + 2)
     events = ijson.basic_parse(stream, use_float=True, buf_size=READ_BYTES)
+    part, taken = {}, 0
     try:
         try:
             first, _ = next(events, (None, None))
@@ -107,7 +132,7 @@ def json_parts(stream, size, chars, limits=contract.LIMITS):
             raise contract.BadInput(
                 f'the body must be a JSON object of {{"id": "tweet text", ...}}, got {got}'
             )
-        part, held, key, depth = {}, 0, None, 0
+        count, key, depth = 0, None, 0
         for event, value in events:
             if depth:  # within a value that is no string: pass over it
                 depth += (event in NESTED) - (event in ("end_map", "end_array"))
@@ -115,6 +140,8 @@ def json_parts(stream, size, chars, limits=contract.LIMITS):
                     raise contract.BadInput(f"the body is nested more than {MAX_DEPTH} deep")
                 continue
             if event == "map_key":
+                if len(value) > most_id:  # the contract's own words for it
+                    contract.check_ids((value,), most_id)
                 key = value
                 continue
             if event == "end_map":
@@ -123,11 +150,16 @@ def json_parts(stream, size, chars, limits=contract.LIMITS):
                 raise contract.BadInput(f"each id must appear once; repeated: {json.dumps(key)}")
             if event in NESTED:
                 value, depth = NESTED[event](), 1
+            cost = sys.getsizeof(key) + sys.getsizeof(value) + ENTRY_BYTES
+            held.take(cost)
+            taken += cost
             part[key] = value
-            held += len(value) if isinstance(value, str) else 0
-            if len(part) == size or held >= chars:
+            count += len(key) + (len(value) if isinstance(value, str) else 0)
+            if len(part) == size or count >= chars:
                 yield part
-                part, held = {}, 0
+                part, count = {}, 0
+                held.give(taken)
+                taken = 0
         for _ in events:  # whatever follows the object: nothing, or an error
             pass
     except ijson.IncompleteJSONError as e:
@@ -136,12 +168,14 @@ def json_parts(stream, size, chars, limits=contract.LIMITS):
         raise contract.BadInput(f"the body is not valid JSON: {e}") from None
     if part:
         yield part
+        held.give(taken)
 
 
-def csv_parts(stream, size, chars, limits=contract.LIMITS):
+def csv_parts(stream, size, chars, limits=contract.LIMITS, held=UNHELD):
     """Yield {id: text} parts of a CSV with a header row naming id and text columns, of at most
-    `size` tweets and about `chars` characters. Every row has as many fields as the header; a row
-    of more than MAX_ROW_CHARS characters is refused before it is built."""
+    `size` tweets and about `chars` characters of ids and text. Every row has as many fields as
+    the header; a row of more than MAX_ROW_CHARS characters is refused before it is built. What
+    a part holds is taken from `held`, as json_parts does."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     lines = BoundedLines(text, MAX_ROW_CHARS)
     rows = csv.reader(lines)
@@ -154,7 +188,7 @@ def csv_parts(stream, size, chars, limits=contract.LIMITS):
                 else "the CSV's first row must name an id and a text column"
             )
         id_at, text_at = header.index("id"), header.index("text")
-        part, numbers, held = {}, {}, 0
+        part, numbers, count, taken = {}, {}, 0, 0
         lines.row_done()
         for row in rows:
             lines.row_done()
@@ -163,7 +197,8 @@ def csv_parts(stream, size, chars, limits=contract.LIMITS):
                 raise contract.BadInput(
                     f"line {line} has {len(row)} fields, the header {len(header)}"
                 )
-            tweet_id = row[id_at]
+            tweet_id, tweet = row[id_at], row[text_at]
+            row = None
             if not tweet_id:
                 raise contract.BadInput(f"line {line} has an empty id")
             if tweet_id in part:
@@ -171,13 +206,19 @@ def csv_parts(stream, size, chars, limits=contract.LIMITS):
                     f"each id must appear once; {json.dumps(tweet_id)} is on lines "
                     f"{numbers[tweet_id]} and {line}"
                 )
-            part[tweet_id], numbers[tweet_id] = row[text_at], line
-            held += len(row[text_at])
-            if len(part) == size or held >= chars:
+            cost = sys.getsizeof(tweet_id) + sys.getsizeof(tweet) + 2 * ENTRY_BYTES
+            held.take(cost)
+            taken += cost
+            part[tweet_id], numbers[tweet_id] = tweet, line
+            count += len(tweet_id) + len(tweet)
+            if len(part) == size or count >= chars:
                 yield part
-                part, numbers, held = {}, {}, 0
+                part, numbers, count = {}, {}, 0
+                held.give(taken)
+                taken = 0
         if part:
             yield part
+            held.give(taken)
     except UnicodeDecodeError as e:
         raise contract.BadInput(f"the body is not valid UTF-8: {e.reason}") from None
     except csv.Error as e:
@@ -212,8 +253,10 @@ class BoundedLines:
 
 
 def json_result(chunks, options):
-    """The answers as the predict route gives them, one chunk at a time."""
-    yield "{"
+    """The answers as the predict route gives them, a piece of the store's at a time, as bytes:
+    while a piece waits for a slow client, it alone is held, not the rows it was made from (a
+    download held 2 to 3 MB, issue 37, round 3)."""
+    yield b"{"
     first = True
     for rows in chunks:
         out = io.StringIO()
@@ -229,15 +272,21 @@ def json_result(chunks, options):
             out.write(("" if first else ",") + json.dumps(tweet_id, ensure_ascii=False) + ":")
             out.write(json.dumps(answer, ensure_ascii=False, separators=(",", ":")))
             first = False
-        yield out.getvalue()
-    yield "}"
+        piece = out.getvalue().encode()
+        out = rows = None
+        yield piece
+        piece = None
+    yield b"}"
 
 
 def csv_result(chunks):
     """The answers as CSV, id,label,score; ids that a spreadsheet would run are neutralised."""
-    yield "id,label,score\r\n"
+    yield b"id,label,score\r\n"
     for rows in chunks:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerows((contract.csv_cell(i), label, score) for i, label, score, *_ in rows)
-        yield out.getvalue()
+        piece = out.getvalue().encode()
+        out = writer = rows = None
+        yield piece
+        piece = None

@@ -5,10 +5,12 @@ contract, then sends one Celery task per chunk to the broker. Web requests never
 they only store and send, and read the job store.
 """
 
+import array
 import io
 import json
 import logging
 import secrets
+import sys
 import time
 
 import prometheus_client
@@ -37,14 +39,15 @@ class InsufficientStorage(HTTPException):
     code, description = 507, "the job store is full; try again later"
 
 
-def routes(require_token, parse_options, body_stream, settings, resolve):
+def routes(require_token, parse_options, body_stream, settings, resolve, budget):
     """The jobs API as a blueprint, a registry of its metrics, and its store.
 
     require_token refuses a request without a valid token, and leaves its holder's id (a hash of
     the token) in the environ as "api.client"; parse_options reads the query options as the
     predict route does; body_stream(environ, limit) is the body as a stream that refuses to go
     past limit bytes; resolve(name, version) is the registry.Served a job pins (the default
-    for None).
+    for None); budget is the worker's bytes in flight (api.IN_FLIGHT), which what an upload
+    holds counts against.
     """
     configure(settings)
     store = Store(settings["JOB_STORE_URL"])
@@ -113,21 +116,24 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
                     model_version=served.version,
                 )
             )
+        held = Upload(budget)
         try:
             count, number = 0, 0
             lease = now + settings["JOB_LEASE_SECONDS"]
             parts = reader(
-                body, settings["JOB_CHUNK_TWEETS"], settings["JOB_CHUNK_CHARS"], settings
+                body, settings["JOB_CHUNK_TWEETS"], settings["JOB_CHUNK_CHARS"], settings, held
             )
-            for part in checked(parts, settings):
+            for part in checked(parts, settings, held):
                 text = json.dumps(list(part.items()), ensure_ascii=False)
-                charge = len(text) + reckoned(part, options["explain"])
+                size, charge = len(part), len(text) + reckoned(part, options["explain"])
+                part = None
+                held.take(sys.getsizeof(text))
                 with store.begin() as db:
                     db.execute(
                         sa.insert(CHUNKS).values(
                             job_id=job_id,
                             number=number,
-                            size=len(part),
+                            size=size,
                             tweets=text,
                             done=False,
                             attempts=0,
@@ -141,7 +147,9 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
                         .where(JOBS.c.id == job_id)
                         .values(expires_at=time.time() + stale)
                     )
-                count, number = count + len(part), number + 1
+                held.give(sys.getsizeof(text))
+                text = None
+                count, number = count + size, number + 1
                 time.sleep(0)  # under gevent, let the worker's other requests run between chunks
             if count == 0:
                 raise contract.BadInput('the job must hold at least one tweet: {"id": "text"}')
@@ -161,6 +169,8 @@ def routes(require_token, parse_options, body_stream, settings, resolve):
             with store.begin() as db:
                 remove(db, [job_id])
             raise
+        finally:
+            held.close()
         request.environ["api.tweets"] = count
         response = jsonify(
             job_id=job_id,
@@ -235,13 +245,75 @@ def iso(moment):
     return None if moment is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
-def checked(parts, settings):
-    """Check each part of a job with the contract as it arrives; ids must be unique in the job."""
-    seen, count = set(), 0
+def checked(parts, settings, held):
+    """Check each part of a job with the contract as it arrives; ids must be unique in the job
+    (Seen, in `held`)."""
+    seen, count = Seen(), 0
     for part in parts:
+        seen.look(part)
         contract.check_part(part, settings, seen, count, settings["MAX_JOB_TWEETS"])
+        held.take(Seen.BYTES * len(part))
         count += len(part)
         yield part
+        del part  # held no more while the next part is read
+
+
+class Upload:
+    """What a job upload holds, in the worker's budget (api.IN_FLIGHT): the part being read,
+    the text of the chunk being stored, the ids seen. 503 past the budget; all of it given back
+    when the upload ends, whichever way.
+
+    Job bodies were outside the budget: 4 uploads held 917 MB in parts (issue 37, round 3)."""
+
+    def __init__(self, budget):
+        self.budget, self.bytes = budget, 0
+
+    def take(self, size):
+        if not self.budget.take(size):
+            raise ServiceUnavailable(
+                "this worker holds as much for its clients as it may (MAX_INFLIGHT_BYTES); "
+                "send the job again later"
+            )
+        self.bytes += size
+
+    def give(self, size):
+        self.budget.give(size)
+        self.bytes -= size
+
+    def close(self):
+        self.budget.give(self.bytes)
+        self.bytes = 0
+
+
+class Seen:
+    """The ids of a job's earlier parts, for contract.check_part (`id in seen`, then
+    update(part)), as their 64-bit hashes in an array: 8 bytes an id, where a set of the ids
+    took 90 bytes and more (a million short ids, 90 MB; long ones of emoji, a GB). look(part)
+    finds a part's ids among them in one pass in C: 30 ms for a part against a million.
+
+    Two ids with one hash would be taken for one, refusing the job: Python's string hash is
+    keyed at random when the server starts, so no client can make that happen, and by chance it
+    has about 1 in 30 million for a job of a million tweets."""
+
+    BYTES = 8
+
+    def __init__(self):
+        self.hashes, self.coming, self.repeated = array.array("q"), {}, ()
+
+    def look(self, part):
+        self.coming = {hash(i): i for i in part}
+        if self.coming.keys().isdisjoint(self.hashes):
+            self.repeated = ()
+        else:
+            self.repeated = {self.coming[h] for h in self.hashes if h in self.coming}
+
+    def __contains__(self, tweet_id):
+        return tweet_id in self.repeated
+
+    def update(self, part):
+        """Add the part look() was last given."""
+        self.hashes.extend(self.coming)
+        self.coming = {}
 
 
 class Metrics:

@@ -231,7 +231,8 @@ class Store:
             if row is None or (row.answers is None and not pieces):  # deleted meanwhile
                 raise gone
             if row.answers is not None:  # stored whole, before ANSWERS
-                yield json.loads(row.answers)
+                rows, row = json.loads(row.answers), None
+                yield rows
             for piece in pieces:
                 with self.begin() as db:
                     text = db.execute(
@@ -243,7 +244,9 @@ class Store:
                     ).scalar_one_or_none()
                 if text is None:
                     raise gone
-                yield json.loads(text)
+                rows, text = json.loads(text), None  # held no more while the piece is sent
+                yield rows
+                rows = None
 
     def cancel(self, job_id):
         """Cancel a job and delete its tweets and answers; its record says "cancelled" until it
