@@ -891,7 +891,11 @@ def read_body(environ, limit):
     while length is None or body.read_so_far < length:
         size = PIECE if length is None else min(PIECE, length - body.read_so_far)
         if not IN_FLIGHT.take(size):
-            raise ServiceUnavailable("this worker is reading as many bodies as it may; try again")
+            if length is None or length > SMALL_ANSWER_BYTES:
+                raise ServiceUnavailable(
+                    "this worker is reading as many bodies as it may; try again"
+                )
+            IN_FLIGHT.used += size  # a small body: counted, never refused, as a small answer
         environ["api.reserved"] = environ.get("api.reserved", 0) + size
         part = body.take(size)
         IN_FLIGHT.give(size - len(part))  # what did not come: past the limit, or the end
@@ -1106,9 +1110,10 @@ def unwritable(data):
     raise RuntimeError("an app here returns its answer: none writes it")
 
 
-# An answer this small (an error, a few tweets' labels) is sent whatever the budget holds,
-# counted in it: refused, the uploads that filled it made every 408 and small predict a 503.
-# The connections bound them (WORKER_CONNECTIONS of them, 16 MiB at most).
+# An answer this small (an error, a few tweets' labels), and a body this small (read_body), is
+# taken whatever the budget holds, counted in it: refused, the uploads or held downloads that
+# filled it made every 408 and small predict a 503 (40 downloads at a trickle: 24 of 40 payload.json
+# predicts). The connections bound them (WORKER_CONNECTIONS of them, 16 MiB at most each way).
 SMALL_ANSWER_BYTES = 16 * 1024
 STREAMED_BYTES = 512 * 1024  # what a streamed answer (a job's result) holds at once, at most
 

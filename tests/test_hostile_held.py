@@ -538,6 +538,7 @@ def test_4_a_body_sent_fast_then_trickled_is_cut_off_within_the_client_time_out(
         else:
             json_error(status, body, 408, "too slowly")
     assert [status for status, _, _ in answers.values()].count(408) >= len(sockets) // 2, figures
+    assert set(legit.statuses) == {200}, figures
     memory.check(40)
 
 
@@ -701,7 +702,7 @@ def test_6_held_downloads_stay_in_the_budget_and_are_cut_off(fresh):
     assert whole[0] == 200 and list(json.loads(whole[2])) == list(tweets)
     assert None not in held and max(held) < hold, figures
     assert set(statuses) <= {200, 503}, figures
-    assert set(legit.statuses) <= {200, 503} and 200 in legit.statuses, figures
+    assert set(legit.statuses) == {200}, figures  # small predicts: never refused for the budget
     # Both workers' budgets (16 MB) held, and what building the pieces leaves in the allocator.
     memory.check(50, peak_bound_mb=60)
 
