@@ -39,7 +39,7 @@ DEFAULTS = {
     "RPC_ALLOW_UNAUTHENTICATED_NETWORK": "no",
     "RPC_HEARTBEAT_SECONDS": 5,  # a client silent for twice this is taken for dead
     "RPC_MAX_CALLS": 4,  # calls answered at once; the others wait, queued in ZeroMQ (docs/rpc.md)
-    "RPC_MAX_PEERS": 8,  # connections served at once; a new one past it is refused (Peers)
+    "RPC_MAX_PEERS": 16,  # connections served at once; a new one past it is refused (Peers)
     "RPC_METRICS_PORT": 9242,  # Prometheus metrics, on RPC_METRICS_HOST
     "RPC_METRICS_HOST": "127.0.0.1",
 }
