@@ -184,7 +184,12 @@ def stop(process):
 
 
 def start_make(target, env, log_path):
-    """`make <target>` in a session of its own (its group can be signalled), output to a log."""
+    """`make <target>` in a session of its own (its group can be signalled), output to a log.
+
+    The server's environment (.venv) is made first, once, here: make api-start makes it when it
+    is missing, and three replicas started together (tests/test_cluster.py) on a fresh clone each
+    made it at once, one failing as another replaced it (CI, 2026-12-07)."""
+    environment_made(env)
     with log_path.open("wb") as log:
         return subprocess.Popen(
             ["make", "--no-print-directory", target],
@@ -195,6 +200,25 @@ def start_make(target, env, log_path):
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+
+ENVIRONMENT_MADE = []
+
+
+def environment_made(env):
+    """Make the server's environment (make .venv/.installed) once a session; fail naming why."""
+    if ENVIRONMENT_MADE:
+        return
+    made = subprocess.run(
+        ["make", "--no-print-directory", ".venv/.installed"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert made.returncode == 0, f"make .venv/.installed failed:\n{made.stdout}{made.stderr}"
+    ENVIRONMENT_MADE.append(True)
 
 
 @contextlib.contextmanager
