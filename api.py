@@ -148,11 +148,8 @@ def create_app(config=None):
     )
     app.json.sort_keys = False  # answers keep the request's order
     app.json.compact = True
-    # Answers as the app's JSON provider writes them, from one encoder made here: the provider
-    # makes a new one for every answer.
-    app.extensions["encoder"] = json.JSONEncoder(
-        ensure_ascii=app.json.ensure_ascii, sort_keys=app.json.sort_keys, separators=(",", ":")
-    )
+    # Answers {id: label} as the app's JSON provider writes them, by a writer chosen here.
+    app.extensions["labels_json"] = labels_writer(app.json)
     # OPTIONS gets 405 in JSON, naming the methods allowed, where Flask would answer an empty
     # text/html 200; no redirect from a path with "//" to one built from the Host header (a 308
     # to any host a client names): such a path is an unknown one, 404.
@@ -416,7 +413,7 @@ def predict(name=None, version=None):
     if any(options.values()):
         response = jsonify(predictions)
     else:
-        body = labels_json(predictions, extensions["encoder"])
+        body = extensions["labels_json"](predictions)
         response = current_app.response_class(body, mimetype="application/json")
     response.headers.extend(model_headers(served))
     return response
@@ -427,17 +424,27 @@ def predict(name=None, version=None):
 LABELS_ENCODER = msgspec.json.Encoder()
 
 
-def labels_json(predictions, encoder):
-    """An answer {id: label} as the app's JSON provider writes it (encoder: a JSONEncoder made as
-    it makes them), with its newline."""
-    if encoder.ensure_ascii and not encoder.sort_keys:
+def labels_writer(provider):
+    """How an answer {id: label} is written as the JSON provider (compact) writes it, with its
+    newline: by msgspec where that can give its bytes, else by one JSONEncoder made here (the
+    provider makes a new one for every answer)."""
+    encoder = json.JSONEncoder(
+        ensure_ascii=provider.ensure_ascii, sort_keys=provider.sort_keys, separators=(",", ":")
+    )
+
+    def by_json(predictions):
+        return f"{encoder.encode(predictions)}\n".encode()
+
+    def by_msgspec(predictions):
         try:
             body = LABELS_ENCODER.encode(predictions)
         except UnicodeEncodeError:  # a lone surrogate, which json escapes
-            body = None
-        if body is not None and body.isascii() and b"\x7f" not in body:
+            return by_json(predictions)
+        if body.isascii() and b"\x7f" not in body:
             return body + b"\n"
-    return f"{encoder.encode(predictions)}\n".encode()
+        return by_json(predictions)
+
+    return by_msgspec if provider.ensure_ascii and not provider.sort_keys else by_json
 
 
 def model_headers(served):
@@ -785,15 +792,26 @@ class InFlight:
     def __init__(self, limit=0):
         self.limit, self.used = limit, 0
 
-    def take(self, size):
-        """Reserve size bytes; False if that would go past the budget."""
-        if self.used + size > self.limit:
+    def take(self, size, always=False):
+        """Reserve size bytes; False if that would go past the budget, unless `always` (what
+        is made already, or small: counted, never refused)."""
+        if self.used + size > self.limit and not always:
             return False
         self.used += size
         return True
 
     def give(self, size):
         self.used -= size
+
+    def refusal(self, size, what):
+        """Why an answer or reply (`what`) of size bytes was refused: past the budget as it
+        stands, or past any budget."""
+        if size <= self.limit:
+            return (
+                f"this worker holds as many answers as it may; try again (this {what} is "
+                f"{size} bytes)"
+            )
+        return f"the {what} would be {size} bytes, more than a worker may hold (MAX_INFLIGHT_BYTES)"
 
 
 IN_FLIGHT = InFlight()  # a gevent worker's greenlets share it; one thread, so no lock
@@ -890,12 +908,9 @@ def read_body(environ, limit):
     body, parts = BodyStream(environ, limit), []
     while length is None or body.read_so_far < length:
         size = PIECE if length is None else min(PIECE, length - body.read_so_far)
-        if not IN_FLIGHT.take(size):
-            if length is None or length > SMALL_ANSWER_BYTES:
-                raise ServiceUnavailable(
-                    "this worker is reading as many bodies as it may; try again"
-                )
-            IN_FLIGHT.used += size  # a small body: counted, never refused, as a small answer
+        small = length is not None and length <= SMALL_ANSWER_BYTES
+        if not IN_FLIGHT.take(size, always=small):
+            raise ServiceUnavailable("this worker is reading as many bodies as it may; try again")
         environ["api.reserved"] = environ.get("api.reserved", 0) + size
         part = body.take(size)
         IN_FLIGHT.give(size - len(part))  # what did not come: past the limit, or the end
@@ -949,9 +964,9 @@ def unexpected_error(error):
 # objects, which cost more than the model and the contract together. Every other request, and
 # any predict request this path does not take as it stands (an error, a query string, another
 # content type), goes to Flask: its view and error handlers stay the reference, and
-# tests/test_api.py checks that both give the same bytes, and that labels_json writes what Flask's
-# JSON provider writes. Both parse a body with contract.checked_batch, and, when it does not take
-# the body, Flask's view parses it as before, to name what is wrong.
+# tests/test_api.py checks that both give the same bytes, and that labels_writer's writer writes
+# what Flask's JSON provider writes. Both parse a body with contract.checked_batch, and, when it
+# does not take the body, Flask's view parses it as before, to name what is wrong.
 
 PREDICT_PREFIX, PREDICT_SUFFIX = PATH_TOKEN_ROUTE.split("<token>")
 
@@ -961,7 +976,7 @@ class FastPredict:
 
     def __init__(self, app):
         self.app, self.flask = app, app.wsgi_app
-        self.guesses, self.encoder = app.extensions["guesses"], app.extensions["encoder"]
+        self.guesses, self.labels_json = app.extensions["guesses"], app.extensions["labels_json"]
 
     def __call__(self, environ, start_response):
         answered = self.answer(environ)
@@ -1010,7 +1025,7 @@ class FastPredict:
         except Exception:  # a bug, or a model that failed: Flask answers as it always does
             return None
         environ["api.route"], environ["api.tweets"] = route, len(tweets)
-        return labels_json(predictions, self.encoder), served
+        return self.labels_json(predictions), served
 
     @staticmethod
     def route_and_token(environ):
@@ -1074,10 +1089,7 @@ class Observed:
         status_line, headers = started
         if "gunicorn.socket" in environ:  # a client that reads slowly holds it (in-process: no)
             size = answer_bytes(response, headers)
-            if size <= SMALL_ANSWER_BYTES:  # counted, never refused
-                IN_FLIGHT.used += size
-                response = (HeldList if type(response) is list else Held)(response, size)
-            elif IN_FLIGHT.take(size):
+            if IN_FLIGHT.take(size, always=size <= SMALL_ANSWER_BYTES):
                 response = (HeldList if type(response) is list else Held)(response, size)
             else:
                 status_line, headers, response = refusal(response, size, request_id)
@@ -1134,11 +1146,7 @@ def refusal(response, size, request_id):
     close = getattr(response, "close", None)
     if close is not None:
         close()
-    detail = (
-        f"this worker holds as many answers as it may; try again (this one is {size} bytes)"
-        if size <= IN_FLIGHT.limit
-        else f"the answer would be {size} bytes, more than a worker may hold (MAX_INFLIGHT_BYTES)"
-    )
+    detail = IN_FLIGHT.refusal(size, "answer")
     error = {"error": 503, "text": "Service Unavailable", "detail": detail}
     body = f"{json.dumps(error, separators=(',', ':'))}\n".encode()
     headers = [
@@ -1176,7 +1184,7 @@ class Held:
     def __iter__(self):
         for piece in self.response:
             if len(piece) > self.size:  # past the budget if need be: it is made already
-                IN_FLIGHT.used += len(piece) - self.size
+                IN_FLIGHT.take(len(piece) - self.size, always=True)
                 self.size = len(piece)
             yield piece
 

@@ -11,6 +11,7 @@ one token at most WS_MAX_CONNECTIONS_PER_TOKEN of a worker's.
 """
 
 import _socket
+import collections
 import contextlib
 import json
 import logging
@@ -57,7 +58,7 @@ class Websockets:
 
     authenticated = 0
     unauthenticated = 0
-    by_token = {}  # a token's id (service.client_id): its websockets open
+    by_token = collections.Counter()  # a token's id (service.client_id): its websockets open
     stopping = False
 
 
@@ -287,7 +288,7 @@ def route(app, answer, require_token, token_is_valid, refuse, budget):
             raise ServiceUnavailable("this worker has too many open websockets; try again")
         setattr(Websockets, kind, getattr(Websockets, kind) + 1)
         if owner is not None:
-            Websockets.by_token[owner] = Websockets.by_token.get(owner, 0) + 1
+            Websockets.by_token[owner] += 1
         OPEN.inc()
         ws = None
         try:
@@ -308,7 +309,7 @@ def route(app, answer, require_token, token_is_valid, refuse, budget):
                 owner = authenticate(ws, settings, token_is_valid)
                 if owner is None:
                     return Ended()
-                Websockets.by_token[owner] = Websockets.by_token.get(owner, 0) + 1
+                Websockets.by_token[owner] += 1
                 Websockets.unauthenticated -= 1
                 Websockets.authenticated += 1
                 kind = "authenticated"
@@ -318,9 +319,9 @@ def route(app, answer, require_token, token_is_valid, refuse, budget):
         finally:
             setattr(Websockets, kind, getattr(Websockets, kind) - 1)
             if owner is not None:
-                left = Websockets.by_token.pop(owner) - 1
-                if left:
-                    Websockets.by_token[owner] = left
+                Websockets.by_token[owner] -= 1
+                if not Websockets.by_token[owner]:  # no token kept once its websockets are gone
+                    del Websockets.by_token[owner]
             OPEN.dec()
             if ws is not None:
                 ws.release()
@@ -342,7 +343,7 @@ class Ended(Response):
 
 def token_room(owner, settings):
     """Whether a token may open one more websocket on this worker."""
-    return Websockets.by_token.get(owner, 0) < settings["WS_MAX_CONNECTIONS_PER_TOKEN"]
+    return Websockets.by_token[owner] < settings["WS_MAX_CONNECTIONS_PER_TOKEN"]
 
 
 def authenticate(ws, settings, token_is_valid):
@@ -415,17 +416,12 @@ def converse(ws, answer):
         if not ws.send_frame(frame):
             size, frame = len(frame), None
             kind, tweets = "prediction_error", 0
-            ws.send_frame(ws.reply(busy(request_id, size, ws.budget.limit)))
+            ws.send_frame(ws.reply(busy(request_id, ws.budget.refusal(size, "reply"))))
         message_done(kind, tweets, time.perf_counter() - start)
 
 
-def busy(request_id, size, limit):
+def busy(request_id, detail):
     """The prediction_error 503 sent for a reply the worker's budget cannot take."""
-    detail = (
-        f"this worker holds as many answers as it may; try again (this reply is {size} bytes)"
-        if size <= limit
-        else f"the reply would be {size} bytes, more than a worker may hold (MAX_INFLIGHT_BYTES)"
-    )
     error = {"error": 503, "text": "Service Unavailable", "detail": detail}
     return {"type": "prediction_error", "request_id": request_id, **error}
 

@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -106,6 +107,16 @@ def shared_file(path):
 FIGURES = []
 
 
+def reporter(prefix=""):
+    """A module's report(name, figures): its figures, named with the module's prefix, among
+    those printed at the end of the run."""
+
+    def report(name, figures):
+        FIGURES.append((f"{prefix}{name}", json.dumps(figures)))
+
+    return report
+
+
 def pytest_terminal_summary(terminalreporter):
     if FIGURES:
         terminalreporter.section("reliability figures")
@@ -189,7 +200,7 @@ def start_make(target, env, log_path):
     The server's environment (.venv) is made first, once, here: make api-start makes it when it
     is missing, and three replicas started together (tests/test_cluster.py) on a fresh clone each
     made it at once, one failing as another replaced it (CI, 2026-12-07)."""
-    environment_made(env)
+    environment_made()
     with log_path.open("wb") as log:
         return subprocess.Popen(
             ["make", "--no-print-directory", target],
@@ -202,23 +213,17 @@ def start_make(target, env, log_path):
         )
 
 
-ENVIRONMENT_MADE = []
-
-
-def environment_made(env):
+@functools.cache
+def environment_made():
     """Make the server's environment (make .venv/.installed) once a session; fail naming why."""
-    if ENVIRONMENT_MADE:
-        return
     made = subprocess.run(
         ["make", "--no-print-directory", ".venv/.installed"],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
     )
     assert made.returncode == 0, f"make .venv/.installed failed:\n{made.stdout}{made.stderr}"
-    ENVIRONMENT_MADE.append(True)
 
 
 @contextlib.contextmanager

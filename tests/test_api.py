@@ -185,7 +185,7 @@ JSON = "application/json"
 def test_labels_are_written_as_the_json_provider_writes_them(app, ids):
     predictions = {i: ("Positive", "Negative")[n % 2] for n, i in enumerate(ids)}
     expected = app.json.response(predictions).get_data()
-    assert api.labels_json(predictions, app.extensions["encoder"]) == expected
+    assert app.extensions["labels_json"](predictions) == expected
 
 
 def test_a_named_models_big_request_gets_the_default_paths_bytes(app, client):

@@ -22,13 +22,13 @@ import time
 import pytest
 import test_docs
 from conftest import (
-    FIGURES,
     ROOT,
     TOKEN,
     absent,
     evidence,
     free_port,
     make_child,
+    reporter,
     server_environment,
     start_make,
     stop,
@@ -44,8 +44,7 @@ DRAIN_SECONDS = 2  # STOP_DRAIN_SECONDS: HAProxy's check takes a failing server 
 MIN_PAIRS = 400  # PROMOTE_MIN_PAIRS: more than any one replica is sent
 
 
-def report(name, figures):
-    FIGURES.append((f"cluster: {name}", json.dumps(figures)))
+report = reporter("cluster: ")
 
 
 class Replica:

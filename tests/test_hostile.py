@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    FIGURES,
     ROOT,
     TOKEN,
     free_port,
     job_workers,
     make_child,
+    reporter,
     running_server,
     workers,
 )
@@ -45,8 +45,7 @@ CLIENT_TIMEOUT = 3
 MB = 1024 * 1024
 
 
-def report(name, figures):
-    FIGURES.append((f"hostile #{name}", json.dumps(figures)))
+report = reporter("hostile #")
 
 
 # Memory: the VmRSS of every gunicorn worker (or any process), sampled while a row is sent.

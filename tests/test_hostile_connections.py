@@ -20,7 +20,7 @@ import sys
 import time
 
 import pytest
-from conftest import FIGURES, TOKEN, running_server
+from conftest import TOKEN, reporter, running_server
 from test_hostile import (
     MB,
     PAYLOAD,
@@ -49,8 +49,7 @@ AUTH_FAILURES, AUTH_FAILURES_SECONDS = 10, 6
 WORKERS = 2
 
 
-def report(name, figures):
-    FIGURES.append((f"hostile round 2 #{name}", json.dumps(figures)))
+report = reporter("hostile round 2 #")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import ssl
 import time
 
 import pytest
-from conftest import FIGURES, TOKEN, evidence, guard_refusal, running_server, stop
+from conftest import TOKEN, evidence, guard_refusal, reporter, running_server, stop
 
 import registry
 
@@ -20,8 +20,7 @@ DEFAULT = registry.read_catalogue(registry.MODELS_FILE)["default"]  # stable at 
 MIN_PAIRS = 300
 
 
-def report(name, figures):
-    FIGURES.append((f"hostile #{name}", json.dumps(figures)))
+report = reporter("hostile #")
 
 
 def call(server, method, path, body=None, token=TOKEN):

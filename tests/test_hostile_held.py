@@ -24,7 +24,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import FIGURES, ROOT, TOKEN, make_child, running_server, wait_for_workers
+from conftest import ROOT, TOKEN, make_child, reporter, running_server, wait_for_workers
 from test_hostile import (
     MB,
     Memory,
@@ -52,8 +52,7 @@ PAYLOAD = json.loads((ROOT / "payload.json").read_text())
 TRICKLE = (17 * 1024, CLIENT_TIMEOUT - 0.5)  # the probe's reader: 17 KiB every 25 s, scaled
 
 
-def report(name, figures):
-    FIGURES.append((f"hostile round 3 #{name}", json.dumps(figures)))
+report = reporter("hostile round 3 #")
 
 
 @pytest.fixture(scope="module")

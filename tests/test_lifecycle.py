@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 import websocket
 from conftest import (
-    FIGURES,
     ROOT,
     TOKEN,
     evidence,
     guard_refusal,
     make_child,
+    reporter,
     running_server,
     stop,
     wait_for_workers,
@@ -46,8 +46,7 @@ REFRESH = aliases.REFRESH_SECONDS + 0.5  # every worker has looked at the file a
 MIN_PAIRS = 200  # the module server's PROMOTE_MIN_PAIRS
 
 
-def report(name, figures):
-    FIGURES.append((name, json.dumps(figures)))
+report = reporter("")
 
 
 def tls_context(folder):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import ADMIN_TOKEN, FIGURES, TOKEN, make_child, running_server, wait_for_workers
+from conftest import ADMIN_TOKEN, TOKEN, make_child, reporter, running_server, wait_for_workers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -218,8 +218,7 @@ class Load:
         }
 
 
-def report(name, figures):
-    FIGURES.append((name, json.dumps(figures)))
+report = reporter("")
 
 
 @pytest.fixture(scope="module")
