@@ -476,6 +476,11 @@ def post_worker_init(worker):
 
         waiting.DefaultSelector = selectors.DefaultSelector  # gevent's, for connecting
         waiting.wait = waiting.wait_poll  # select.poll, gevent's since the patch
+    # The aliases are followed from the worker's start, not from its first request, which would
+    # get what the master read when it started (in PostgreSQL: versions ago, maybe).
+    stores = sys.modules.get("aliases.stores")
+    if stores is not None:
+        stores.follow_here()
 
 
 def pre_fork(server, worker):

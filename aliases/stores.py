@@ -47,6 +47,7 @@ REFRESH_SECONDS = 0.25  # an os.stat four times a second: nothing, next to a req
 COUNTS_SECONDS = 2  # a process's shadow counts are written out this often, at most
 FOLLOW_SECONDS = 2  # PostgreSQL: the poll of the version under LISTEN/NOTIFY
 RETRY_SECONDS = 2  # PostgreSQL: the longest wait before connecting again
+FIRST_READ_SECONDS = 1  # PostgreSQL: how long a new process's requests wait for its first read
 CHANNEL = "sentiment_aliases"
 SCHEMA_LOCK = 0x5E171E47  # pg_advisory_xact_lock's key: replicas starting together, one schema
 
@@ -64,6 +65,14 @@ READ_AT = Gauge(
 # on every request (twice for a predict request: 1% of a worker's time on payload.json).
 PROCESS = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: PROCESS.__setitem__(0, os.getpid()))
+VIEWS = weakref.WeakSet()  # every view of the aliases in this process (a reload makes another)
+
+
+def follow_here():
+    """Start following every view in this process, as a gunicorn worker starts
+    (gunicorn.conf.py's post_worker_init), rather than on its first request."""
+    for view in list(VIEWS):
+        view.started()
 
 
 class Followed:
@@ -79,16 +88,21 @@ class Followed:
         self.state, self.problem, self.read_once, self.read_at = self.fallback, None, False, None
         self.counts = Counts(lambda: self.state.epoch)  # this process's, for the candidate
         self.pid, self.saving = None, threading.Lock()  # one writer of the counts at a time
+        self.read_here, self.started_at = threading.Event(), 0.0
+        VIEWS.add(self)
 
     def started(self):
-        """On the first call in a process (each gunicorn worker forks from the master), start
-        the thread that follows the aliases and writes out this process's shadow counts. It holds
-        the view weakly, and ends once the view is gone (replaced by a reload)."""
+        """On the first call in a process (each gunicorn worker forks from the master: at its
+        start, follow_here), start the thread that follows the aliases and writes out this
+        process's shadow counts. It holds the view weakly, and ends once the view is gone
+        (replaced by a reload)."""
         if self.pid != PROCESS[0]:
             self.pid = PROCESS[0]
             # Its name in the stores of counts: a pid is used again after a restart, and by
             # other hosts; and a process may follow twice (a reload keeps the old view a while).
             self.key = f"{socket.gethostname()}-{self.pid}-{secrets.token_hex(4)}"
+            # What it holds now, it inherited from the master: read when the master started.
+            self.read_here, self.started_at = threading.Event(), time.monotonic()
             keeper = type(self).keep
             threading.Thread(
                 target=keeper, args=(weakref.ref(self),), daemon=True, name="aliases"
@@ -111,6 +125,7 @@ class Followed:
             return
         self.state, self.problem, self.read_once = state, None, True
         self.read_at = time.monotonic()
+        self.read_here.set()
 
     def complain(self, problem):
         """Keep serving what was served, and say why once."""
@@ -390,8 +405,15 @@ class DatabaseAliases(Followed):
         )
 
     def current(self, fresh=False):
-        """The aliases this process follows; if fresh, read now (an admin reading them back)."""
+        """The aliases this process follows; if fresh, read now (an admin reading them back).
+
+        A new process holds what its master read when it started, maybe versions ago: its
+        requests wait for its own first read, FIRST_READ_SECONDS at most from its start (a
+        recycled worker served the master's aliases otherwise; with PostgreSQL down, it serves
+        them after that, as every process serves what it last read)."""
         self.started()
+        if not self.read_here.is_set():
+            self.read_here.wait(self.started_at + FIRST_READ_SECONDS - time.monotonic())
         if fresh:
             try:
                 with self.connect(autocommit=True) as db:

@@ -77,6 +77,20 @@ def test_a_change_reaches_every_process_within_a_second(tmp_path, database):
     assert version == 6 and json.loads(state)["stable"]["model"] == SMALL
 
 
+def test_a_process_answers_what_is_stored_from_its_first_request(tmp_path, database):
+    """A gunicorn worker holds what its master read when it started, maybe versions ago: its
+    first request waits for its own first read. Before, it answered with the master's aliases
+    (a recycled worker served a stable since replaced; test_cluster's session saw a replica's
+    new worker at version 0 after a change)."""
+    later = make_app(tmp_path, database)  # reads the aliases now: none stored, the default
+    admin = make_app(tmp_path, database)
+    put = admin.put("/api/v1/aliases/candidate", headers=ADMIN, json={"model": SMALL})
+    assert put.status_code == 200, put.json
+    promoted = admin.post("/api/v1/aliases/promote", headers=ADMIN, json={"force": True})
+    assert promoted.status_code == 200 and served(admin) == SMALL
+    assert served(later) == SMALL  # its first request: what is stored, not what it read
+
+
 def test_postgresql_down_keeps_serving_and_refuses_changes_until_it_is_back(tmp_path, database):
     first, second = make_app(tmp_path, database), make_app(tmp_path, database)
     assert (
