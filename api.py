@@ -444,7 +444,13 @@ def labels_writer(provider):
             return body + b"\n"
         return by_json(predictions)
 
-    return by_msgspec if provider.ensure_ascii and not provider.sort_keys else by_json
+    return by_msgspec if writes_compact_ascii(provider) else by_json
+
+
+def writes_compact_ascii(provider):
+    """Whether the JSON provider writes an answer as msgspec and contract_core do: ASCII, in the
+    request's order (compact, as create_app sets it)."""
+    return provider.ensure_ascii and not provider.sort_keys
 
 
 def model_headers(served):
@@ -470,7 +476,12 @@ def answer(extensions, served, tweets, scores=False, explain=False, checked=Fals
         explain=explain,
         checked=checked,
     )
-    labels = contract.labels_of(predictions)
+    tally(served, contract.labels_of(predictions))
+    return predictions
+
+
+def tally(served, labels):
+    """Count a batch's tweets, and its labels by the model and version that gave them."""
     TALLY.observe(TWEETS, len(labels))
     left = len(labels)
     for label in model.LABELS:  # the last one's count is what the others leave
@@ -478,7 +489,6 @@ def answer(extensions, served, tweets, scores=False, explain=False, checked=Fals
         left -= count
         if count:
             TALLY.inc(predictions_metric(served.name, served.version, label), count)
-    return predictions
 
 
 def parse_options(also=()):
@@ -977,6 +987,7 @@ class FastPredict:
     def __init__(self, app):
         self.app, self.flask = app, app.wsgi_app
         self.guesses, self.labels_json = app.extensions["guesses"], app.extensions["labels_json"]
+        self.scans = writes_compact_ascii(app.json)  # as contract_core writes an answer
 
     def __call__(self, environ, start_response):
         answered = self.answer(environ)
@@ -1016,16 +1027,26 @@ class FastPredict:
         """Return the labels of a body's tweets as JSON bytes and the registry.Served that
         answered, or None if Flask must answer."""
         extensions = self.app.extensions
+        settings = extensions["settings"]
         try:
-            tweets = contract.checked_batch(data, extensions["settings"])
-            if tweets is None:  # bad input: Flask's view names what is wrong
-                return None
             served = extensions["registry"].route(environ.get("api.request_id"))
-            predictions = answer(extensions, served, tweets, checked=True)
+            # Read by contract_core (the tweets left in the body for the model's core to read),
+            # the answer written from the body's own ids, where it can; else parsed and checked
+            # by msgspec, the answer written from a dict.
+            scanned = contract.scanned_batch(data, settings, served.model) if self.scans else None
+            tweets = contract.checked_batch(data, settings) if scanned is None else None
+            if scanned is None and tweets is None:  # bad input: Flask's view names what is wrong
+                return None
+            if scanned is not None:
+                body, labels = contract.predict_scanned(served.model, scanned)
+                tally(served, labels)
+            else:
+                body = self.labels_json(answer(extensions, served, tweets, checked=True))
         except Exception:  # a bug, or a model that failed: Flask answers as it always does
             return None
-        environ["api.route"], environ["api.tweets"] = route, len(tweets)
-        return self.labels_json(predictions), served
+        environ["api.route"] = route
+        environ["api.tweets"] = len(scanned.texts if scanned is not None else tweets)
+        return body, served
 
     @staticmethod
     def route_and_token(environ):

@@ -263,6 +263,12 @@ class Model:
             return self.core.scores(tweets)
         return self.python_scores(tweets)
 
+    def scores_in(self, data, spans, texts):
+        """scores() of a JSON body's tweets as contract_core.scan read them in place: texts[i],
+        or where it is None the ASCII bytes of data at spans' i-th start and length. By the
+        compiled core only (contract.py asks only a model that has one)."""
+        return self.core.scores_in(data, spans, texts)
+
     def python_scores(self, tweets):
         """The scores by this module alone: the reference the compiled core is checked against."""
         check_tweets(tweets)
@@ -299,7 +305,7 @@ CORE_READS = (
     "stemmer",
 )
 CORE_NEGATION = ("clause_ends", "separators")
-CORE_VERSION = 3  # core/sentiment_core.c's VERSION: what it takes and how it reads
+CORE_VERSION = 4  # core/sentiment_core.c's VERSION: what it takes and how it reads
 
 
 def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):

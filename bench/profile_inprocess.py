@@ -2,6 +2,8 @@
 
     .venv-dev/bin/python bench/profile_inprocess.py                  # this checkout, 3 rounds
     .venv-dev/bin/python bench/profile_inprocess.py --checkout ../other --rounds 3
+    .venv-dev/bin/python bench/profile_inprocess.py --checkout ../other \
+        --python ../other/.venv/bin/python --checkout . --python .venv/bin/python  # own cores
 
 Each round starts a process from the server's environment (.venv) that builds the app as
 `make api-start` does (api.create_app, its WSGI callable with the fast path) from the checkout
@@ -124,8 +126,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="of sampling, each round")
     parser.add_argument("--rate", type=int, default=250, help="samples a second")
-    parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
-                        help="the server's environment (make .venv/.installed)")  # fmt: skip
+    parser.add_argument("--python", action="append",
+                        help="the server's environment (default: make's .venv); again for each "
+                        "--checkout, in turn, where each needs its own compiled core")  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not DATA.is_file():
@@ -133,6 +136,11 @@ def main(argv=None):
     with DATA.open(newline="", encoding="utf-8") as f:
         tweets = [row["text"] for row in csv.DictReader(f)][:1000]
     checkouts = [c.resolve() for c in args.checkout or [ROOT]]
+    pythons = args.python or [str(ROOT / ".venv" / "bin" / "python")]
+    if len(pythons) not in (1, len(checkouts)):
+        parser.error("give --python once, or once for each --checkout")
+    python_of = dict(zip(checkouts, pythons * len(checkouts) if len(pythons) == 1 else pythons,
+                         strict=True))  # fmt: skip
     if args.child:
         return serve_loop(checkouts[0], args.seconds, tweets)
 
@@ -141,8 +149,8 @@ def main(argv=None):
         for number in range(1, args.rounds + 1):
             first = (number - 1) % len(checkouts)  # each first in turn: a slow spell falls on each
             for checkout in checkouts[first:] + checkouts[:first]:
-                layers, _, total, us = one_round(checkout, args.seconds, args.rate, args.python,
-                                                 Path(tmp))  # fmt: skip
+                layers, _, total, us = one_round(checkout, args.seconds, args.rate,
+                                                 python_of[checkout], Path(tmp))  # fmt: skip
                 results[checkout].append(layers)
                 outside = 1 - layers.get(MODEL, 0)
                 print(f"round {number}, {checkout}: {us:,.0f} µs a request, {total:,} samples, "

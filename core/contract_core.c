@@ -1,14 +1,27 @@
-/* A helper of contract.py in C: the quotes of JSON text that no backslash escapes.
+/* Helpers of contract.py in C.
  *
- * contract.checked_batch parses a body with msgspec, whose dict keeps the last of a repeated id; a
- * JSON object of strings has 4 such quotes a member, so counting them tells whether an id was
- * repeated. contract.members does the same in Python (bytes.count and a pattern), the reference:
- * tests/test_contract.py checks that both agree. Here it takes 2 µs for a 1,000-tweet body, there
- * 30 to 50.
+ * unescaped_quotes: the quotes of JSON text that no backslash escapes. contract.checked_batch
+ * parses a body with msgspec, whose dict keeps the last of a repeated id; a JSON object of strings
+ * has 4 such quotes a member, so counting them tells whether an id was repeated. contract.members
+ * does the same in Python (bytes.count and a pattern), the reference: tests/test_contract.py
+ * checks that both agree. Here it takes 2 µs for a 1,000-tweet body, there 30 to 50.
+ *
+ * scan and write_labels: a predict body's tweets read, and its answer {id: label} written, with
+ * the ids left where they are in the body. scan takes only the bodies whose answer it can write as
+ * json.dumps(..., separators=(",", ":")) writes it: an object of 1 to max_tweets members, each id
+ * printable ASCII with no quote or backslash (written back as it is) and seen once, each tweet a
+ * string of at most max_tweet_chars characters that is valid UTF-8 with valid escapes; for any
+ * other it returns None, and contract.py reads the body the way it always has (msgspec, then json,
+ * which name what is wrong). tests/test_contract.py compares both ways' answers, byte for byte.
+ * With in_place, a tweet of ASCII with no escape, most of them, is not copied into a str: texts
+ * holds None for it, and the model's core reads it in the body (sentiment_core's scores_in).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* Counted a block of 255 bytes at a time into one byte, a loop compilers make vector code of. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -44,15 +57,370 @@ static PyObject *unescaped_quotes(PyObject *Py_UNUSED(module), PyObject *text)
     return PyLong_FromSsize_t(quotes);
 }
 
+
+/* ---- scan and write_labels ---- */
+
+static inline const unsigned char *skip_space(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    return p;
+}
+
+static int hex4(const unsigned char *p, unsigned int *out)
+{
+    unsigned int value = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        value <<= 4;
+        if (c >= '0' && c <= '9') value |= c - '0';
+        else if (c >= 'a' && c <= 'f') value |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') value |= c - 'A' + 10;
+        else return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+/* A JSON string's text (between its quotes, escapes in it) as UTF-8 in out, which has room for
+ * n bytes (never more are needed); its length, or -1 for an escape that is not valid JSON or is a
+ * lone surrogate (contract.py names that one). */
+static Py_ssize_t unescape(const unsigned char *s, Py_ssize_t n, unsigned char *out)
+{
+    const unsigned char *end = s + n;
+    unsigned char *o = out;
+    while (s < end) {
+        if (*s != '\\') {
+            *o++ = *s++;
+            continue;
+        }
+        if (end - s < 2) return -1;
+        unsigned char c = s[1];
+        s += 2;
+        switch (c) {
+        case '"': case '\\': case '/': *o++ = c; continue;
+        case 'b': *o++ = '\b'; continue;
+        case 'f': *o++ = '\f'; continue;
+        case 'n': *o++ = '\n'; continue;
+        case 'r': *o++ = '\r'; continue;
+        case 't': *o++ = '\t'; continue;
+        case 'u': break;
+        default: return -1;
+        }
+        unsigned int code, low;
+        if (end - s < 4 || !hex4(s, &code)) return -1;
+        s += 4;
+        if (code >= 0xDC00 && code <= 0xDFFF) return -1;
+        if (code >= 0xD800 && code <= 0xDBFF) {
+            if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || !hex4(s + 2, &low) ||
+                low < 0xDC00 || low > 0xDFFF)
+                return -1;
+            s += 6;
+            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+        }
+        if (code < 0x80) {
+            *o++ = (unsigned char)code;
+        } else if (code < 0x800) {
+            *o++ = 0xC0 | (code >> 6);
+            *o++ = 0x80 | (code & 0x3F);
+        } else if (code < 0x10000) {
+            *o++ = 0xE0 | (code >> 12);
+            *o++ = 0x80 | ((code >> 6) & 0x3F);
+            *o++ = 0x80 | (code & 0x3F);
+        } else {
+            *o++ = 0xF0 | (code >> 18);
+            *o++ = 0x80 | ((code >> 12) & 0x3F);
+            *o++ = 0x80 | ((code >> 6) & 0x3F);
+            *o++ = 0x80 | (code & 0x3F);
+        }
+    }
+    return o - out;
+}
+
+/* A tweet's string as a str, or NULL with no error set if contract.py must read it. */
+static PyObject *tweet_text(const unsigned char *s, Py_ssize_t n, int escaped, int ascii,
+                            Py_ssize_t most, unsigned char **buffer, Py_ssize_t room)
+{
+    PyObject *text;
+    if (ascii && !escaped) { /* most tweets: copied as they are */
+        if (n > most) return NULL;
+        text = PyUnicode_New(n, 127);
+        if (text != NULL) memcpy(PyUnicode_1BYTE_DATA(text), s, n);
+        return text;
+    }
+    if (escaped) {
+        if (*buffer == NULL && (*buffer = PyMem_Malloc(room)) == NULL) return PyErr_NoMemory();
+        Py_ssize_t length = unescape(s, n, *buffer);
+        if (length < 0) return NULL;
+        text = PyUnicode_DecodeUTF8((const char *)*buffer, length, "strict");
+    } else {
+        text = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    }
+    if (text == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PyUnicode_GET_LENGTH(text) > most) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* The quote that ends a string's text starting at p, or NULL if it is not valid JSON there (a
+ * control character, no end); whether the text holds escapes and whether it is all ASCII. Where
+ * SSE2 is (every x86-64), sixteen bytes are looked at a time. */
+static const unsigned char *string_end(const unsigned char *p, const unsigned char *end,
+                                       int *escaped, int *ascii)
+{
+    unsigned int high = 0;
+    *escaped = 0;
+    for (;;) {
+#ifdef __SSE2__
+        const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
+                      control = _mm_set1_epi8(0x1F);
+        while (end - p >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)p);
+            __m128i hits = _mm_or_si128(
+                _mm_cmpeq_epi8(_mm_max_epu8(v, control), control), /* below 0x20 */
+                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+            unsigned int found = (unsigned int)_mm_movemask_epi8(hits);
+            unsigned int top = (unsigned int)_mm_movemask_epi8(v); /* bytes of 0x80 and over */
+            if (found) {
+                unsigned int before = (unsigned int)__builtin_ctz(found);
+                high |= top & ((1u << before) - 1);
+                p += before;
+                break;
+            }
+            high |= top;
+            p += 16;
+        }
+#endif
+        if (p == end) return NULL;
+        unsigned char c = *p;
+        if (c == '"') break;
+        if (c < 0x20) return NULL;
+        if (c == '\\') {
+            *escaped = 1;
+            if (end - p < 2) return NULL;
+            p += 2; /* the escaped character, a quote maybe */
+            continue;
+        }
+        high |= c >> 7;
+        p++;
+    }
+    *ascii = high == 0 && !*escaped;
+    return p;
+}
+
+static uint64_t id_hash(const unsigned char *s, Py_ssize_t n)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* 1 if an id (spans[2 * i], spans[2 * i + 1]) is repeated, 0 if not, -1 out of memory. */
+static int repeated(const unsigned char *data, const Py_ssize_t *spans, Py_ssize_t count)
+{
+    size_t size = 16;
+    while (size < (size_t)count * 2) size <<= 1;
+    Py_ssize_t *table = PyMem_Malloc(size * sizeof(Py_ssize_t));
+    if (table == NULL) return -1;
+    memset(table, 0xFF, size * sizeof(Py_ssize_t)); /* -1: empty */
+    int found = 0;
+    for (Py_ssize_t i = 0; i < count && !found; i++) {
+        const unsigned char *id = data + spans[2 * i];
+        Py_ssize_t n = spans[2 * i + 1];
+        size_t slot = id_hash(id, n) & (size - 1);
+        for (; table[slot] >= 0; slot = (slot + 1) & (size - 1)) {
+            Py_ssize_t j = table[slot];
+            if (spans[2 * j + 1] == n && memcmp(data + spans[2 * j], id, n) == 0) {
+                found = 1;
+                break;
+            }
+        }
+        table[slot] = i;
+    }
+    PyMem_Free(table);
+    return found;
+}
+
+static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t most_id, most_chars, most_tweets;
+    int in_place;
+    if (!PyArg_ParseTuple(args, "y*nnnp", &view, &most_id, &most_chars, &most_tweets, &in_place))
+        return NULL;
+    const unsigned char *data = view.buf, *end = data + view.len, *p;
+    Py_ssize_t count = 0, capacity = 64;
+    Py_ssize_t *spans = PyMem_Malloc(capacity * 2 * sizeof(Py_ssize_t)); /* the ids' */
+    Py_ssize_t *places = PyMem_Malloc(capacity * 2 * sizeof(Py_ssize_t)); /* the tweets' */
+    unsigned char *buffer = NULL; /* for escaped tweets, made at the first */
+    PyObject *texts = PyList_New(0), *result = NULL;
+    if (spans == NULL || places == NULL || texts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    p = skip_space(data, end);
+    if (p == end || *p++ != '{') goto none;
+    for (;;) {
+        /* "id" */
+        p = skip_space(p, end);
+        if (p == end || *p++ != '"') goto none;
+        const unsigned char *id = p;
+        while (p < end && *p != '"') {
+            if (*p < 0x20 || *p > 0x7E || *p == '\\') goto none;
+            p++;
+        }
+        if (p == end || p - id > most_id || count == most_tweets) goto none;
+        if (count == capacity) {
+            capacity *= 2;
+            Py_ssize_t *grown = PyMem_Realloc(spans, capacity * 2 * sizeof(Py_ssize_t));
+            if (grown != NULL) spans = grown;
+            Py_ssize_t *more = grown ? PyMem_Realloc(places, capacity * 2 * sizeof(Py_ssize_t)) : NULL;
+            if (more == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            places = more;
+        }
+        spans[2 * count] = id - data;
+        spans[2 * count + 1] = p - id;
+        p = skip_space(p + 1, end);
+        if (p == end || *p++ != ':') goto none;
+        /* "tweet" */
+        p = skip_space(p, end);
+        if (p == end || *p++ != '"') goto none;
+        const unsigned char *tweet = p;
+        int escaped, ascii;
+        if ((p = string_end(p, end, &escaped, &ascii)) == NULL) goto none;
+        places[2 * count] = tweet - data;
+        places[2 * count + 1] = p - tweet;
+        PyObject *text;
+        if (in_place && ascii) /* as it is in the body: read there by the model's core */
+            text = p - tweet <= most_chars ? Py_NewRef(Py_None) : NULL;
+        else
+            text = tweet_text(tweet, p - tweet, escaped, ascii, most_chars, &buffer, view.len);
+        if (text == NULL) {
+            if (PyErr_Occurred()) goto done;
+            goto none;
+        }
+        int failed = PyList_Append(texts, text);
+        Py_DECREF(text);
+        if (failed) goto done;
+        count++;
+        p = skip_space(p + 1, end);
+        if (p == end) goto none;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ != '}') goto none;
+        break;
+    }
+    if (skip_space(p, end) != end) goto none;
+    int twice = repeated(data, spans, count);
+    if (twice < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (twice) goto none;
+    PyObject *ids = PyBytes_FromStringAndSize((const char *)spans,
+                                              count * 2 * sizeof(Py_ssize_t));
+    PyObject *tweets = PyBytes_FromStringAndSize((const char *)places,
+                                                 count * 2 * sizeof(Py_ssize_t));
+    if (ids != NULL && tweets != NULL) result = PyTuple_Pack(3, ids, tweets, texts);
+    Py_XDECREF(ids);
+    Py_XDECREF(tweets);
+    goto done;
+none:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(spans);
+    PyMem_Free(places);
+    PyMem_Free(buffer);
+    Py_XDECREF(texts);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* {"id":"label",...} and a newline, the ids from the body where scan found them. */
+static PyObject *write_labels(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view, packed;
+    PyObject *labels, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*O!", &view, &packed, &PyList_Type, &labels)) return NULL;
+    const Py_ssize_t *spans = packed.buf;
+    Py_ssize_t count = packed.len / (Py_ssize_t)(2 * sizeof(Py_ssize_t)), size = 2;
+    if (count == 0 || count != PyList_GET_SIZE(labels)) {
+        PyErr_SetString(PyExc_ValueError, "as many labels as ids are needed");
+        goto done;
+    }
+    PyObject *seen[2] = {NULL, NULL}; /* labels looked at: the model's two, mostly */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *label = PyList_GET_ITEM(labels, i);
+        if (spans[2 * i] < 0 || spans[2 * i + 1] < 0 || spans[2 * i] > view.len - spans[2 * i + 1]) {
+            PyErr_SetString(PyExc_ValueError, "an id outside the body");
+            goto done;
+        }
+        if (label == seen[0] || label == seen[1]) {
+            size += spans[2 * i + 1] + PyUnicode_GET_LENGTH(label) + 6;
+            continue;
+        }
+        seen[1] = seen[0];
+        seen[0] = label;
+        if (!PyUnicode_Check(label) || !PyUnicode_IS_ASCII(label)) {
+            PyErr_SetString(PyExc_ValueError, "a label must be an ASCII str");
+            goto done;
+        }
+        const unsigned char *l = PyUnicode_1BYTE_DATA(label);
+        for (Py_ssize_t j = 0; j < PyUnicode_GET_LENGTH(label); j++) {
+            if (l[j] < 0x20 || l[j] > 0x7E || l[j] == '"' || l[j] == '\\') {
+                PyErr_SetString(PyExc_ValueError, "a label must need no escape in JSON");
+                goto done;
+            }
+        }
+        size += spans[2 * i + 1] + PyUnicode_GET_LENGTH(label) + 6; /* "id":"label", */
+    }
+    result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL) goto done;
+    char *o = PyBytes_AS_STRING(result);
+    *o++ = '{';
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *label = PyList_GET_ITEM(labels, i);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(label);
+        *o++ = '"';
+        memcpy(o, (const char *)view.buf + spans[2 * i], spans[2 * i + 1]);
+        o += spans[2 * i + 1];
+        memcpy(o, "\":\"", 3);
+        o += 3;
+        memcpy(o, PyUnicode_1BYTE_DATA(label), n);
+        o += n;
+        *o++ = '"';
+        *o++ = i + 1 < count ? ',' : '}';
+    }
+    *o++ = '\n';
+done:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&packed);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"unescaped_quotes", unescaped_quotes, METH_O,
      "Return the quotes of valid JSON text (bytes) that no backslash escapes."},
+    {"scan", scan, METH_VARARGS,
+     "scan(body, max_id_chars, max_tweet_chars, max_tweets, in_place): (ids, tweets, texts)"
+     " or None."},
+    {"write_labels", write_labels, METH_VARARGS,
+     "write_labels(body, ids, labels): the answer {id: label} as JSON bytes, a newline after."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "contract_core",
-    "A helper of contract.py in C (contract.members is the reference).",
+    "Helpers of contract.py in C (contract.py holds the reference of each).",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

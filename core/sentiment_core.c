@@ -25,7 +25,7 @@
 
 #include "porter.h"
 
-#define VERSION 3  /* model.CORE_VERSION: model.py uses the core only if they are equal */
+#define VERSION 4  /* model.CORE_VERSION: model.py uses the core only if they are equal */
 
 /* ---- Exact sums: CPython's math.fsum (msum), partials kept on the stack ---- */
 
@@ -704,6 +704,16 @@ static double sigmoid(double z)
     return e / (1.0 + e);
 }
 
+/* The logit of ASCII text, read here once entities are decoded: 0, or -1 on an error, or 1 if
+ * an entity is left that html.unescape must read. a, b and c hold n characters each. */
+static int ascii_tweet_logit(Scorer *self, const char *text, Py_ssize_t n, char *a, char *b,
+                             char *c, double *out)
+{
+    if (memchr(text, '&', n) == NULL) return ascii_logit(self, text, n, a, b, out);
+    Py_ssize_t m = unescape_common(text, n, c);
+    return m >= 0 ? ascii_logit(self, c, m, a, b, out) : 1;
+}
+
 /* The logit of one tweet (a str): read here if ASCII once entities are decoded, else by
  * python_logit. a, b and c hold its length in characters each. */
 static int tweet_logit(Scorer *self, PyObject *tweet, char *a, char *b, char *c, double *out)
@@ -712,10 +722,8 @@ static int tweet_logit(Scorer *self, PyObject *tweet, char *a, char *b, char *c,
     PyObject *unescaped;
     int result;
     if (PyUnicode_IS_ASCII(tweet)) {
-        const char *text = (const char *)PyUnicode_1BYTE_DATA(tweet);
-        if (memchr(text, '&', n) == NULL) return ascii_logit(self, text, n, a, b, out);
-        Py_ssize_t m = unescape_common(text, n, c);
-        if (m >= 0) return ascii_logit(self, c, m, a, b, out);
+        result = ascii_tweet_logit(self, (const char *)PyUnicode_1BYTE_DATA(tweet), n, a, b, c, out);
+        if (result <= 0) return result;
     }
     unescaped = PyObject_CallOneArg(self->unescape, tweet);
     if (unescaped == NULL) return -1;
@@ -729,30 +737,41 @@ static int tweet_logit(Scorer *self, PyObject *tweet, char *a, char *b, char *c,
     return result;
 }
 
-/* The probability of Positive for each tweet; or with logits, the log-odds. */
-static PyObject *score(Scorer *self, PyObject *tweets, int logits)
+/* The logit of the tweet in place at (text, n): ASCII bytes, as the str of them would be read. */
+static int bytes_logit(Scorer *self, const char *text, Py_ssize_t n, char *a, char *b, char *c,
+                       double *out)
 {
-    PyObject *seq, *answer = NULL;
-    Py_ssize_t count, i, longest = 0;
-    char *buffers = NULL;
+    int result = ascii_tweet_logit(self, text, n, a, b, c, out);
+    if (result <= 0) return result;
+    PyObject *tweet = PyUnicode_FromStringAndSize(text, n);
+    if (tweet == NULL) return -1;
+    result = tweet_logit(self, tweet, a, b, c, out);
+    Py_DECREF(tweet);
+    return result;
+}
 
-    if (PyUnicode_Check(tweets)) {
-        PyErr_SetString(PyExc_TypeError, "tweets must be a list of strings, got a single string");
-        return NULL;
-    }
-    seq = PySequence_Fast(tweets, "tweets must be a sequence of strings");
-    if (seq != NULL && PyList_Check(seq))  /* a tuple: another thread cannot change it meanwhile */
-        Py_SETREF(seq, PyList_AsTuple(seq));
-    if (seq == NULL) return NULL;
-    count = PyTuple_GET_SIZE(seq);
+/* The probability of Positive (or with logits, the log-odds) for each of seq's tweets: a tuple
+ * of str, or with data, of str or None, None for the ASCII tweet at spans[2i] (its start in
+ * data) and spans[2i + 1] (its length). */
+static PyObject *score_all(Scorer *self, PyObject *seq, const char *data, const Py_ssize_t *spans,
+                           int logits)
+{
+    PyObject *answer = NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(seq), i, longest = 0;
+    char *buffers = NULL;
     for (i = 0; i < count; i++) {  /* every item is checked before any is scored */
         PyObject *tweet = PyTuple_GET_ITEM(seq, i);
-        if (!PyUnicode_Check(tweet)) {
+        Py_ssize_t n;
+        if (data != NULL && tweet == Py_None) {
+            n = spans[2 * i + 1];
+        } else if (PyUnicode_Check(tweet)) {
+            n = PyUnicode_GET_LENGTH(tweet);
+        } else {
             PyErr_Format(PyExc_TypeError, "tweet at index %zd must be a str, got %s", i,
                          Py_TYPE(tweet)->tp_name);
-            goto done;
+            return NULL;
         }
-        if (PyUnicode_GET_LENGTH(tweet) > longest) longest = PyUnicode_GET_LENGTH(tweet);
+        if (n > longest) longest = n;
     }
     if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {  /* another thread is scoring */
         Py_BEGIN_ALLOW_THREADS
@@ -764,22 +783,69 @@ static PyObject *score(Scorer *self, PyObject *tweets, int logits)
     if (answer == NULL || buffers == NULL) {
         if (answer != NULL) PyErr_NoMemory();
         Py_CLEAR(answer);
-        PyThread_release_lock(self->lock);
         goto done;
     }
+    char *a = buffers, *b = buffers + longest + 1, *c = buffers + 2 * (longest + 1);
     for (i = 0; i < count; i++) {
+        PyObject *tweet = PyTuple_GET_ITEM(seq, i), *score = NULL;
         double z;
-        PyObject *score = NULL;
-        if (tweet_logit(self, PyTuple_GET_ITEM(seq, i), buffers, buffers + longest + 1,
-                        buffers + 2 * (longest + 1), &z) == 0)
-            score = PyFloat_FromDouble(logits ? z : sigmoid(z));
+        int result = tweet == Py_None
+                         ? bytes_logit(self, data + spans[2 * i], spans[2 * i + 1], a, b, c, &z)
+                         : tweet_logit(self, tweet, a, b, c, &z);
+        if (result == 0) score = PyFloat_FromDouble(logits ? z : sigmoid(z));
         if (score == NULL) { Py_CLEAR(answer); break; }
         PyList_SET_ITEM(answer, i, score);
     }
-    PyThread_release_lock(self->lock);
 done:
+    PyThread_release_lock(self->lock);
     PyMem_Free(buffers);
+    return answer;
+}
+
+/* The probability of Positive for each tweet; or with logits, the log-odds. */
+static PyObject *score(Scorer *self, PyObject *tweets, int logits)
+{
+    PyObject *seq, *answer;
+    if (PyUnicode_Check(tweets)) {
+        PyErr_SetString(PyExc_TypeError, "tweets must be a list of strings, got a single string");
+        return NULL;
+    }
+    seq = PySequence_Fast(tweets, "tweets must be a sequence of strings");
+    if (seq != NULL && PyList_Check(seq))  /* a tuple: another thread cannot change it meanwhile */
+        Py_SETREF(seq, PyList_AsTuple(seq));
+    if (seq == NULL) return NULL;
+    answer = score_all(self, seq, NULL, NULL, logits);
     Py_DECREF(seq);
+    return answer;
+}
+
+/* scores_in(data, spans, texts): the probability of Positive for each tweet of a JSON body as
+ * contract_core.scan read it in place: texts[i], or where it is None, the ASCII bytes of data at
+ * spans (a start and a length for each, packed as Py_ssize_t). scan gives only ASCII there: it is
+ * not looked at again (another byte is read as UTF-8, or fails, never out of bounds). */
+static PyObject *Scorer_scores_in(Scorer *self, PyObject *args)
+{
+    Py_buffer data, packed;
+    PyObject *texts, *seq = NULL, *answer = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*O!", &data, &packed, &PyList_Type, &texts)) return NULL;
+    const Py_ssize_t *spans = packed.buf;
+    Py_ssize_t count = PyList_GET_SIZE(texts);
+    if (packed.len != count * 2 * (Py_ssize_t)sizeof(Py_ssize_t)) {
+        PyErr_SetString(PyExc_ValueError, "a start and a length are needed for each tweet");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (spans[2 * i] < 0 || spans[2 * i + 1] < 0 || spans[2 * i] > data.len - spans[2 * i + 1]) {
+            PyErr_SetString(PyExc_ValueError, "a tweet outside the body");
+            goto done;
+        }
+    }
+    seq = PyList_AsTuple(texts);  /* another thread cannot change it meanwhile */
+    if (seq != NULL) answer = score_all(self, seq, data.buf, spans, 0);
+done:
+    Py_XDECREF(seq);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&packed);
     return answer;
 }
 
@@ -1007,6 +1073,9 @@ static PyMethodDef Scorer_methods[] = {
      "Return the probability of Positive for each tweet, as model.Model.scores does."},
     {"logits", (PyCFunction)Scorer_logits, METH_O,
      "Return each tweet's log-odds of Positive, as model.Model.logit does."},
+    {"scores_in", (PyCFunction)Scorer_scores_in, METH_VARARGS,
+     "scores_in(data, spans, texts): scores of a JSON body's tweets read in place "
+     "(contract_core.scan)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,6 +12,7 @@ from conftest import OTHER_TOKEN, TOKEN
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 import api
+import contract
 import model
 import registry
 
@@ -152,6 +153,18 @@ def wsgi_answer(wsgi_app, environ):
     return status, headers.to_wsgi_list(), b"".join(body)
 
 
+# Tweets json.dumps escapes, under ids contract_core writes back as they are.
+ESCAPED = {"a": 'say "hi"\n\\ é 😀 &amp; \u2028', "b": "</script>", "": " ", "~x y": "\x00"}
+
+
+@pytest.mark.parametrize("tweets", [PAYLOAD, ESCAPED])
+def test_the_fast_path_reads_common_bodies_with_contract_core(app, tweets):
+    pytest.importorskip("contract_core")
+    for body in (json.dumps(tweets).encode(), json.dumps(tweets, ensure_ascii=False).encode()):
+        scanned = contract.scanned_batch(body, app.extensions["settings"])
+        assert scanned is not None and scanned.texts == list(tweets.values())
+
+
 @pytest.mark.parametrize(
     "path, headers, tweets",
     [
@@ -160,6 +173,7 @@ def wsgi_answer(wsgi_app, environ):
         (f"/api/v1/{OTHER_TOKEN}/predict", {}, {"1": "I hate mondays"}),
         (PREDICT, {}, {'ü "id"': "café &amp; crème brûlée 😀", "": "", "x": "don't :("}),
         (PREDICT, {}, {str(i): f"tweet {i}: {'not ' * (i % 3)}good" for i in range(50)}),
+        (PREDICT, {}, ESCAPED),
     ],
 )
 def test_the_fast_path_answers_well_formed_requests_with_flasks_bytes(app, path, headers, tweets):
@@ -462,6 +476,7 @@ def test_unexpected_error_is_a_json_500_and_the_server_keeps_serving(app, client
     api.log.addHandler(handler)
     loaded = app.extensions["registry"].get().model
     monkeypatch.setattr(loaded, "scores", lambda tweets: 1 / 0)
+    monkeypatch.setattr(loaded, "scores_in", lambda *body: 1 / 0)  # the fast path's
     try:
         response = post(client, {"1": "secret tweet text"}, headers={"X-Request-ID": "req-500"})
     finally:

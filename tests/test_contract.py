@@ -207,41 +207,41 @@ def taken(body, limits=BODY_LIMITS):
     return None if tweets is None else list(tweets.items())
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b'{"1": "a", "2": "b"}',
-        b' \n{"1":"a"}\t',
-        b'{"1": "a", "1": "b"}',  # a repeated id
-        b'{"1": 1, "1": "b"}',  # a repeated id, the one kept a string
-        b'{"a\\"": "x\\"", "a\\"": "y"}',  # repeated, escaped quotes in both
-        b'{"\\\\": "\\\\\\"", "b": "\\\\"}',  # escaped backslashes before quotes
-        b'{"1": "\\ud83d\\ude00", "2": "\\u00e9t\\u00e9"}',  # escapes, a pair
-        b'{"1": "\\ud800"}',  # a lone surrogate
-        b'{"1": "\\udc00x"}',
-        b'{"1": "\xff"}',  # not UTF-8
-        b'{"1": "a\x01"}',  # a raw control character
-        b'{"1": "\x7f"}',
-        b'{"1": "123456789012"}',
-        b'{"1": "1234567890123"}',  # one character too long
-        '{"1": "12345678901😀"}'.encode(),  # characters, not bytes
-        b'{"123456": "a"}',  # an id too long
-        b'{"1": "a", "2": "b", "3": "c", "4": "d", "5": "e", "6": "f"}',
-        b'{"1": "a", "2": "b", "3": "c", "4": "d", "5": "e", "6": "f", "7": "g"}',
-        b'{"1": null}',
-        b'{"1": ["a"]}',
-        b'{"1": {"a": "b"}}',
-        b'{"1": NaN}',
-        b"{}",
-        b"[]",
-        b'"a"',
-        b"",
-        b'\xef\xbb\xbf{"1": "a"}',  # a byte order mark
-        b'{"1": "a"} x',
-        b'{"1": "a",}',
-        b"[" * 5000,
-    ],
-)
+BODIES = [
+    b'{"1": "a", "2": "b"}',
+    b' \n{"1":"a"}\t',
+    b'{"1": "a", "1": "b"}',  # a repeated id
+    b'{"1": 1, "1": "b"}',  # a repeated id, the one kept a string
+    b'{"a\\"": "x\\"", "a\\"": "y"}',  # repeated, escaped quotes in both
+    b'{"\\\\": "\\\\\\"", "b": "\\\\"}',  # escaped backslashes before quotes
+    b'{"1": "\\ud83d\\ude00", "2": "\\u00e9t\\u00e9"}',  # escapes, a pair
+    b'{"1": "\\ud800"}',  # a lone surrogate
+    b'{"1": "\\udc00x"}',
+    b'{"1": "\xff"}',  # not UTF-8
+    b'{"1": "a\x01"}',  # a raw control character
+    b'{"1": "\x7f"}',
+    b'{"1": "123456789012"}',
+    b'{"1": "1234567890123"}',  # one character too long
+    '{"1": "12345678901😀"}'.encode(),  # characters, not bytes
+    b'{"123456": "a"}',  # an id too long
+    b'{"1": "a", "2": "b", "3": "c", "4": "d", "5": "e", "6": "f"}',
+    b'{"1": "a", "2": "b", "3": "c", "4": "d", "5": "e", "6": "f", "7": "g"}',
+    b'{"1": null}',
+    b'{"1": ["a"]}',
+    b'{"1": {"a": "b"}}',
+    b'{"1": NaN}',
+    b"{}",
+    b"[]",
+    b'"a"',
+    b"",
+    b'\xef\xbb\xbf{"1": "a"}',  # a byte order mark
+    b'{"1": "a"} x',
+    b'{"1": "a",}',
+    b"[" * 5000,
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
 def test_checked_batch_takes_what_the_reference_takes(body):
     assert taken(body) == reference_batch(body, BODY_LIMITS)
 
@@ -271,6 +271,142 @@ def test_checked_batch_agrees_with_the_reference_on_any_batch(members, repeat, a
     )
     body = text.encode("utf-8", "surrogatepass")  # a raw lone surrogate: not UTF-8
     assert taken(body) == reference_batch(body, BODY_LIMITS)
+
+
+# contract_core.scan and write_labels (issue 36): a body is taken only if checked_batch takes it,
+# its tweets read alike, and the answer written with json's very bytes; every other body is left
+# to checked_batch (None).
+
+
+def scanned_alike(body, limits=BODY_LIMITS):
+    """Whether scan took the body; if it did, assert it agrees with checked_batch and json."""
+    scanned = contract.scanned_batch(body, limits)
+    if scanned is None:
+        return False
+    tweets = contract.checked_batch(body, limits)
+    assert tweets is not None and scanned.texts == list(tweets.values())
+    labels = [model.LABELS[len(text) % 2] for text in scanned.texts]
+    answer = (
+        json.dumps(dict(zip(tweets, labels, strict=True)), separators=(",", ":")).encode() + b"\n"
+    )
+    assert contract.write_labels(body, scanned.ids, labels) == answer
+    # In place, for the model's core: None where the tweet is the body's ASCII bytes as they are.
+    limits = {**contract.LIMITS, **limits}
+    most = limits["MAX_ID_CHARS"], limits["MAX_TWEET_CHARS"], limits["MAX_TWEETS"]
+    _, places, texts = contract.scan(body, *most, True)
+    places = memoryview(places).cast("n")
+    for n, (text, tweet) in enumerate(zip(texts, tweets.values(), strict=True)):
+        start, length = places[2 * n], places[2 * n + 1]
+        assert text == tweet or (text is None and body[start : start + length] == tweet.encode())
+        assert text is not None or tweet.isascii()
+    return True
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_scan_takes_only_what_checked_batch_takes_and_answers_alike(body):
+    pytest.importorskip("contract_core")
+    scanned_alike(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"1": "a", "2": "b"}',
+        b' \n{"1":"a"}\t',
+        b'{"1": "\\ud83d\\ude00", "2": "\\u00e9t\\u00e9"}',
+        b'{"1": "\\\\\\"\\/\\b\\f\\n\\r\\t\\u0000"}',
+        b'{"1": "\x7f"}',
+        '{"1": "12345678901😀", "a b": "é"}'.encode(),
+        b'{"1": "a", "2": "b", "3": "c", "4": "d", "5": "e", "6": "f"}',
+        b'{"": "", "~!#$%": "x"}',
+    ],
+)
+def test_scan_takes_the_common_bodies(body):
+    pytest.importorskip("contract_core")
+    assert scanned_alike(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"1": "a", "1": "b"}',  # a repeated id
+        b'{"\\u0031": "a"}',  # an escape in an id: written back otherwise by json
+        '{"é": "a"}'.encode(),  # an id not ASCII
+        b'{"a\x7f": "a"}',  # DEL in an id: json escapes it
+        b'{"1": "\\ud800"}',  # a lone surrogate
+        b'{"1": "\\u12"}',  # an escape cut short
+        b'{"1": "\\x"}',  # no such escape
+        b'{"1": "a\x01"}',  # a raw control character
+        b'{"1": "\xed\xa0\x80"}',  # a surrogate in UTF-8: not UTF-8
+    ],
+)
+def test_scan_leaves_what_it_cannot_write_back_to_checked_batch(body):
+    pytest.importorskip("contract_core")
+    assert not scanned_alike(body)
+
+
+ascii_ids = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7F), max_size=6)
+# What scan takes, mostly: printable ASCII ids with no quote or backslash, tweets of characters
+# (never a lone surrogate) that json.dumps escapes or not.
+written_ids = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'), max_size=5
+)
+tweets = st.text(
+    st.characters(codec="utf-8") | st.sampled_from('"\\/\x00\x1f\x7f😀é\u2028'), max_size=12
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    members=st.lists(
+        st.tuples(written_ids, tweets), min_size=1, max_size=6, unique_by=lambda m: m[0]
+    )
+    | st.lists(st.tuples(ascii_ids, st.text(characters, max_size=12)), max_size=6)
+    | st.lists(st.tuples(ascii_ids | st.text(characters, max_size=6), json_values), max_size=8),
+    repeat=st.booleans(),
+    ascii_only=st.booleans(),
+    spaces=st.sampled_from(["", " ", "\n\t ", "\r"]),
+)
+def test_scan_agrees_with_checked_batch_on_any_batch(members, repeat, ascii_only, spaces):
+    pytest.importorskip("contract_core")
+    if repeat and members:
+        members.append((members[0][0], "again"))
+    text = spaces + "{" + spaces + ("," + spaces).join(
+        json.dumps(k, ensure_ascii=ascii_only) + spaces + ":" + spaces
+        + json.dumps(v, ensure_ascii=ascii_only) + spaces
+        for k, v in members
+    ) + "}" + spaces  # fmt: skip
+    scanned_alike(text.encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40) | st.builds(lambda a, b: a + b, st.sampled_from(BODIES), st.binary()))
+def test_scan_is_safe_on_any_bytes(body):
+    pytest.importorskip("contract_core")
+    scanned_alike(body)
+
+
+def test_scan_reads_no_further_than_a_body_cut_short_anywhere():
+    pytest.importorskip("contract_core")
+    body = json.dumps({"ab": 'x "y" \\ é 😀 \n' * 3, "c": "d"}).encode()
+    limits = {"MAX_TWEETS": 6, "MAX_TWEET_CHARS": 100, "MAX_ID_CHARS": 5}
+    assert scanned_alike(body, limits)
+    for end in range(len(body)):
+        assert contract.scanned_batch(body[:end], limits) is None
+
+
+def test_write_labels_refuses_what_does_not_fit_its_ids():
+    core = pytest.importorskip("contract_core")
+    body = b'{"1": "a", "2": "b"}'
+    scanned = contract.scanned_batch(body, BODY_LIMITS)
+    assert core.write_labels(body, scanned.ids, ["Positive", "Negative"]) == (
+        b'{"1":"Positive","2":"Negative"}\n'
+    )
+    for labels in (["Positive"], ["Positive", "Négative"], ["Positive", 'Neg"ative'], []):
+        with pytest.raises(ValueError):
+            core.write_labels(body, scanned.ids, labels)
+    with pytest.raises(ValueError):  # ids past the body's end
+        core.write_labels(body[:3], scanned.ids, ["Positive", "Negative"])
 
 
 @settings(max_examples=500, deadline=None)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import absent
 
+import contract
 import model
 import train
 
@@ -49,6 +50,40 @@ def junk(count, seed):
 def test_the_core_gives_the_reference_scores_on_the_data_set(shipped_core, data_path):
     tweets = pd.read_csv(data_path, keep_default_na=False)["text"].tolist()
     assert shipped_core.scores(tweets) == shipped_core.python_scores(tweets)
+
+
+# The fast path's tweets read in place (issue 36): contract_core.scan leaves each ASCII tweet
+# with no escape in the body, and the core reads it there as it would read its str.
+
+
+def scores_in_place(shipped, tweets):
+    body = json.dumps({str(i): t for i, t in enumerate(tweets)}).encode()
+    limits = {**contract.LIMITS, "MAX_TWEETS": len(tweets) or 1}
+    scanned = contract.scanned_batch(body, limits, shipped)
+    assert scanned is not None and None in scanned.texts
+    return shipped.scores_in(scanned.data, scanned.tweets, scanned.texts)
+
+
+def test_the_core_reads_tweets_in_a_body_as_their_strs(shipped_core, data_path):
+    pytest.importorskip("contract_core")
+    tweets = pd.read_csv(data_path, keep_default_na=False)["text"].tolist()
+    assert scores_in_place(shipped_core, tweets) == shipped_core.python_scores(tweets)
+    for seed in range(4):
+        made = junk(2500, seed)  # a lone surrogate is refused: not Unicode
+        tweets = [t for t in made if len(t) <= 5000 and "\ud800" not in t]
+        assert scores_in_place(shipped_core, tweets) == shipped_core.python_scores(tweets)
+
+
+def test_scores_in_refuses_places_outside_the_body(shipped_core):
+    body = b'{"1": "happy"}'
+    scanned = contract.scanned_batch(body, contract.LIMITS, shipped_core)
+    assert scanned.texts == [None]
+    with pytest.raises(ValueError):
+        shipped_core.scores_in(body[:8], scanned.tweets, scanned.texts)
+    with pytest.raises(ValueError):
+        shipped_core.scores_in(body, scanned.tweets, [None, None])
+    with pytest.raises(TypeError):
+        shipped_core.scores_in(body, scanned.tweets, [b"happy"])
 
 
 @pytest.mark.parametrize("seed", range(4))
