@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import doors  # noqa: E402  (bench/ is on the path: this script's folder)
 
+import model  # noqa: E402
 import registry  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tweet_sentiment_10K.csv"
@@ -313,6 +314,21 @@ PEER_TITLES = {
 }
 BIG_SIZES = (1000, 10000)  # tweets a big request holds: what batch users send, and the limit
 BENCH_BIN = ROOT / ".venv-bench" / "bin"  # make bench installs requirements-bench.txt there
+
+
+def stale_cores():
+    """The environments whose compiled core is another version than model.py's (one built
+    before a change to core/): what runs there scores in pure Python, warning only in its log.
+    An environment with no core at all (no C compiler) is not stale: everything is Python."""
+    show = "import sentiment_core; print(sentiment_core.VERSION)"
+    stale = []
+    for folder in (ROOT / ".venv", BENCH_BIN.parent):
+        python = folder / "bin" / "python"
+        if python.exists():
+            found = subprocess.run([str(python), "-c", show], capture_output=True, text=True)
+            if found.returncode == 0 and found.stdout.strip() != str(model.CORE_VERSION):
+                stale.append(folder.name)
+    return stale
 
 
 def peer_commands(folder, tweets):
@@ -593,6 +609,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install -y wrk (make bench installs it as root)")
+    stale = stale_cores()
+    if stale:  # a server there would score in pure Python, at a tenth of its speed or less
+        sys.exit(
+            f"the compiled core in {', '.join(stale)} is not the one model.py reads "
+            f"(CORE_VERSION {model.CORE_VERSION}): run make bench, which rebuilds it"
+        )
 
     tweets, source = load_tweets()
     print(f"in-process model on {source} ...", flush=True)
