@@ -1,7 +1,7 @@
 # The tweet sentiment API over HTTPS on port 5000. README.md, "Docker", shows both ways to run it.
 ARG BASE_IMAGE=python:3.12-slim
 
-# The model's scorer and the contract's quote count in C (core/), and gunicorn's HTTP parser in C
+# The model's scorer and the contract's helpers in C (core/), and gunicorn's HTTP parser in C
 # (requirements-compiled.txt), built as wheels in a stage of their own: the compiler and the Python
 # headers stay out of the image. python3-dev only where the base's Python lacks headers.
 FROM ${BASE_IMAGE} AS core
