@@ -1034,18 +1034,19 @@ class FastPredict:
             # the answer written from the body's own ids, where it can; else parsed and checked
             # by msgspec, the answer written from a dict.
             scanned = contract.scanned_batch(data, settings, served.model) if self.scans else None
-            tweets = contract.checked_batch(data, settings) if scanned is None else None
-            if scanned is None and tweets is None:  # bad input: Flask's view names what is wrong
-                return None
             if scanned is not None:
                 body, labels = contract.predict_scanned(served.model, scanned)
                 tally(served, labels)
+                count = len(labels)
             else:
+                tweets = contract.checked_batch(data, settings)
+                if tweets is None:  # bad input: Flask's view names what is wrong
+                    return None
                 body = self.labels_json(answer(extensions, served, tweets, checked=True))
+                count = len(tweets)
         except Exception:  # a bug, or a model that failed: Flask answers as it always does
             return None
-        environ["api.route"] = route
-        environ["api.tweets"] = len(scanned.texts if scanned is not None else tweets)
+        environ["api.route"], environ["api.tweets"] = route, count
         return body, served
 
     @staticmethod

@@ -16,13 +16,9 @@ import msgspec
 import model
 
 try:  # core/contract_core.c, built where a C compiler is, as the model's core
-    from contract_core import unescaped_quotes
-except ImportError:
-    unescaped_quotes = None
-try:
-    from contract_core import scan, write_labels
-except ImportError:  # without it (or with an older build): checked_batch's way
-    scan = write_labels = None
+    from contract_core import scan, unescaped_quotes, write_labels
+except ImportError:  # without it: every body checked_batch's way, quotes counted in Python
+    scan = unescaped_quotes = write_labels = None
 
 # What a request may hold, and so what its answer holds: an answer repeats each id, and with
 # explain=true adds each tweet's strongest terms. An id is at most MAX_ID_CHARS (twice a UUID's
@@ -210,7 +206,7 @@ def reads_in_place(classifier):
 def predict_scanned(classifier, scanned):
     """predict()'s answer {id: label} for a Scanned batch, as the JSON bytes (and newline) that
     json.dumps(answer, separators=(",", ":")) gives, and the labels."""
-    if None in scanned.texts:
+    if reads_in_place(classifier):  # as scanned_batch was told: None for a tweet left in place
         probabilities = classifier.scores_in(scanned.data, scanned.tweets, scanned.texts)
     else:
         probabilities = classifier.scores(scanned.texts)

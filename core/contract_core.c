@@ -141,7 +141,7 @@ static PyObject *tweet_text(const unsigned char *s, Py_ssize_t n, int escaped, i
                             Py_ssize_t most, unsigned char **buffer, Py_ssize_t room)
 {
     PyObject *text;
-    if (ascii && !escaped) { /* most tweets: copied as they are */
+    if (ascii) { /* most tweets (string_end: no escape either): copied as they are */
         if (n > most) return NULL;
         text = PyUnicode_New(n, 127);
         if (text != NULL) memcpy(PyUnicode_1BYTE_DATA(text), s, n);
