@@ -979,6 +979,9 @@ def unexpected_error(error):
 # does not take the body, Flask's view parses it as before, to name what is wrong.
 
 PREDICT_PREFIX, PREDICT_SUFFIX = PATH_TOKEN_ROUTE.split("<token>")
+# The Open Inference Protocol's infer routes (v2/rest.py), as Flask names them.
+V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
+V2_ROUTES = {1: f"/v2{v2.rest.MODEL}/infer", 3: f"/v2{v2.rest.VERSION}/infer"}
 
 
 class FastPredict:
@@ -993,25 +996,19 @@ class FastPredict:
         answered = self.answer(environ)
         if answered is None:
             return self.flask(environ, start_response)
-        body, served = answered
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                *model_headers(served),
-            ],
-        )
+        body, headers, _ = answered
+        start_response("200 OK", headers)
         return [body]
 
     def answer(self, environ):
-        """Return the answer's bytes and the registry.Served that answered; or None for Flask to
-        answer, with what was read of the body (or the error reading it) left in the environ."""
-        route, token = self.route_and_token(environ)
+        """Return the answer's bytes and headers and the registry.Served that answered; or None
+        for Flask to answer, with what was read of the body (or the error reading it) left in
+        the environ."""
+        route, token, model_path = self.route_and_token(environ)
         if (
             route is None
             or environ.get("QUERY_STRING")
-            or environ.get("CONTENT_TYPE") != "application/json"
+            or (model_path is None and environ.get("CONTENT_TYPE") != "application/json")
             or (self.guesses.blocked and self.guesses.seconds_left(environ))  # Flask: 429
             or not token_is_valid(token, self.app.extensions)  # nothing is read for a wrong one
         ):
@@ -1021,7 +1018,42 @@ class FastPredict:
         except HTTPException as e:
             environ["api.body_error"] = e
             return None
-        return self.labels(environ, route, data)
+        if model_path is not None:
+            return self.infer(environ, route, model_path, data)
+        answered = self.labels(environ, route, data)
+        if answered is None:
+            return None
+        body, served = answered
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *model_headers(served),
+        ]
+        return body, headers, served
+
+    def infer(self, environ, route, model_path, data):
+        """The Open Inference Protocol's infer, as v2/rest.py's view answers it: (body, headers,
+        served), or None for the view to answer."""
+        if environ.get("HTTP_CONTENT_ENCODING", "identity").lower() != "identity":
+            return None  # the view: 415
+        extensions = self.app.extensions
+        try:
+            answered = v2.rest.fast_infer(
+                data,
+                environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"),
+                *model_path,
+                extensions["registry"],
+                environ.get("api.request_id"),
+                extensions["settings"],
+            )
+        except Exception:  # a bug, or a model that failed: the view answers as it always does
+            return None
+        if answered is None:
+            return None
+        body, headers, served, labels = answered
+        tally(served, labels)
+        environ["api.route"], environ["api.tweets"] = route, len(labels)
+        return body, headers, served
 
     def labels(self, environ, route, data):
         """Return the labels of a body's tweets as JSON bytes and the registry.Served that
@@ -1051,19 +1083,33 @@ class FastPredict:
 
     @staticmethod
     def route_and_token(environ):
-        """Return the predict route a POST asks for and the token it carries, or (None, None)."""
+        """Return the predict or infer route a POST asks for, the token it carries, and for an
+        infer route the model's name and version (None for none) in the path; or three Nones."""
         path = environ.get("PATH_INFO", "")
         if environ["REQUEST_METHOD"] != "POST" or not path.isascii():
-            return None, None
+            return None, None, None
         if path == BEARER_ROUTE:
-            token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
-            if token is not None and token.isascii():
-                return BEARER_ROUTE, token
+            route, model_path = BEARER_ROUTE, None
         elif path.startswith(PREDICT_PREFIX) and path.endswith(PREDICT_SUFFIX):
             token = path[len(PREDICT_PREFIX) : -len(PREDICT_SUFFIX)]
             if token and "/" not in token:
-                return PATH_TOKEN_ROUTE, token
-        return None, None
+                return PATH_TOKEN_ROUTE, token, None
+            return None, None, None
+        elif path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
+            parts = path[len(V2_PREFIX) : -len(V2_SUFFIX)].split("/")
+            if (
+                not all(parts)
+                or len(parts) not in V2_ROUTES
+                or parts[1:2] not in ([], ["versions"])
+            ):
+                return None, None, None
+            route, model_path = V2_ROUTES[len(parts)], (parts[0], parts[2] if parts[2:] else None)
+        else:
+            return None, None, None
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+        if token is None or not token.isascii():
+            return None, None, None
+        return route, token, model_path
 
 
 # Request ids, metrics and one JSON log line per request: never the token (routes are logged as

@@ -32,8 +32,8 @@ LAYERS = (
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("log lines (service.py, logging)", ("service.py", "logging/")),
     (
-        "the app's own code (api.py, a bench app)",
-        ("api.py", "floor.py", "model_only.py", "asgi_probe.py"),
+        "the app's own code (api.py, v2/, a bench app)",
+        ("api.py", "v2/", "floor.py", "model_only.py", "asgi_probe.py"),
     ),
     ("Flask and Werkzeug", ("flask/", "werkzeug/", "blinker/", "flask_sock/")),
     ("TLS (ssl, gevent's ssl)", ("ssl.py", "gevent/_ssl3.py", "gevent/ssl.py")),

@@ -18,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -245,6 +246,291 @@ static int repeated(const unsigned char *data, const Py_ssize_t *spans, Py_ssize
     return found;
 }
 
+/* Read the JSON string at *p (after spaces) as a tweet: its start and length in data into
+ * place[0] and place[1], its text (or None, in place) appended to texts, *p moved past its end
+ * quote. 1 if read, 0 if it is not one scan takes (no error set), -1 on an error. */
+static int read_tweet(const unsigned char **at, const unsigned char *data,
+                      const unsigned char *end, Py_ssize_t *place, Py_ssize_t most_chars,
+                      int in_place, unsigned char **buffer, Py_ssize_t room, PyObject *texts)
+{
+    const unsigned char *p = skip_space(*at, end);
+    if (p == end || *p++ != '"') return 0;
+    const unsigned char *tweet = p;
+    int escaped, ascii;
+    if ((p = string_end(p, end, &escaped, &ascii)) == NULL) return 0;
+    place[0] = tweet - data;
+    place[1] = p - tweet;
+    PyObject *text;
+    if (in_place && ascii) /* as it is in the body: read there by the model's core */
+        text = p - tweet <= most_chars ? Py_NewRef(Py_None) : NULL;
+    else
+        text = tweet_text(tweet, p - tweet, escaped, ascii, most_chars, buffer, room);
+    if (text == NULL) return PyErr_Occurred() ? -1 : 0;
+    int failed = PyList_Append(texts, text);
+    Py_DECREF(text);
+    *at = p + 1;
+    return failed ? -1 : 1;
+}
+
+/* Room for one more span (a start and a length) in *spans of *capacity: 0, or -1 out of memory. */
+static int room_for_one(Py_ssize_t **spans, Py_ssize_t *capacity, Py_ssize_t count)
+{
+    if (count < *capacity) return 0;
+    Py_ssize_t *grown = PyMem_Realloc(*spans, *capacity * 4 * sizeof(Py_ssize_t));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *spans = grown;
+    *capacity *= 2;
+    return 0;
+}
+
+/* (spans, texts) as a tuple: the spans packed as bytes. */
+static PyObject *spans_and_texts(const Py_ssize_t *spans, Py_ssize_t count, PyObject *texts)
+{
+    PyObject *packed = PyBytes_FromStringAndSize((const char *)spans,
+                                                 count * 2 * sizeof(Py_ssize_t));
+    if (packed == NULL) return NULL;
+    PyObject *result = PyTuple_Pack(2, packed, texts);
+    Py_DECREF(packed);
+    return result;
+}
+
+/* scan_strings(data, max_tweet_chars, max_tweets, in_place): a JSON array of 1 to max_tweets
+ * strings, each a tweet as scan takes them (the V2 door's "data"), as (spans, texts): each
+ * string's start and length in data, packed, and its text (None for one left in place). None
+ * for any other array (nested, empty, a string that is no tweet scan takes, too many). */
+static PyObject *scan_strings(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t most_chars, most_tweets, count = 0, capacity = 64;
+    int in_place;
+    if (!PyArg_ParseTuple(args, "y*nnp", &view, &most_chars, &most_tweets, &in_place))
+        return NULL;
+    const unsigned char *data = view.buf, *end = data + view.len, *p;
+    Py_ssize_t *spans = PyMem_Malloc(capacity * 2 * sizeof(Py_ssize_t));
+    unsigned char *buffer = NULL;
+    PyObject *texts = PyList_New(0), *result = NULL;
+    if (spans == NULL || texts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    p = skip_space(data, end);
+    if (p == end || *p++ != '[') goto none;
+    for (;;) {
+        if (count == most_tweets) goto none;
+        if (room_for_one(&spans, &capacity, count) < 0) goto done;
+        int read = read_tweet(&p, data, end, spans + 2 * count, most_chars, in_place, &buffer,
+                              view.len, texts);
+        if (read < 0) goto done;
+        if (read == 0) goto none;
+        count++;
+        p = skip_space(p, end);
+        if (p == end) goto none;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ != ']') goto none;
+        break;
+    }
+    if (skip_space(p, end) != end) goto none;
+    result = spans_and_texts(spans, count, texts);
+    goto done;
+none:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(spans);
+    PyMem_Free(buffer);
+    Py_XDECREF(texts);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* scan_elements(data, count, max_tweet_chars, in_place): a BYTES tensor in the Open Inference
+ * Protocol's binary form (each element a 4-byte little-endian length and its bytes), exactly
+ * count elements of valid UTF-8 of at most max_tweet_chars characters each, 1 or more, as
+ * (spans, texts) as scan_strings gives them (None in texts for an ASCII element left in place).
+ * None for any other (v2/protocol.py's split_bytes and texts_of_bytes name what is wrong). */
+static PyObject *scan_elements(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t expected, most_chars, count = 0;
+    int in_place;
+    if (!PyArg_ParseTuple(args, "y*nnp", &view, &expected, &most_chars, &in_place)) return NULL;
+    const unsigned char *data = view.buf, *end = data + view.len, *p = data;
+    Py_ssize_t *spans = NULL;
+    PyObject *texts = NULL, *result = NULL;
+    if (expected < 1 || expected > view.len / 4) goto none;
+    spans = PyMem_Malloc(expected * 2 * sizeof(Py_ssize_t));
+    texts = PyList_New(expected);
+    if (spans == NULL || texts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; p < end; count++) {
+        if (count == expected || end - p < 4) goto none;
+        Py_ssize_t n = (Py_ssize_t)p[0] | (Py_ssize_t)p[1] << 8 | (Py_ssize_t)p[2] << 16 |
+                       (Py_ssize_t)p[3] << 24;
+        p += 4;
+        if (n > end - p) goto none;
+        unsigned char high = 0;
+        for (Py_ssize_t i = 0; i < n; i++) high |= p[i];
+        spans[2 * count] = p - data;
+        spans[2 * count + 1] = n;
+        PyObject *text;
+        if (in_place && high < 0x80) /* read in the body by the model's core */
+            text = n <= most_chars ? Py_NewRef(Py_None) : NULL;
+        else
+            text = tweet_text(p, n, 0, high < 0x80, most_chars, NULL, 0);
+        if (text == NULL) {
+            if (PyErr_Occurred()) goto done;
+            goto none;
+        }
+        PyList_SET_ITEM(texts, count, text);
+        p += n;
+    }
+    if (count != expected) goto none;
+    result = spans_and_texts(spans, count, texts);
+    goto done;
+none:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(spans);
+    Py_XDECREF(texts);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* A value rounded to a number of decimals as Python's round(x, decimals) rounds it (the double
+ * nearest the decimal that is nearest x's exact value, half to even), in 0 if it cannot tell
+ * (|x| times the scale past 2**52, or not finite), 1 when done. x * scale is y + e exactly
+ * (fma), so where y's fraction is near one half, e says on which side the exact value is. */
+static int round_decimal(double x, double scale, double *out)
+{
+    double a = fabs(x), y = a * scale;
+    if (!(y < 4503599627370496.0)) return 0; /* 2**52; NaN and infinities too */
+    double e = fma(a, scale, -y), f = floor(y), r = y - f, up = 0.0; /* r: exact */
+    if (r >= 0.25) {
+        double d = r - 0.5; /* exact (Sterbenz) */
+        if (d > -e)
+            up = 1.0;
+        else if (d == -e) /* a tie: to the even one */
+            up = fmod(f, 2.0);
+    }
+    *out = copysign((f + up) / scale, x);
+    return 1;
+}
+
+/* rounded(values, decimals): [round(v, decimals) for v in values], ten times as fast. */
+static PyObject *rounded(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *given, *values, *result;
+    int decimals;
+    if (!PyArg_ParseTuple(args, "Oi", &given, &decimals)) return NULL;
+    if (decimals < 0 || decimals > 15) {
+        PyErr_SetString(PyExc_ValueError, "decimals must be 0 to 15");
+        return NULL;
+    }
+    double scale = 1.0;
+    for (int i = 0; i < decimals; i++) scale *= 10.0; /* exact up to 1e22 */
+    if ((values = PySequence_Fast(given, "values must be a sequence")) == NULL) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(values);
+    if ((result = PyList_New(count)) == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(values, i), *item;
+        double out;
+        if (PyFloat_CheckExact(value) && round_decimal(PyFloat_AS_DOUBLE(value), scale, &out))
+            item = PyFloat_FromDouble(out);
+        else
+            item = PyObject_CallMethod(value, "__round__", "i", decimals);
+        if (item == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+done:
+    Py_DECREF(values);
+    return result;
+}
+
+/* A score to 6 decimals, k / 10**6, as float.__repr__ writes it: the decimal's digits (the
+ * shortest that read back as the same double, there being no shorter), 0.000123 from 0.0001 up,
+ * 1.5e-05 below. */
+static char *write_micro(long k, char *o)
+{
+    if (k == 0 || k == 1000000) {
+        memcpy(o, k ? "1.0" : "0.0", 3);
+        return o + 3;
+    }
+    if (k < 100) { /* 1e-06 to 9.9e-05 */
+        long first = k < 10 ? k : k / 10, second = k < 10 ? 0 : k % 10;
+        *o++ = (char)('0' + first);
+        if (second) {
+            *o++ = '.';
+            *o++ = (char)('0' + second);
+        }
+        memcpy(o, k < 10 ? "e-06" : "e-05", 4);
+        return o + 4;
+    }
+    char digits[6];
+    int n = 6;
+    for (int i = 5; i >= 0; i--, k /= 10) digits[i] = (char)('0' + k % 10);
+    while (digits[n - 1] == '0') n--;
+    *o++ = '0';
+    *o++ = '.';
+    memcpy(o, digits, n);
+    return o + n;
+}
+
+/* write_floats(values): a list of floats as JSON, as json.dumps(values, separators=(",", ":"))
+ * writes it (float.__repr__ each); the scores, k / 10**6, from k's digits, ten times as fast.
+ * ValueError for a value that is not finite, TypeError for one that is no float. */
+static PyObject *write_floats(PyObject *Py_UNUSED(module), PyObject *values)
+{
+    if (!PyList_Check(values)) {
+        PyErr_SetString(PyExc_TypeError, "values must be a list");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(values);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, count * 32 + 2); /* repr: 24 at most */
+    if (result == NULL) return NULL;
+    char *o = PyBytes_AS_STRING(result);
+    *o++ = '[';
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        if (!PyFloat_CheckExact(value)) {
+            PyErr_SetString(PyExc_TypeError, "each value must be a float");
+            goto failed;
+        }
+        double x = PyFloat_AS_DOUBLE(value);
+        if (!isfinite(x)) {
+            PyErr_SetString(PyExc_ValueError, "a value is not finite: JSON has no such number");
+            goto failed;
+        }
+        if (i) *o++ = ',';
+        double k = nearbyint(x * 1e6);
+        if (x >= 0 && x <= 1 && !signbit(x) && k / 1e6 == x) {
+            o = write_micro((long)k, o);
+            continue;
+        }
+        char *text = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (text == NULL) goto failed;
+        size_t n = strlen(text);
+        memcpy(o, text, n);
+        o += n;
+        PyMem_Free(text);
+    }
+    *o++ = ']';
+    if (_PyBytes_Resize(&result, o - PyBytes_AS_STRING(result)) < 0) return NULL;
+    return result;
+failed:
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer view;
@@ -290,27 +576,12 @@ static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *args)
         p = skip_space(p + 1, end);
         if (p == end || *p++ != ':') goto none;
         /* "tweet" */
-        p = skip_space(p, end);
-        if (p == end || *p++ != '"') goto none;
-        const unsigned char *tweet = p;
-        int escaped, ascii;
-        if ((p = string_end(p, end, &escaped, &ascii)) == NULL) goto none;
-        places[2 * count] = tweet - data;
-        places[2 * count + 1] = p - tweet;
-        PyObject *text;
-        if (in_place && ascii) /* as it is in the body: read there by the model's core */
-            text = p - tweet <= most_chars ? Py_NewRef(Py_None) : NULL;
-        else
-            text = tweet_text(tweet, p - tweet, escaped, ascii, most_chars, &buffer, view.len);
-        if (text == NULL) {
-            if (PyErr_Occurred()) goto done;
-            goto none;
-        }
-        int failed = PyList_Append(texts, text);
-        Py_DECREF(text);
-        if (failed) goto done;
+        int read = read_tweet(&p, data, end, places + 2 * count, most_chars, in_place, &buffer,
+                              view.len, texts);
+        if (read < 0) goto done;
+        if (read == 0) goto none;
         count++;
-        p = skip_space(p + 1, end);
+        p = skip_space(p, end);
         if (p == end) goto none;
         if (*p == ',') {
             p++;
@@ -413,6 +684,14 @@ static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(body, max_id_chars, max_tweet_chars, max_tweets, in_place): (ids, tweets, texts)"
      " or None."},
+    {"scan_strings", scan_strings, METH_VARARGS,
+     "scan_strings(data, max_tweet_chars, max_tweets, in_place): (spans, texts) or None."},
+    {"scan_elements", scan_elements, METH_VARARGS,
+     "scan_elements(data, count, max_tweet_chars, in_place): (spans, texts) or None."},
+    {"rounded", rounded, METH_VARARGS,
+     "rounded(values, decimals): [round(v, decimals) for v in values]."},
+    {"write_floats", write_floats, METH_O,
+     "write_floats(values): a list of floats as json.dumps(values, separators=(',', ':'))."},
     {"write_labels", write_labels, METH_VARARGS,
      "write_labels(body, ids, labels): the answer {id: label} as JSON bytes, a newline after."},
     {NULL, NULL, 0, NULL},

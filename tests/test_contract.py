@@ -1,6 +1,8 @@
 """The prediction contract on its own: input, limits, answers and error kinds."""
 
 import json
+import math
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,12 @@ from hypothesis import strategies as st
 import contract
 import model
 import registry
+from v2 import protocol
+
+try:
+    import contract_core
+except ImportError:  # the tests that need it skip
+    contract_core = None
 
 LIMITS = {"MAX_TWEETS": 3, "MAX_TWEET_CHARS": 10}
 
@@ -393,6 +401,154 @@ def test_scan_reads_no_further_than_a_body_cut_short_anywhere():
     assert scanned_alike(body, limits)
     for end in range(len(body)):
         assert contract.scanned_batch(body[:end], limits) is None
+
+
+# The V2 door's tensors (v2/rest.py's hot path): a JSON array of strings, or the binary form.
+
+
+def reference_tensor(data, limits, count=None):
+    """The tweets the V2 door's view takes from a tensor's data, or None: json and protocol."""
+    try:
+        if count is None:
+            texts = json.loads(data.decode("utf-8"))
+        else:
+            texts = protocol.texts_of_bytes(protocol.split_bytes(data, [count]))
+    except (ValueError, contract.PredictionError):
+        return None
+    if not (
+        isinstance(texts, list)
+        and 0 < len(texts) <= limits["MAX_TWEETS"]
+        and all(isinstance(t, str) for t in texts)
+        and not any(
+            len(t) > limits["MAX_TWEET_CHARS"] or contract.SURROGATE.search(t) for t in texts
+        )
+    ):
+        return None
+    return texts
+
+
+def tensor_alike(data, limits=BODY_LIMITS, count=None):
+    """Whether contract_core took a tensor's data; if it did, assert it agrees with the view's
+    reading, in place too (None only for ASCII tweets, there in the data as they are)."""
+    scanned = contract.scanned_tensor(data, limits, None, count)
+    if scanned is None:
+        return False
+    assert scanned.texts == reference_tensor(data, limits, count)
+    scan = contract_core.scan_strings if count is None else contract_core.scan_elements
+    chars, most = limits["MAX_TWEET_CHARS"], limits["MAX_TWEETS"]
+    spans, texts = (
+        scan(data, chars, most, True) if count is None else scan(data, count, chars, True)
+    )
+    spans = memoryview(spans).cast("n")
+    for n, (text, tweet) in enumerate(zip(texts, scanned.texts, strict=True)):
+        start, length = spans[2 * n], spans[2 * n + 1]
+        assert text == tweet or (text is None and data[start : start + length] == tweet.encode())
+        assert text is not None or tweet.isascii()
+    return True
+
+
+@pytest.mark.parametrize(
+    "data, taken",
+    [
+        (b'["a", "b"]', True),
+        (b' ["\\ud83d\\ude00 \\u00e9", "\\"\\\\\\n", ""]\n', True),
+        ('["é 😀", "x"]'.encode(), True),
+        (b'["' + b"x" * 12 + b'"]', True),
+        (b'["' + b"x" * 13 + b'"]', False),  # over MAX_TWEET_CHARS
+        (json.dumps(["a"] * 7).encode(), False),  # over MAX_TWEETS
+        (b"[]", False),
+        (b'[["a"]]', False),  # nested: the view flattens it
+        (b'["a", 1]', False),
+        (b'["a"] x', False),
+        (b'["\\ud800"]', False),
+        (b'["\xff"]', False),
+        (b'["a\x01"]', False),
+        (b"null", False),
+    ],
+)
+def test_scan_strings_takes_what_the_v2_view_takes(data, taken):
+    pytest.importorskip("contract_core")
+    assert tensor_alike(data) is taken
+
+
+def elements(*texts):
+    return b"".join(len(t).to_bytes(4, "little") + t for t in texts)
+
+
+@pytest.mark.parametrize(
+    "data, count, taken",
+    [
+        (elements(b"a", b"", "é 😀".encode(), b'"\\\x00\n'), 4, True),
+        (elements(b"x" * 12, "é".encode() * 12), 2, True),
+        (elements(b"x" * 13), 1, False),  # over MAX_TWEET_CHARS
+        (elements(*[b"a"] * 7), 7, False),  # over MAX_TWEETS
+        (elements(b"a", b"b"), 1, False),
+        (elements(b"a"), 2, False),
+        (elements(b"caf\xc3"), 1, False),
+        (elements(b"\xed\xa0\x80"), 1, False),  # a surrogate in UTF-8
+        (elements(b"abc")[:-1], 1, False),
+        (elements(b"abc")[:3], 1, False),
+        (b"", 0, False),
+    ],
+)
+def test_scan_elements_takes_what_the_v2_view_takes(data, count, taken):
+    pytest.importorskip("contract_core")
+    assert tensor_alike(data, count=count) is taken
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    texts=st.lists(st.text(characters, max_size=14), max_size=8),
+    ascii_only=st.booleans(),
+    binary=st.booleans(),
+    cut=st.integers(0, 2),
+)
+def test_the_tensor_scans_agree_with_the_v2_view_on_any_tensor(texts, ascii_only, binary, cut):
+    """Taken exactly when the view takes it (lone surrogates, too long, too many, cut short)."""
+    pytest.importorskip("contract_core")
+    count = len(texts) if binary else None
+    if binary:
+        data = elements(*(t.encode("utf-8", "surrogatepass") for t in texts))
+        data = data[: len(data) - cut]
+    else:
+        data = json.dumps(texts, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    taken = tensor_alike(data, count=count)
+    assert taken == (reference_tensor(data, BODY_LIMITS, count) is not None)
+
+
+def test_rounded_rounds_as_round():
+    """contract_core.rounded, the scores' rounding in C, against round() where rounding is hard:
+    halfway between two decimals, a bit either side, exact ties (j / 128 at 6 decimals), and
+    values that are no float or out of its range."""
+    pytest.importorskip("contract_core")
+    values = [j / 128 for j in range(129)] + [0.0, -0.0, 5e-324, 1e-300, 2.5, -2.5, 0.5, 1.5]
+    for k in range(0, 1_000_000, 37):
+        halfway = (k + 0.5) / 1e6
+        values += [halfway, math.nextafter(halfway, 0), math.nextafter(halfway, 1), k / 1e6]
+    rng = random.Random(36)
+    values += [rng.random() for _ in range(20_000)] + [rng.uniform(-1e6, 1e6) for _ in range(2_000)]
+    values += [1e20, -1e20, math.inf, -math.inf, 3, True]
+    for decimals in (6, 0, 3, 12):
+        expected = [round(v, decimals) for v in values]
+        got = contract_core.rounded(values, decimals)
+        assert [(g, math.copysign(1, g)) for g in got] == [
+            (e, math.copysign(1, e)) for e in expected
+        ]
+        assert [type(g) for g in got] == [type(e) for e in expected]
+    assert math.isnan(contract_core.rounded((math.nan,), 6)[0])
+    assert contract.rounded([0.1234565, 0.9999995], 6) == [round(0.1234565, 6), 1.0]
+
+
+def test_write_floats_writes_every_score_as_json_does():
+    """Every score to 6 decimals (k / 10**6, the V2 door's) and other floats, as json writes
+    them; what JSON has no number for is refused."""
+    values = [k / 1e6 for k in range(1_000_001)]
+    values += [-0.0, 1.5, -2.5e-7, 1e300, 5e-324, 0.1 + 0.2, 1 / 3, 1e16, 123456.789, -1.0]
+    assert contract.write_floats(values) == json.dumps(values, separators=(",", ":")).encode()
+    assert contract.write_floats([]) == b"[]"
+    for bad in ([math.nan], [math.inf]):
+        with pytest.raises(ValueError):
+            contract.write_floats(bad)
 
 
 def test_write_labels_refuses_what_does_not_fit_its_ids():

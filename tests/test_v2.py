@@ -5,8 +5,10 @@ tritonclient's and the KServe SDK's calls are tests/test_v2_clients.py's (.venv-
 """
 
 import contextlib
+import io
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -21,6 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import ADMIN_TOKEN, ROOT, TOKEN, evidence, free_port, make_child, running_server
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 import aliases
 import api
@@ -344,6 +347,119 @@ def test_stable_is_shadowed_as_our_rest_default(own):
 
 
 # The protocol's pieces.
+
+
+# The hot path (api.FastPredict, rest.fast_infer) answers the well-formed requests without Flask;
+# the view is the reference, and answers every other.
+
+
+def v2_environ(path, data, headers):
+    environ = EnvironBuilder(path=path, method="POST", data=data, headers=headers).get_environ()
+    return environ
+
+
+def both_ways(app, path, data, headers):
+    """(whether the hot path took it, its answer, the view's): status, headers sorted, bytes."""
+    fast = app.wsgi_app.wsgi_app  # Observed(FastPredict(app))
+    environ = v2_environ(path, data, headers)
+    taken = fast.answer({**environ, "wsgi.input": io.BytesIO(data)}) is not None
+    answers = []
+    for wsgi_app in (fast, fast.flask):
+        body, status, response_headers = run_wsgi_app(
+            wsgi_app, {**environ, "wsgi.input": io.BytesIO(data)}
+        )
+        answers.append((status, sorted(response_headers.to_wsgi_list()), b"".join(body)))
+    return taken, *answers
+
+
+ESCAPED = ['say "hi"\n\\ é 😀 &amp; \u2028', "</script>", " ", "\x00", "naïve café", "&lt;3 :)"]
+OUTPUTS = [
+    {},
+    {"outputs": [{"name": "label"}]},
+    {"outputs": [{"name": "score"}, {"name": "label", "parameters": {"binary_data": True}}]},
+    {"outputs": [{"name": "label", "parameters": {"binary_data": False}}],
+     "parameters": {"binary_data_output": True}},
+    {"parameters": {"binary_data_output": True}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "texts", [TWEETS, ESCAPED, [f"tweet {i} {'not ' * (i % 3)}good" for i in range(50)]]
+)
+@pytest.mark.parametrize("fields", OUTPUTS)
+def test_the_hot_path_answers_with_the_views_bytes(app, texts, fields):
+    version = app.extensions["registry"].get(SMALL).version
+    cases = [
+        (INFER, json.dumps(body(texts, **fields)).encode(), USER),
+        (INFER, json.dumps(body(texts, **fields), ensure_ascii=False).encode(), USER),
+        (INFER, json.dumps(body(texts, [len(texts), 1], id="ü 7", **fields)).encode(), USER),
+        (f"/v2/models/{protocol.STABLE}/infer", json.dumps(body(texts, **fields)).encode(), USER),
+        (
+            f"/v2/models/{SMALL}/versions/{version}/infer",
+            json.dumps(body(texts, **fields)).encode(),
+            USER,
+        ),
+        (INFER, *binary_body([t.encode() for t in texts], id="x", **fields)),
+    ]
+    for path, data, headers in cases:
+        taken, fast, view = both_ways(app, path, data, headers)
+        assert taken and fast == view and fast[0] == "200 OK", (path, data[:200])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"id": "a", "priority": 1},  # a field the protocol has and the model reads not
+        {"inputs": [{**body()["inputs"][0], "parameters": {"content_type": "str"}}]},
+        {"inputs": [{**body()["inputs"][0], "data": [[t] for t in TWEETS]}]},  # nested
+        {"outputs": [{"name": "label", "parameters": {"binary_data": None}}]},
+    ],
+)
+def test_the_view_answers_what_the_hot_path_leaves(app, fields):
+    taken, fast, view = both_ways(app, INFER, json.dumps({**body(), **fields}).encode(), USER)
+    assert not taken and fast == view
+
+
+@pytest.mark.parametrize("sent, status, words", REFUSED, ids=[w for _, _, w in REFUSED])
+def test_the_hot_path_leaves_every_refusal_to_the_view(app, sent, status, words):
+    data = json.dumps(sent).encode() if isinstance(sent, dict) else sent
+    taken, fast, view = both_ways(app, INFER, data, USER)
+    assert not taken and fast == view and fast[0].startswith(str(status))
+
+
+def test_random_requests_get_the_views_bytes(app):
+    rng = random.Random(36)
+    alphabet = 'ab é😀"\\\n\x00&;<>:)' + "".join(map(chr, range(0x20, 0x7F)))
+    for _ in range(150):
+        texts = [
+            "".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(rng.randint(1, 8))
+        ]
+        fields = rng.choice(OUTPUTS)
+        if rng.random() < 0.5:
+            fields = {**fields, "id": rng.choice(["", "42", "é", "a\x7f", "\n"])}
+        if rng.random() < 0.5:
+            path, data, headers = INFER, *binary_body([t.encode() for t in texts], **fields)
+        else:
+            data, headers = json.dumps(body(texts, **fields), ensure_ascii=rng.random() < 0.5), USER
+            path, data = INFER, data.encode()
+        taken, fast, view = both_ways(app, path, data, headers)
+        assert fast == view and (taken or fast[0] != "200 OK"), (data[:300], fast, view)
+
+
+def test_scores_are_written_as_json_writes_them():
+    """msgspec writes a score as json does but under 0.0001 (1e-6 for 1e-06): encode() writes
+    the scores with contract.write_floats (tests/test_contract.py holds it to json)."""
+    served = registry.Served("m", "1", None, None)
+    inference = protocol.Inference(None, [3], ["score"], {"score": False}, "")
+    for scores in ([0.5, 5e-05, 0.25], [1e-06, 0.0, 1.0], [9.9e-05, 0.000123, 0.999999]):
+        expected = rest.ENCODE(rest_header(served, scores)).encode() + b"\n"
+        assert rest.encode(inference, served, ["Positive"] * 3, scores)[0] == expected
+        assert rest.ENCODER.encode(scores) != json.dumps(scores, separators=(",", ":")).encode()
+
+
+def rest_header(served, scores):
+    tensor = {"name": "score", "datatype": "FP32", "shape": [3], "data": scores}
+    return {"model_name": served.name, "model_version": served.version, "outputs": [tensor]}
 
 
 def test_flatten_keeps_row_major_order():
