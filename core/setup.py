@@ -1,13 +1,14 @@
 """The sentiment model's scorer in C (sentiment_core), and helpers of the contract's
-(contract_core: the quote count, a predict body read in place and its answer written). make
-installs them into .venv when a C compiler is at hand; without them, model.py serves with its
-pure-Python scorer and contract.py reads every body with msgspec and counts quotes in Python."""
+(contract_core: the quote count, a predict body and a V2 tensor read in place, answers and
+scores written). make installs them into .venv when a C compiler is at hand; without them,
+model.py serves with its pure-Python scorer and contract.py reads every body with msgspec and
+counts quotes in Python."""
 
 from setuptools import Extension, setup
 
 setup(
     name="sentiment-core",
-    version="2.2",
+    version="2.3",
     description="The tweet sentiment model's scorer in C; model.py's own is the reference",
     ext_modules=[
         Extension(
