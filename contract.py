@@ -9,6 +9,7 @@ import functools
 import itertools
 import json
 import re
+import struct
 from typing import Annotated, NamedTuple
 
 import msgspec
@@ -17,6 +18,7 @@ import model
 
 try:  # core/contract_core.c, built where a C compiler is, as the model's core
     from contract_core import (
+        pack_floats,
         rounded,
         scan,
         scan_elements,
@@ -32,9 +34,16 @@ except ImportError:  # without it: every body checked_batch's way, quotes counte
         """[round(v, decimals) for v in values]: contract_core's, ten times as fast, the same."""
         return [round(value, decimals) for value in values]
 
-    def write_floats(values):
-        """A list of floats as JSON: contract_core's, ten times as fast for scores, the same."""
+    def write_floats(values, decimals=None):
+        """A list of floats (each first rounded, given decimals) as JSON: contract_core's, ten
+        times as fast for scores, writes the same."""
+        values = values if decimals is None else rounded(values, decimals)
         return json.dumps(values, separators=(",", ":"), allow_nan=False).encode()
+
+    def pack_floats(values, decimals=None):
+        """A list of floats (each first rounded, given decimals) as FP32, little-endian."""
+        values = values if decimals is None else rounded(values, decimals)
+        return struct.pack(f"<{len(values)}f", *values)
 
 
 # What a request may hold, and so what its answer holds: an answer repeats each id, and with

@@ -408,23 +408,34 @@ done:
     return result;
 }
 
-/* A value rounded to a number of decimals as Python's round(x, decimals) rounds it (the double
- * nearest the decimal that is nearest x's exact value, half to even), in 0 if it cannot tell
- * (|x| times the scale past 2**52, or not finite), 1 when done. x * scale is y + e exactly
- * (fma), so where y's fraction is near one half, e says on which side the exact value is. */
-static int round_decimal(double x, double scale, double *out)
+/* |x| rounded to a number of decimals as Python's round(x, decimals) rounds it, in units of
+ * 10**-decimals (scale is 10**decimals): the decimal nearest x's exact value, half to even, whose
+ * nearest double is round()'s answer (units / scale, x's sign). 0 if it cannot tell (|x| times
+ * the scale past 2**52, or not finite), 1 when done. y, x * scale rounded, is within half an ulp
+ * of the exact product, y + e (fma): only where y's fraction is that near one half need e say on
+ * which side the exact value is. */
+static int round_units(double x, double scale, double *units)
 {
     double a = fabs(x), y = a * scale;
     if (!(y < 4503599627370496.0)) return 0; /* 2**52; NaN and infinities too */
-    double e = fma(a, scale, -y), f = floor(y), r = y - f, up = 0.0; /* r: exact */
-    if (r >= 0.25) {
-        double d = r - 0.5; /* exact (Sterbenz) */
-        if (d > -e)
-            up = 1.0;
-        else if (d == -e) /* a tie: to the even one */
-            up = fmod(f, 2.0);
+    double f = (double)(long long)y, d = (y - f) - 0.5, up; /* f: floor(y), y - f exact */
+    if (d > y * 4.5e-16) /* past one half by more than an ulp of y, twice over */
+        up = 1.0;
+    else if (d < -y * 4.5e-16 || y == 0.0)
+        up = 0.0;
+    else { /* near one half: d is exact (Sterbenz), and e decides */
+        double e = fma(a, scale, -y);
+        up = d > -e ? 1.0 : d < -e ? 0.0 : (double)((long long)f & 1); /* a tie: to even */
     }
-    *out = copysign((f + up) / scale, x);
+    *units = f + up;
+    return 1;
+}
+
+static int round_decimal(double x, double scale, double *out)
+{
+    double units;
+    if (!round_units(x, scale, &units)) return 0;
+    *out = copysign(units / scale, x);
     return 1;
 }
 
@@ -490,27 +501,65 @@ static char *write_micro(long k, char *o)
     return o + n;
 }
 
-/* write_floats(values): a list of floats as JSON, as json.dumps(values, separators=(",", ":"))
- * writes it (float.__repr__ each); the scores, k / 10**6, from k's digits, ten times as fast.
- * ValueError for a value that is not finite, TypeError for one that is no float. */
-static PyObject *write_floats(PyObject *Py_UNUSED(module), PyObject *values)
+/* A list's value as a double: with decimals (0 to 15), rounded as round(value, decimals) rounds
+ * it, which must give a float; without (-1), a float as it is. 0, or -1 with an error set. */
+static int float_of(PyObject *value, int decimals, double scale, double *out)
 {
-    if (!PyList_Check(values)) {
-        PyErr_SetString(PyExc_TypeError, "values must be a list");
-        return NULL;
+    if (decimals >= 0 && PyFloat_CheckExact(value) &&
+        round_decimal(PyFloat_AS_DOUBLE(value), scale, out))
+        return 0;
+    PyObject *number = decimals >= 0 ? PyObject_CallMethod(value, "__round__", "i", decimals)
+                                     : Py_NewRef(value);
+    if (number == NULL) return -1;
+    int is_float = PyFloat_CheckExact(number);
+    if (is_float) *out = PyFloat_AS_DOUBLE(number);
+    Py_DECREF(number);
+    if (!is_float) PyErr_SetString(PyExc_TypeError, "each value must be a float");
+    return is_float ? 0 : -1;
+}
+
+/* The arguments of write_floats and pack_floats: a list and decimals (None or absent: -1). */
+static int floats_arguments(PyObject *args, PyObject **values, int *decimals, double *scale)
+{
+    PyObject *given = Py_None;
+    if (!PyArg_ParseTuple(args, "O!|O", &PyList_Type, values, &given)) return -1;
+    long number = given == Py_None ? -1 : PyLong_AsLong(given);
+    if (number == -1 && PyErr_Occurred()) return -1;
+    if (given != Py_None && (number < 0 || number > 15)) {
+        PyErr_SetString(PyExc_ValueError, "decimals must be 0 to 15");
+        return -1;
     }
+    *decimals = (int)number;
+    *scale = 1.0;
+    for (int i = 0; i < *decimals; i++) *scale *= 10.0;
+    return 0;
+}
+
+/* write_floats(values[, decimals]): a list of floats as JSON, as json.dumps(values,
+ * separators=(",", ":")) writes it (float.__repr__ each), each first rounded as round(value,
+ * decimals) rounds it if decimals are given: the scores, k / 10**6, from k's digits, ten times as
+ * fast. ValueError for a value that is not finite, TypeError for one that is no float. */
+static PyObject *write_floats(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *values;
+    int decimals;
+    double scale;
+    if (floats_arguments(args, &values, &decimals, &scale) < 0) return NULL;
     Py_ssize_t count = PyList_GET_SIZE(values);
     PyObject *result = PyBytes_FromStringAndSize(NULL, count * 32 + 2); /* repr: 24 at most */
     if (result == NULL) return NULL;
     char *o = PyBytes_AS_STRING(result);
     *o++ = '[';
-    for (Py_ssize_t i = 0; i < count; i++) {
+    for (Py_ssize_t i = 0; i < count && i < PyList_GET_SIZE(values); i++) {
         PyObject *value = PyList_GET_ITEM(values, i);
-        if (!PyFloat_CheckExact(value)) {
-            PyErr_SetString(PyExc_TypeError, "each value must be a float");
-            goto failed;
+        double x, units;
+        if (decimals == 6 && PyFloat_CheckExact(value) && !signbit(PyFloat_AS_DOUBLE(value)) &&
+            round_units(PyFloat_AS_DOUBLE(value), 1e6, &units) && units <= 1e6) {
+            if (i) *o++ = ',';
+            o = write_micro((long)units, o); /* a score, rounded: k / 10**6 */
+            continue;
         }
-        double x = PyFloat_AS_DOUBLE(value);
+        if (float_of(value, decimals, scale, &x) < 0) goto failed;
         if (!isfinite(x)) {
             PyErr_SetString(PyExc_ValueError, "a value is not finite: JSON has no such number");
             goto failed;
@@ -530,6 +579,35 @@ static PyObject *write_floats(PyObject *Py_UNUSED(module), PyObject *values)
     }
     *o++ = ']';
     if (_PyBytes_Resize(&result, o - PyBytes_AS_STRING(result)) < 0) return NULL;
+    return result;
+failed:
+    Py_DECREF(result);
+    return NULL;
+}
+
+/* pack_floats(values[, decimals]): a list of floats as FP32, little-endian, as
+ * struct.pack("<%df" % len(values), *values) packs them, each first rounded as write_floats
+ * rounds it if decimals are given. */
+static PyObject *pack_floats(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *values;
+    int decimals;
+    double scale;
+    if (floats_arguments(args, &values, &decimals, &scale) < 0) return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(values);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, count * 4);
+    if (result == NULL) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        double x;
+        if (i >= PyList_GET_SIZE(values)) {
+            PyErr_SetString(PyExc_RuntimeError, "the list changed size");
+            goto failed;
+        }
+        if (float_of(PyList_GET_ITEM(values, i), decimals, scale, &x) < 0 ||
+            PyFloat_Pack4(x, (char *)o + 4 * i, 1) < 0)
+            goto failed;
+    }
     return result;
 failed:
     Py_DECREF(result);
@@ -695,8 +773,10 @@ static PyMethodDef methods[] = {
      "scan_elements(data, count, max_tweet_chars, in_place): (spans, texts) or None."},
     {"rounded", rounded, METH_VARARGS,
      "rounded(values, decimals): [round(v, decimals) for v in values]."},
-    {"write_floats", write_floats, METH_O,
-     "write_floats(values): a list of floats as json.dumps(values, separators=(',', ':'))."},
+    {"write_floats", write_floats, METH_VARARGS,
+     "write_floats(values[, decimals]): a list of floats (rounded) as JSON, as json writes it."},
+    {"pack_floats", pack_floats, METH_VARARGS,
+     "pack_floats(values[, decimals]): a list of floats (rounded) as FP32, little-endian."},
     {"write_labels", write_labels, METH_VARARGS,
      "write_labels(body, ids, labels): the answer {id: label} as JSON bytes, a newline after."},
     {NULL, NULL, 0, NULL},

@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -549,6 +550,26 @@ def test_write_floats_writes_every_score_as_json_does():
     for bad in ([math.nan], [math.inf]):
         with pytest.raises(ValueError):
             contract.write_floats(bad)
+
+
+def test_scores_are_rounded_as_they_are_written_or_packed():
+    """write_floats and pack_floats with decimals: json's and struct's bytes of round()'s
+    values, for a model's probabilities and the halfway points where rounding is hard."""
+    rng = random.Random(36)
+    values = [rng.random() for _ in range(50_000)] + [j / 128 for j in range(129)]
+    values += [(k + 0.5) / 1e6 for k in range(0, 1_000_000, 101)] + [1e-7, 4.9e-7, 5e-7, 0.0]
+    for decimals in (6, 2):
+        expected = [round(v, decimals) for v in values]
+        assert (
+            contract.write_floats(values, decimals)
+            == json.dumps(expected, separators=(",", ":")).encode()
+        )
+        assert contract.pack_floats(values, decimals) == struct.pack(f"<{len(values)}f", *expected)
+    assert contract.pack_floats(values) == struct.pack(f"<{len(values)}f", *values)
+    with pytest.raises(OverflowError):
+        contract.pack_floats([1e300])
+    with pytest.raises(TypeError):
+        contract.write_floats([1], 6)  # round(1, 6) is an int: no score
 
 
 def test_write_labels_refuses_what_does_not_fit_its_ids():

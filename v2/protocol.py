@@ -187,13 +187,14 @@ def label_bytes(labels):
     return b"".join([LABEL_BYTES[label] for label in labels])
 
 
-def score_bytes(scores):
-    """Scores as an FP32 tensor's binary form: little-endian, as the protocol says."""
-    return struct.pack(f"<{len(scores)}f", *scores)
+def score_bytes(scores, decimals=None):
+    """Scores (each first rounded, given decimals) as an FP32 tensor's binary form:
+    little-endian, as the protocol says."""
+    return contract.pack_floats(scores, decimals)
 
 
-def output_bytes(name, labels, scores):
-    return label_bytes(labels) if name == "label" else score_bytes(scores)
+def output_bytes(name, labels, scores, decimals=None):
+    return label_bytes(labels) if name == "label" else score_bytes(scores, decimals)
 
 
 def resolve(models, name, version, key=None):

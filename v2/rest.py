@@ -178,7 +178,6 @@ def fast_infer(body, header_length, name, version, models, request_id, limits):
         return None
     probabilities = contract.scanned_scores(served.model, scanned)
     labels = model.labels(probabilities)
-    scores = contract.rounded(probabilities, contract.DECIMALS) if "score" in outputs else None
     default = document.parameters.binary_data_output
     binary_asked = {
         output.name: default if output.parameters.binary_data is msgspec.UNSET
@@ -187,7 +186,7 @@ def fast_infer(body, header_length, name, version, models, request_id, limits):
     }  # fmt: skip
     wanted = {output: binary_asked.get(output, default) for output in outputs}
     inference = protocol.Inference(None, tensor.shape, outputs, wanted, document.id)
-    answer, length = encode(inference, served, labels, scores)
+    answer, length = encode(inference, served, labels, probabilities, contract.DECIMALS)
     return answer, answer_headers(served, length, len(answer)), served, labels
 
 
@@ -322,8 +321,10 @@ def field(document, name, kind, default, what="field"):
 # Answers.
 
 
-def encode(inference, served, labels, scores):
-    """The answer's body, and the length of its JSON when binary outputs follow it (else None)."""
+def encode(inference, served, labels, scores, decimals=None):
+    """The answer's body, and the length of its JSON when binary outputs follow it (else None).
+    scores: rounded, or given decimals, each to be rounded to as many (as round() does) as it is
+    written."""
     header = {"model_name": served.name, "model_version": served.version}
     if inference.id:
         header["id"] = inference.id
@@ -331,29 +332,35 @@ def encode(inference, served, labels, scores):
     for name in inference.outputs:
         tensor = {"name": name, "datatype": protocol.OUTPUTS[name], "shape": inference.shape}
         if inference.binary[name]:
-            data = protocol.output_bytes(name, labels, scores)
+            data = protocol.output_bytes(name, labels, scores, decimals)
             tensor["parameters"] = {"binary_data_size": len(data)}
             parts.append(data)
         else:
             tensor["data"] = labels if name == "label" else scores
         tensors.append(tensor)
     header["outputs"] = tensors
-    text = written(header, inference.id) or ENCODE(header).encode()
+    text = written(header, inference.id, decimals)
+    if text is None:
+        if decimals is not None:
+            for tensor in tensors:
+                if tensor["datatype"] == "FP32" and "data" in tensor:
+                    tensor["data"] = contract.rounded(scores, decimals)
+        text = ENCODE(header).encode()
     if not parts:
         return text + b"\n", None  # a newline, as every JSON answer of the server ends
     return b"".join([text, *parts]), len(text)
 
 
-def written(header, request_id):
-    """An answer's JSON as ENCODE writes it, by msgspec and contract.write_floats, ten times as
-    fast; None where they may write it otherwise: a request id of other than printable ASCII
-    (ENCODE escapes all else, msgspec some), a character ENCODE escapes elsewhere. msgspec
-    writes the scores as json does but under 0.0001 (1e-6 for 1e-06): write_floats writes
-    them."""
+def written(header, request_id, decimals=None):
+    """An answer's JSON as ENCODE writes it (its scores rounded, given decimals), by msgspec and
+    contract.write_floats, ten times as fast; None where they may write it otherwise: a request
+    id of other than printable ASCII (ENCODE escapes all else, msgspec some), a character ENCODE
+    escapes elsewhere. msgspec writes the scores as json does but under 0.0001 (1e-6 for
+    1e-06): write_floats writes them."""
     if request_id and not (request_id.isascii() and request_id.isprintable()):
         return None
     outputs = [
-        {**tensor, "data": msgspec.Raw(contract.write_floats(tensor["data"]))}
+        {**tensor, "data": msgspec.Raw(contract.write_floats(tensor["data"], decimals))}
         if tensor["datatype"] == "FP32" and "data" in tensor
         else tensor
         for tensor in header["outputs"]
