@@ -534,6 +534,46 @@ def test_grpc_answers_in_raw_output_contents_as_rest(client, door, raw):
     assert not answer.outputs[0].HasField("contents")
 
 
+@pytest.mark.parametrize(
+    "texts", [TWEETS, ESCAPED, [f"tweet {i} {'not ' * (i % 3)}good" for i in range(50)]]
+)
+def test_grpc_reads_raw_contents_in_place_as_it_reads_them_otherwise(door, texts, monkeypatch):
+    """infer_in_place answers as read() and contract.predict answer: the same response, every
+    output asked for or one, the id kept; and it leaves typed contents and errors to them."""
+    score = pb2.ModelInferRequest.InferRequestedOutputTensor(name="score")
+    requests = [
+        infer_request(texts, id="g"),
+        infer_request(texts, shape=[len(texts), 1]),
+        infer_request(texts, outputs=[score]),
+    ]
+    in_place, taken = grpc_server.Door.infer_in_place, []
+
+    def spied(self, request, request_id):
+        taken.append(in_place(self, request, request_id))
+        return taken[-1]
+
+    monkeypatch.setattr(grpc_server.Door, "infer_in_place", spied)
+    answers = [door.ModelInfer(r, metadata=GRPC_AUTH) for r in requests]
+    assert len(taken) == len(requests) and None not in taken  # answered in place
+    monkeypatch.setattr(grpc_server.Door, "infer_in_place", lambda self, r, i: None)
+    assert [door.ModelInfer(r, metadata=GRPC_AUTH) for r in requests] == answers
+
+
+def test_grpc_in_place_takes_only_well_formed_raw_contents():
+    settings = service.Settings.load(v2.DEFAULTS, {"API_TOKEN": TOKEN, "MAX_TWEETS": 50})
+    servicer = grpc_server.Door(settings)
+    assert servicer.infer_in_place(infer_request(), "r") is not None
+    for request in (
+        infer_request(raw=False),
+        infer_request(shape=[5]),
+        infer_request([t for t in TWEETS for _ in range(20)]),  # over MAX_TWEETS
+        infer_request(outputs=[pb2.ModelInferRequest.InferRequestedOutputTensor(name="x")]),
+        pb2.ModelInferRequest(model_name="no-such-model", inputs=infer_request().inputs,
+                              raw_input_contents=infer_request().raw_input_contents),
+    ):  # fmt: skip
+        assert servicer.infer_in_place(request, "r") is None
+
+
 GRPC_REFUSED = [  # (request, code, the details' words)
     (pb2.ModelInferRequest(model_name=SMALL), "INVALID_ARGUMENT", "missing input 'text'"),
     (infer_request(shape=[5]), "INVALID_ARGUMENT", "which is 5 elements, but it holds 4"),
