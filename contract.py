@@ -24,6 +24,7 @@ try:  # core/contract_core.c, built where a C compiler is, as the model's core
         scan_elements,
         scan_strings,
         unescaped_quotes,
+        write_elements,
         write_floats,
         write_labels,
     )
@@ -39,6 +40,12 @@ except ImportError:  # without it: every body checked_batch's way, quotes counte
         times as fast for scores, writes the same."""
         values = values if decimals is None else rounded(values, decimals)
         return json.dumps(values, separators=(",", ":"), allow_nan=False).encode()
+
+    def write_elements(texts):
+        """A list of str as a BYTES tensor's binary form: each a 4-byte little-endian length and
+        its UTF-8."""
+        encoded = [text.encode() for text in texts]
+        return b"".join([struct.pack("<I", len(e)) + e for e in encoded])
 
     def pack_floats(values, decimals=None):
         """A list of floats (each first rounded, given decimals) as FP32, little-endian."""

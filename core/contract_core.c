@@ -24,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -353,6 +354,54 @@ done:
     return result;
 }
 
+/* Whether n bytes are all ASCII: eight at a time. */
+static int all_ascii(const unsigned char *p, Py_ssize_t n)
+{
+    uint64_t high = 0, word;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&word, p + i, 8);
+        high |= word;
+    }
+    for (; i < n; i++) high |= p[i];
+    return (high & 0x8080808080808080ULL) == 0;
+}
+
+/* write_elements(texts): a list of str as a BYTES tensor's binary form, each a 4-byte
+ * little-endian length and its UTF-8 (the V2 door's labels), as v2/protocol.py's Python does. */
+static PyObject *write_elements(PyObject *Py_UNUSED(module), PyObject *texts)
+{
+    if (!PyList_Check(texts)) {
+        PyErr_SetString(PyExc_TypeError, "texts must be a list");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(texts), size = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i);
+        Py_ssize_t n;
+        if (!PyUnicode_Check(text) || PyUnicode_AsUTF8AndSize(text, &n) == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "each text must be a str");
+            return NULL;
+        }
+        if (n > 0xFFFFFFFFLL) {
+            PyErr_SetString(PyExc_ValueError, "a text is over 4 GB");
+            return NULL;
+        }
+        size += 4 + n;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(texts, i), &n); /* cached */
+        o[0] = n & 0xFF, o[1] = (n >> 8) & 0xFF, o[2] = (n >> 16) & 0xFF, o[3] = (n >> 24) & 0xFF;
+        memcpy(o + 4, utf8, n);
+        o += 4 + n;
+    }
+    return result;
+}
+
 /* scan_elements(data, count, max_tweet_chars, in_place): a BYTES tensor in the Open Inference
  * Protocol's binary form (each element a 4-byte little-endian length and its bytes), exactly
  * count elements of valid UTF-8 of at most max_tweet_chars characters each, 1 or more, as
@@ -380,15 +429,14 @@ static PyObject *scan_elements(PyObject *Py_UNUSED(module), PyObject *args)
                        (Py_ssize_t)p[3] << 24;
         p += 4;
         if (n > end - p) goto none;
-        unsigned char high = 0;
-        for (Py_ssize_t i = 0; i < n; i++) high |= p[i];
+        int ascii = all_ascii(p, n);
         spans[2 * count] = p - data;
         spans[2 * count + 1] = n;
         PyObject *text;
-        if (in_place && high < 0x80) /* read in the body by the model's core */
+        if (in_place && ascii) /* read in the body by the model's core */
             text = n <= most_chars ? Py_NewRef(Py_None) : NULL;
         else
-            text = tweet_text(p, n, 0, high < 0x80, most_chars, NULL, 0);
+            text = tweet_text(p, n, 0, ascii, most_chars, NULL, 0);
         if (text == NULL) {
             if (PyErr_Occurred()) goto done;
             goto none;
@@ -777,6 +825,8 @@ static PyMethodDef methods[] = {
      "write_floats(values[, decimals]): a list of floats (rounded) as JSON, as json writes it."},
     {"pack_floats", pack_floats, METH_VARARGS,
      "pack_floats(values[, decimals]): a list of floats (rounded) as FP32, little-endian."},
+    {"write_elements", write_elements, METH_O,
+     "write_elements(texts): a list of str as a BYTES tensor's binary form."},
     {"write_labels", write_labels, METH_VARARGS,
      "write_labels(body, ids, labels): the answer {id: label} as JSON bytes, a newline after."},
     {NULL, NULL, 0, NULL},

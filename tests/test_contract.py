@@ -572,6 +572,15 @@ def test_scores_are_rounded_as_they_are_written_or_packed():
         contract.write_floats([1], 6)  # round(1, 6) is an int: no score
 
 
+def test_write_elements_writes_the_binary_form_split_bytes_reads():
+    texts = ["Positive", "", "é 😀", "Negative" * 100, "\x00"]
+    data = contract.write_elements(texts)
+    assert protocol.texts_of_bytes(protocol.split_bytes(data, [len(texts)])) == texts
+    assert data[:12] == b"\x08\x00\x00\x00Positive" and contract.write_elements([]) == b""
+    with pytest.raises(UnicodeEncodeError):
+        contract.write_elements(["\ud800"])
+
+
 def test_write_labels_refuses_what_does_not_fit_its_ids():
     core = pytest.importorskip("contract_core")
     body = b'{"1": "a", "2": "b"}'

@@ -14,7 +14,6 @@ import json
 import struct
 
 import contract
-import model
 import service
 
 INPUT = "text"  # the one input: the tweets, BYTES (UTF-8 text)
@@ -25,8 +24,6 @@ SERVER_NAME = "tweet-sentiment"
 SERVER_VERSION = json.loads((service.ROOT / "openapi.json").read_text())["info"]["version"]
 NAME_SHOWN = 64  # characters of a client's name for a tensor quoted back in an error
 LENGTH = struct.Struct("<I")  # a BYTES element's length, before its bytes
-# A label as a BYTES element, made once: labels are all an answer holds of text.
-LABEL_BYTES = {label: LENGTH.pack(len(label)) + label.encode() for label in model.LABELS}
 
 
 @dataclasses.dataclass
@@ -184,7 +181,7 @@ def values_of(predictions, scores):
 
 def label_bytes(labels):
     """Labels as a BYTES tensor's binary form."""
-    return b"".join([LABEL_BYTES[label] for label in labels])
+    return contract.write_elements(labels)
 
 
 def score_bytes(scores, decimals=None):
