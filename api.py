@@ -969,14 +969,15 @@ def unexpected_error(error):
     return error_response(InternalServerError(f"an unexpected error; request id {request_id}"))
 
 
-# The REST predict routes' hot path. A predict request that is well formed is answered here,
-# straight from the WSGI environ, without Flask's request context, routing, hooks and response
-# objects, which cost more than the model and the contract together. Every other request, and
-# any predict request this path does not take as it stands (an error, a query string, another
-# content type), goes to Flask: its view and error handlers stay the reference, and
-# tests/test_api.py checks that both give the same bytes, and that labels_writer's writer writes
-# what Flask's JSON provider writes. Both parse a body with contract.checked_batch, and, when it
-# does not take the body, Flask's view parses it as before, to name what is wrong.
+# The hot path of the REST predict routes and of the Open Inference Protocol's REST infer
+# (v2/rest.py's fast_infer). A request that is well formed is answered here, straight from the
+# WSGI environ, without Flask's request context, routing, hooks and response objects, which cost
+# more than the model and the contract together. Every other request, and any request this path
+# does not take as it stands (an error, a query string, another content type), goes to Flask:
+# its views and error handlers stay the reference, and tests/test_api.py and tests/test_v2.py
+# check that both give the same bytes, and that labels_writer's writer writes what Flask's JSON
+# provider writes. A predict body is read by contract.scanned_batch, else checked_batch, and, when
+# neither takes it, Flask's view parses it as before, to name what is wrong.
 
 PREDICT_PREFIX, PREDICT_SUFFIX = PATH_TOKEN_ROUTE.split("<token>")
 # The Open Inference Protocol's infer routes (v2/rest.py), as Flask names them.
