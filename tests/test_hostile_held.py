@@ -531,12 +531,16 @@ def test_4_a_body_sent_fast_then_trickled_is_cut_off_within_the_client_time_out(
     report("4 REST: 12 uploads of MAX_BODY but a byte, then a byte every 2.5 s", figures)
     assert len(ended) == len(sockets) and max(ended.values()) < 2 * CLIENT_TIMEOUT, figures
     # The budget holds four bodies of MAX_BODY a worker: those past it were refused at once.
+    # How the 12 connections spread over the two workers is the kernel's and the workers'
+    # accept race (CI's run of 1a829b8 saw 11 and 1: 4 + 1 held, 7 refused), so what is sure is
+    # a worker's four, not half.
     for status, _, body in answers.values():
         if status == 503:
             json_error(status, body, 503, "as many bodies as it may")
         else:
             json_error(status, body, 408, "too slowly")
-    assert [status for status, _, _ in answers.values()].count(408) >= len(sockets) // 2, figures
+    held = INFLIGHT // MAX_BODY
+    assert [status for status, _, _ in answers.values()].count(408) >= held, figures
     assert set(legit.statuses) == {200}, figures
     memory.check(40)
 
