@@ -278,6 +278,16 @@ static int read_tweet(const unsigned char **at, const unsigned char *data,
     return failed ? -1 : 1;
 }
 
+/* After an array's or object's item: past a comma, 1 (another item follows); past the closing
+ * character, 0 (the last); -1 for anything else. */
+static int after_item(const unsigned char **at, const unsigned char *end, unsigned char close)
+{
+    const unsigned char *p = skip_space(*at, end);
+    if (p == end || (*p != ',' && *p != close)) return -1;
+    *at = p + 1;
+    return *p == ',';
+}
+
 /* Room for one more span (a start and a length) in *spans of *capacity: 0, or -1 out of memory. */
 static int room_for_one(Py_ssize_t **spans, Py_ssize_t *capacity, Py_ssize_t count)
 {
@@ -332,14 +342,9 @@ static PyObject *scan_strings(PyObject *Py_UNUSED(module), PyObject *args)
         if (read < 0) goto done;
         if (read == 0) goto none;
         count++;
-        p = skip_space(p, end);
-        if (p == end) goto none;
-        if (*p == ',') {
-            p++;
-            continue;
-        }
-        if (*p++ != ']') goto none;
-        break;
+        int more = after_item(&p, end, ']');
+        if (more < 0) goto none;
+        if (!more) break;
     }
     if (skip_space(p, end) != end) goto none;
     result = spans_and_texts(spans, count, texts);
@@ -712,14 +717,9 @@ static PyObject *scan(PyObject *Py_UNUSED(module), PyObject *args)
         if (read < 0) goto done;
         if (read == 0) goto none;
         count++;
-        p = skip_space(p, end);
-        if (p == end) goto none;
-        if (*p == ',') {
-            p++;
-            continue;
-        }
-        if (*p++ != '}') goto none;
-        break;
+        int more = after_item(&p, end, '}');
+        if (more < 0) goto none;
+        if (!more) break;
     }
     if (skip_space(p, end) != end) goto none;
     int twice = repeated(data, spans, count);

@@ -213,18 +213,20 @@ class Door(pb2_grpc.GRPCInferenceServiceServicer):
         if len(inputs) != 1 or len(raw) != 1 or inputs[0].contents.bytes_contents:
             return None
         tensor, shape = inputs[0], list(inputs[0].shape)
-        key = request.id or request_id
-        try:
-            protocol.check_input(tensor.name, tensor.datatype, shape)
-            outputs = protocol.wanted_outputs([output.name for output in request.outputs])
-            served = protocol.resolve(self.models, request.model_name, request.model_version, key)
-        except contract.PredictionError:
+        scored = protocol.scored_in_place(
+            self.models,
+            request.model_name,
+            request.model_version,
+            request.id or request_id,
+            (tensor.name, tensor.datatype, shape),
+            [output.name for output in request.outputs],
+            raw[0],
+            self.settings,
+            shape[0],
+        )
+        if scored is None:
             return None
-        scanned = contract.scanned_tensor(raw[0], self.settings, served.model, shape[0])
-        if scanned is None:
-            return None
-        probabilities = contract.scanned_scores(served.model, scanned)
-        labels = model.labels(probabilities)
+        served, outputs, probabilities, labels = scored
         inference = protocol.Inference(None, shape, outputs, id=request.id)
         return answer(served, inference, labels, probabilities, contract.DECIMALS), len(labels)
 

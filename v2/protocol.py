@@ -14,6 +14,7 @@ import json
 import struct
 
 import contract
+import model
 import service
 
 INPUT = "text"  # the one input: the tweets, BYTES (UTF-8 text)
@@ -164,6 +165,26 @@ def wanted_outputs(names):
     if len(set(names)) < len(names):
         raise contract.BadInput("each output may be asked for once")
     return list(names)
+
+
+def scored_in_place(models, name, version, key, tensor, names, data, limits, count=None):
+    """The hot paths' step (rest.fast_infer, grpc_server.Door.infer_in_place): a well-formed
+    input's tweets read where they are in data (the JSON array of its "data", or with count its
+    binary form) and scored. tensor: the input's (name, datatype, shape); names: the outputs
+    asked for. (served, outputs, probabilities, labels), or None for any request the doors'
+    other way must read or refuse, naming what is wrong."""
+    shape = tensor[2]
+    try:
+        check_input(*tensor)
+        outputs = wanted_outputs(names)
+        served = resolve(models, name, version, key)
+    except contract.PredictionError:
+        return None
+    scanned = contract.scanned_tensor(data, limits, served.model, count)
+    if scanned is None or len(scanned.texts) != shape[0]:
+        return None
+    probabilities = contract.scanned_scores(served.model, scanned)
+    return served, outputs, probabilities, model.labels(probabilities)
 
 
 def about_input(error):

@@ -15,7 +15,6 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 import contract
-import model
 from v2 import protocol
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -163,21 +162,21 @@ def fast_infer(body, header_length, name, version, models, request_id, limits):
     if head is None:
         return None
     document, tensor, binary = head
-    try:
-        protocol.check_input(tensor.name, tensor.datatype, tensor.shape)
-        outputs = protocol.wanted_outputs([output.name for output in document.outputs])
-        served = protocol.resolve(models, name, version, document.id or request_id)
-    except contract.PredictionError:
-        return None
     size = tensor.parameters.binary_data_size
-    if size is None:
-        scanned = contract.scanned_tensor(tensor.data, limits, served.model)
-    else:
-        scanned = contract.scanned_tensor(binary, limits, served.model, tensor.shape[0])
-    if scanned is None or len(scanned.texts) != tensor.shape[0]:
+    scored = protocol.scored_in_place(
+        models,
+        name,
+        version,
+        document.id or request_id,
+        (tensor.name, tensor.datatype, tensor.shape),
+        [output.name for output in document.outputs],
+        tensor.data if size is None else binary,
+        limits,
+        None if size is None else tensor.shape[0],
+    )
+    if scored is None:
         return None
-    probabilities = contract.scanned_scores(served.model, scanned)
-    labels = model.labels(probabilities)
+    served, outputs, probabilities, labels = scored
     default = document.parameters.binary_data_output
     binary_asked = {
         output.name: default if output.parameters.binary_data is msgspec.UNSET
