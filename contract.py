@@ -253,11 +253,31 @@ def scanned_tensor(data, limits, classifier, count=None):
     return None if found is None else Scanned(data, None, *found)
 
 
+def scanned_array(body, start, limits):
+    """The tweets of a V2 BYTES input's JSON "data" array that starts at offset start of a
+    body, whatever follows it, read as scanned_tensor reads them but left in place for any
+    classifier (scanned_scores gives one that does not read them there their texts): (Scanned,
+    the offset just past the array), or None where scanned_tensor would give None."""
+    if scan_strings is None:
+        return None
+    found = scan_strings(body, limits["MAX_TWEET_CHARS"], limits["MAX_TWEETS"], True, start)
+    return None if found is None else (Scanned(body, None, found[0], found[1]), found[2])
+
+
 def scanned_scores(classifier, scanned):
     """The probability of Positive for each of a Scanned batch's tweets."""
-    if reads_in_place(classifier):  # as scan was told: None for a tweet left in place
+    if reads_in_place(classifier):  # None for a tweet left in place
         return classifier.scores_in(scanned.data, scanned.tweets, scanned.texts)
-    return classifier.scores(scanned.texts)
+    texts = scanned.texts
+    if None in texts:  # left in place (scanned_array): each is ASCII with no escape
+        spans = memoryview(scanned.tweets).cast("n")
+        data = scanned.data
+        texts = [
+            data[spans[2 * i] : spans[2 * i] + spans[2 * i + 1]].decode("ascii")
+            if text is None else text
+            for i, text in enumerate(texts)
+        ]  # fmt: skip
+    return classifier.scores(texts)
 
 
 def predict_scanned(classifier, scanned):

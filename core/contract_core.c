@@ -313,16 +313,18 @@ static PyObject *spans_and_texts(const Py_ssize_t *spans, Py_ssize_t count, PyOb
     return result;
 }
 
-/* scan_strings(data, max_tweet_chars, max_tweets, in_place): a JSON array of 1 to max_tweets
- * strings, each a tweet as scan takes them (the V2 door's "data"), as (spans, texts): each
- * string's start and length in data, packed, and its text (None for one left in place). None
- * for any other array (nested, empty, a string that is no tweet scan takes, too many). */
+/* scan_strings(data, max_tweet_chars, max_tweets, in_place[, start]): a JSON array of 1 to
+ * max_tweets strings, each a tweet as scan takes them (the V2 door's "data"), as (spans, texts):
+ * each string's start and length in data, packed, and its text (None for one left in place).
+ * None for any other array (nested, empty, a string that is no tweet scan takes, too many).
+ * data is the array alone; or, given start, the array is data's from start on, whatever follows
+ * it, and the answer is (spans, texts, end): end the offset just past its closing bracket. */
 static PyObject *scan_strings(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer view;
-    Py_ssize_t most_chars, most_tweets, count = 0, capacity = 64;
+    Py_ssize_t most_chars, most_tweets, count = 0, capacity = 64, start = -1;
     int in_place;
-    if (!PyArg_ParseTuple(args, "y*nnp", &view, &most_chars, &most_tweets, &in_place))
+    if (!PyArg_ParseTuple(args, "y*nnp|n", &view, &most_chars, &most_tweets, &in_place, &start))
         return NULL;
     const unsigned char *data = view.buf, *end = data + view.len, *p;
     Py_ssize_t *spans = PyMem_Malloc(capacity * 2 * sizeof(Py_ssize_t));
@@ -332,7 +334,7 @@ static PyObject *scan_strings(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    p = skip_space(data, end);
+    p = skip_space(start < 0 ? data : start < view.len ? data + start : end, end);
     if (p == end || *p++ != '[') goto none;
     for (;;) {
         if (count == most_tweets) goto none;
@@ -345,6 +347,13 @@ static PyObject *scan_strings(PyObject *Py_UNUSED(module), PyObject *args)
         int more = after_item(&p, end, ']');
         if (more < 0) goto none;
         if (!more) break;
+    }
+    if (start >= 0) {
+        PyObject *found = spans_and_texts(spans, count, texts);
+        result = found == NULL ? NULL : Py_BuildValue("(OOn)", PyTuple_GET_ITEM(found, 0),
+                                                      PyTuple_GET_ITEM(found, 1), p - data);
+        Py_XDECREF(found);
+        goto done;
     }
     if (skip_space(p, end) != end) goto none;
     result = spans_and_texts(spans, count, texts);

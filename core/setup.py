@@ -8,7 +8,7 @@ from setuptools import Extension, setup
 
 setup(
     name="sentiment-core",
-    version="2.3",
+    version="2.4",
     description="The tweet sentiment model's scorer in C; model.py's own is the reference",
     ext_modules=[
         Extension(

@@ -445,6 +445,13 @@ def tensor_alike(data, limits=BODY_LIMITS, count=None):
         start, length = spans[2 * n], spans[2 * n + 1]
         assert text == tweet or (text is None and data[start : start + length] == tweet.encode())
         assert text is not None or tweet.isascii()
+    if count is None:  # as it is in a body (scanned_array): the same, where it is
+        prefix = b'{"inputs": [{"data":'
+        found = contract.scanned_array(prefix + data + b"}]}", len(prefix), limits)
+        assert found is not None and found[1] == len(prefix) + len(data.rstrip())
+        at = memoryview(found[0].tweets).cast("n")
+        assert list(at) == [s + len(prefix) * (n % 2 == 0) for n, s in enumerate(spans)]
+        assert found[0].texts == texts
     return True
 
 
@@ -470,6 +477,20 @@ def tensor_alike(data, limits=BODY_LIMITS, count=None):
 def test_scan_strings_takes_what_the_v2_view_takes(data, taken):
     pytest.importorskip("contract_core")
     assert tensor_alike(data) is taken
+
+
+@pytest.mark.parametrize(
+    "data, end",
+    [
+        (b'["a"] x', 5), (b'[ "a" , "b" ]}', 13), (b'[["a"]]', None), (b'["a", 1]', None),
+        (b"[]", None), (b'["\\ud800"]', None), (b"null", None), (b'["a"', None), (b"", None),
+    ],
+)  # fmt: skip
+def test_scan_strings_from_an_offset_says_where_the_array_ends(data, end):
+    pytest.importorskip("contract_core")
+    found = contract.scanned_array(b"xy" + data, 2, BODY_LIMITS)
+    assert (found and found[1]) == (end and end + 2)
+    assert contract.scanned_array(data, len(data) + 5, BODY_LIMITS) is None  # past the end
 
 
 def elements(*texts):

@@ -27,6 +27,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 import aliases
 import api
+import contract
 import registry
 import service
 import v2
@@ -418,6 +419,50 @@ def test_the_hot_path_answers_with_the_views_bytes(app, texts, fields):
 def test_the_view_answers_what_the_hot_path_leaves(app, fields):
     taken, fast, view = both_ways(app, INFER, json.dumps({**body(), **fields}).encode(), USER)
     assert not taken and fast == view
+
+
+HEAD = '"name":"text","datatype":"BYTES","shape":[2]'
+LAID_OUT = [  # (a request's JSON, whether without_data reads its "data" where it is, the hot
+    # path takes it)
+    ('{"inputs":[{@,"data":["a b","good"]}]}', True, True),
+    ('{"inputs":[{"data" :\n [ "a b" ,\t"good" ] ,@}]}', True, True),  # data first
+    ('{"id":"data","inputs":[{@,"data":["data","\\"data\\": 1"]}]}', True, True),
+    ('{"inputs":[{@,"data":["é \\u00e9","\\ud83d\\ude00"]}],"id":"x"}', True, True),
+    ('{"id":"\\u0041","inputs":[{@,"data":["a","b"]}]}', False, True),  # escaped
+    ('{"inputs":[{@,"data":["a","b"],"data":["c","d"]}]}', False, True),  # the last
+    ('{"inputs":[{@,"data":["a","b"],"d\\u0061ta":["c","d"]}]}', False, True),  # too
+    (
+        '{"inputs":[{@,"data":["a","b"]}],"outputs":[{"name":"label","data":1}]}',
+        False,
+        False,
+    ),  # the view ignores the field
+    ('{"inputs":[{@,"data":["a","b"]},{@,"data":["c","d"]}]}', False, False),
+    ('{"inputs":[{@,"data":[["a"],["b"]]}]}', False, False),  # nested: the view
+    ('{"inputs":[{@,"data":["a","b"]]}', True, False),  # not JSON: read, refused
+    ('{"inputs":[{@,"parameters":{"data":["a","b"]}}]}', True, False),  # no such
+]
+
+
+@pytest.mark.parametrize("data, located, hot", LAID_OUT, ids=[d for d, _, _ in LAID_OUT])
+def test_data_read_where_it_is_only_where_it_is_the_inputs(app, data, located, hot):
+    """without_data: the first "data" key's array read in place, msgspec given the rest, only
+    where that array can be nothing but the one input's data; every answer the view's."""
+    data = data.replace("@", HEAD)
+    assert (rest.without_data(data.encode(), contract.LIMITS) is not None) == located
+    taken, fast, view = both_ways(app, INFER, data.encode(), USER)
+    assert fast == view, (fast, view)
+    assert taken == hot and (fast[0] == "200 OK") >= hot
+
+
+def test_data_read_in_place_reaches_a_model_that_reads_texts(own):
+    """A shadowed stable reads each tweet as a str: those left in place are given it."""
+    client = own
+    put_candidate(client, model=SMALL, shadow_percent=100)
+    texts = ["I love it", "not good at all", "naïve café", 'say "hi"']
+    plain = client.post(f"/v2/models/{DEFAULT}/infer", json=body(texts), headers=USER)
+    shadowed = client.post("/v2/models/stable/infer", json=body(texts), headers=USER)
+    assert plain.status_code == shadowed.status_code == 200
+    assert shadowed.json == plain.json
 
 
 @pytest.mark.parametrize("sent, status, words", REFUSED, ids=[w for _, _, w in REFUSED])

@@ -170,9 +170,9 @@ def wanted_outputs(names):
 def scored_in_place(models, name, version, key, tensor, names, data, limits, count=None):
     """The hot paths' step (rest.fast_infer, grpc_server.Door.infer_in_place): a well-formed
     input's tweets read where they are in data (the JSON array of its "data", or with count its
-    binary form) and scored. tensor: the input's (name, datatype, shape); names: the outputs
-    asked for. (served, outputs, probabilities, labels), or None for any request the doors'
-    other way must read or refuse, naming what is wrong."""
+    binary form; or already read, a contract.Scanned) and scored. tensor: the input's (name,
+    datatype, shape); names: the outputs asked for. (served, outputs, probabilities, labels), or
+    None for any request the doors' other way must read or refuse, naming what is wrong."""
     shape = tensor[2]
     try:
         check_input(*tensor)
@@ -180,7 +180,11 @@ def scored_in_place(models, name, version, key, tensor, names, data, limits, cou
         served = resolve(models, name, version, key)
     except contract.PredictionError:
         return None
-    scanned = contract.scanned_tensor(data, limits, served.model, count)
+    scanned = (
+        data
+        if type(data) is contract.Scanned
+        else contract.scanned_tensor(data, limits, served.model, count)
+    )
     if scanned is None or len(scanned.texts) != shape[0]:
         return None
     probabilities = contract.scanned_scores(served.model, scanned)

@@ -9,6 +9,7 @@ Every error is {"error": "..."} with its status, as the protocol says, 401 inclu
 
 import json
 import logging
+import re
 
 import msgspec
 from flask import Blueprint, Response, current_app, request
@@ -158,11 +159,12 @@ def fast_infer(body, header_length, name, version, models, request_id, limits):
     """Answer a well-formed inference request as infer() answers it: (the answer's bytes, its
     headers, the registry.Served that answered, the labels). None for any request that infer()
     must answer (an error among them, named there)."""
-    head = read_head(body, header_length)
+    head = read_head(body, header_length, limits)
     if head is None:
         return None
     document, tensor, binary = head
     size = tensor.parameters.binary_data_size
+    data = tensor.data if size is None else binary  # or the tweets, already read
     scored = protocol.scored_in_place(
         models,
         name,
@@ -170,7 +172,7 @@ def fast_infer(body, header_length, name, version, models, request_id, limits):
         document.id or request_id,
         (tensor.name, tensor.datatype, tensor.shape),
         [output.name for output in document.outputs],
-        tensor.data if size is None else binary,
+        data,
         limits,
         None if size is None else tensor.shape[0],
     )
@@ -189,11 +191,26 @@ def fast_infer(body, header_length, name, version, models, request_id, limits):
     return answer, answer_headers(served, length, len(answer)), served, labels
 
 
-def read_head(body, header_length):
+def read_head(body, header_length, limits):
     """(the Request, its one input Tensor, the binary data after the JSON) for a request the hot
-    path takes as far as its JSON goes; None for any other."""
+    path takes as far as its JSON goes; None for any other. A JSON request's tweets are read
+    where they are (without_data): its Tensor's data is then a contract.Scanned."""
     binary = b""
-    if header_length is not None:
+    if header_length is None:
+        found = without_data(body, limits)
+        if found is not None:
+            head, scanned = found
+            try:
+                document = REQUEST.decode(head)
+            except (msgspec.DecodeError, ValueError):
+                return None
+            if len(document.inputs) == 1 and contract.SURROGATE.search(document.id) is None:
+                tensor = document.inputs[0]
+                if tensor.parameters.binary_data_size is None and bytes(tensor.data) == b"[]":
+                    tensor.data = scanned
+                    return document, tensor, binary
+            # Else (an unlikely request) read the whole body as below.
+    else:
         if not (header_length.isascii() and header_length.isdigit()):
             return None
         length = int(header_length)
@@ -211,6 +228,36 @@ def read_head(body, header_length):
     if (size is None and binary) or (size is not None and size != len(binary)):
         return None
     return document, tensor, binary
+
+
+# A JSON request's "data" key: the first in the body, followed by a colon.
+DATA_KEY, COLON = b'"data"', re.compile(rb"[ \t\n\r]*:")
+
+
+def without_data(body, limits):
+    """(the body with its input's "data" array as [], the array's tweets as contract.Scanned):
+    msgspec does not walk 100 KB of tweets that contract_core reads anyway, ~20 µs of a
+    1,000-tweet request. None where it cannot tell that the array is the input's "data".
+
+    It can tell where no backslash is in the rest of the body: nothing is escaped, so each
+    '"data"' is a string, and the first followed by a colon the first key "data" (there is no
+    other way to write it); and where no '"data"' follows the array: no other key "data".
+    read_head's Request, which refuses every field it does not know, takes that key only in
+    its one input. Replacing a valid array by another leaves valid JSON valid and invalid
+    invalid, with the same meaning but for the array."""
+    key, colon = -1, None
+    while colon is None:  # past a value "data"
+        key = body.find(DATA_KEY, key + 1)
+        if key < 0 or body.find(b"\\", 0, key) >= 0:
+            return None
+        colon = COLON.match(body, key + len(DATA_KEY))
+    found = contract.scanned_array(body, colon.end(), limits)
+    if found is None:
+        return None
+    scanned, end = found
+    if body.find(b"\\", end) >= 0 or body.find(DATA_KEY, end) >= 0:
+        return None
+    return b"".join((body[: colon.end()], b"[]", body[end:])), scanned
 
 
 def parse(body, header_length):
