@@ -485,7 +485,7 @@ def tally(served, labels):
     TALLY.observe(TWEETS, len(labels))
     left = len(labels)
     for label in model.LABELS:  # the last one's count is what the others leave
-        count = labels.count(label) if label != model.LABELS[-1] else left
+        count = contract.count_of(labels, label) if label != model.LABELS[-1] else left
         left -= count
         if count:
             TALLY.inc(predictions_metric(served.name, served.version, label), count)

@@ -553,13 +553,17 @@ static char *write_micro(long k, char *o)
         memcpy(o, k < 10 ? "e-06" : "e-05", 4);
         return o + 4;
     }
-    char digits[6];
-    int n = 6;
-    for (int i = 5; i >= 0; i--, k /= 10) digits[i] = (char)('0' + k % 10);
-    while (digits[n - 1] == '0') n--;
-    *o++ = '0';
-    *o++ = '.';
-    memcpy(o, digits, n);
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                "31323334353637383940414243444546474849505152535455565758596061"
+                                "62636465666768697071727374757677787980818283848586878889909192"
+                                "93949596979899";
+    o[0] = '0';
+    o[1] = '.';
+    memcpy(o + 2, pairs + 2 * (k / 10000), 2); /* six digits, two at a time */
+    memcpy(o + 4, pairs + 2 * (k / 100 % 100), 2);
+    memcpy(o + 6, pairs + 2 * (k % 100), 2);
+    int n = 8;
+    while (o[n - 1] == '0') n--; /* not all: k is not 0 */
     return o + n;
 }
 
@@ -818,6 +822,33 @@ done:
     return result;
 }
 
+/* count_of(values, value): values.count(value) for a list, as fast as a label's count can be:
+ * an item that is the value is counted at once, and a str found unequal is not compared again
+ * (a batch's labels are two objects, one of which is not the value). */
+static PyObject *count_of(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *values, *value, *unlike = NULL;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &values, &value)) return NULL;
+    int is_str = PyUnicode_CheckExact(value);
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+        PyObject *item = PyList_GET_ITEM(values, i);
+        if (item == value) {
+            count++;
+            continue;
+        }
+        if (item == unlike) continue;
+        int plain = is_str && PyUnicode_CheckExact(item); /* no Python code compares them */
+        Py_INCREF(item); /* else an __eq__ may change the list, and free what unlike was */
+        int equal = PyObject_RichCompareBool(item, value, Py_EQ);
+        unlike = plain ? (equal == 0 ? item : unlike) : NULL; /* the list holds it */
+        Py_DECREF(item);
+        if (equal < 0) return NULL;
+        count += equal;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"unescaped_quotes", unescaped_quotes, METH_O,
      "Return the quotes of valid JSON text (bytes) that no backslash escapes."},
@@ -825,7 +856,8 @@ static PyMethodDef methods[] = {
      "scan(body, max_id_chars, max_tweet_chars, max_tweets, in_place): (ids, tweets, texts)"
      " or None."},
     {"scan_strings", scan_strings, METH_VARARGS,
-     "scan_strings(data, max_tweet_chars, max_tweets, in_place): (spans, texts) or None."},
+     "scan_strings(data, max_tweet_chars, max_tweets, in_place[, start]): (spans, texts[, end])"
+     " or None."},
     {"scan_elements", scan_elements, METH_VARARGS,
      "scan_elements(data, count, max_tweet_chars, in_place): (spans, texts) or None."},
     {"rounded", rounded, METH_VARARGS,
@@ -836,6 +868,8 @@ static PyMethodDef methods[] = {
      "pack_floats(values[, decimals]): a list of floats (rounded) as FP32, little-endian."},
     {"write_elements", write_elements, METH_O,
      "write_elements(texts): a list of str as a BYTES tensor's binary form."},
+    {"count_of", count_of, METH_VARARGS,
+     "count_of(values, value): values.count(value) for a list, a label's count at once."},
     {"write_labels", write_labels, METH_VARARGS,
      "write_labels(body, ids, labels): the answer {id: label} as JSON bytes, a newline after."},
     {NULL, NULL, 0, NULL},

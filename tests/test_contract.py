@@ -651,3 +651,21 @@ def test_a_checked_batch_is_not_checked_again_and_is_labelled_alike(shipped):
         shipped, contract.batch(contract.parse_json(body.decode())), contract.LIMITS
     )
     assert list(contract.predict(shipped, tweets, contract.LIMITS, checked=True)) == ["b", "a"]
+
+
+def test_count_of_counts_as_list_count():
+    rng = random.Random(36)
+    negative, positive = "Negative", "Positive"
+    labels = [rng.choice((negative, positive)) for _ in range(1000)]
+    same = "".join(["Posi", "tive"])  # equal, not the same object
+    for values in (labels, [*labels, same, 1, None, 1.0, True], [], [same] * 3):
+        for value in (positive, negative, same, 1, "x"):
+            assert contract.count_of(values, value) == values.count(value)
+
+    class Changes:  # an __eq__ that empties the list as it is counted
+        def __eq__(self, other):
+            changed.clear()
+            return False
+
+    changed = [Changes(), positive, positive]
+    assert contract.count_of(changed, positive) == 0
