@@ -518,6 +518,18 @@ def test_scan_elements_takes_what_the_v2_view_takes(data, count, taken):
     assert tensor_alike(data, count=count) is taken
 
 
+def test_scan_elements_tells_ascii_wherever_the_blocks_fall():
+    """scan_elements looks at an element's bytes only where a 64-byte block it is in holds a
+    byte over 0x7F: an element beside one that does, at every offset, is read as the view
+    reads it (in place only where it is ASCII)."""
+    pytest.importorskip("contract_core")
+    limits = {**BODY_LIMITS, "MAX_TWEET_CHARS": 200}
+    for offset in range(0, 140, 3):
+        texts = [b"a" * offset, "é".encode(), b"b" * 130, b"", "😀".encode() * 20, b"x" * 63]
+        assert tensor_alike(elements(*texts), limits, count=len(texts))
+        assert tensor_alike(elements(*texts[:3]), limits, count=3)
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     texts=st.lists(st.text(characters, max_size=14), max_size=8),
@@ -579,6 +591,7 @@ def test_scores_are_rounded_as_they_are_written_or_packed():
     rng = random.Random(36)
     values = [rng.random() for _ in range(50_000)] + [j / 128 for j in range(129)]
     values += [(k + 0.5) / 1e6 for k in range(0, 1_000_000, 101)] + [1e-7, 4.9e-7, 5e-7, 0.0]
+    values += [-v for v in values[:1000]] + [-0.0, -4.9e-7, 1e20, -3e9, 2.0**52, 1e-300]
     for decimals in (6, 2):
         expected = [round(v, decimals) for v in values]
         assert (
