@@ -504,12 +504,10 @@ static int round_units(double x, double scale, double *units)
 {
     double a = fabs(x), y = a * scale;
     if (!(y < 4503599627370496.0)) return 0; /* 2**52; NaN and infinities too */
-    double f = (double)(long long)y, d = (y - f) - 0.5, up; /* f: floor(y), y - f exact */
-    if (d > y * 4.5e-16) /* past one half by more than an ulp of y, twice over */
-        up = 1.0;
-    else if (d < -y * 4.5e-16 || y == 0.0)
-        up = 0.0;
-    else { /* near one half: d is exact (Sterbenz), and e decides */
+    double f = (double)(long long)y, d = (y - f) - 0.5; /* f: floor(y), y - f exact */
+    double up = (double)(d > 0.0); /* no branch on which: a score's is anyone's guess */
+    if (fabs(d) <= y * 4.5e-16 && y != 0.0) { /* within an ulp of y, twice over, of one half: d
+                                                * is exact (Sterbenz), and e decides */
         double e = fma(a, scale, -y);
         up = d > -e ? 1.0 : d < -e ? 0.0 : (double)((long long)f & 1); /* a tie: to even */
     }
