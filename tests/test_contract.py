@@ -1,9 +1,11 @@
 """The prediction contract on its own: input, limits, answers and error kinds."""
 
+import gc
 import json
 import math
 import random
 import struct
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -682,3 +684,31 @@ def test_count_of_counts_as_list_count():
 
     changed = [Changes(), positive, positive]
     assert contract.count_of(changed, positive) == 0
+
+
+def test_the_texts_hold_none_as_they_count_it():
+    """The scans make their texts' list at once and raise None's count once for the tweets left
+    in place: it must be what the list holds, neither more nor less."""
+    pytest.importorskip("contract_core")
+    body, data = b'{"1": "a", "2": "\\u00e9", "3": "b"}', b'["a", "\\u00e9", "b"]'
+    scans = [  # (a scan, where its texts are in what it gives)
+        (lambda: contract_core.scan(body, 10, 10, 10, True), 2),
+        (lambda: contract_core.scan_strings(data, 10, 10, True), 1),
+        (lambda: contract_core.scan_strings(b"x" + data + b"}", 10, 10, True, 1), 1),
+        (lambda: contract_core.scan_elements(elements(b"a", "é".encode(), b"b"), 3, 10, True), 1),
+    ]
+    gc.disable()  # a collection would free other holders of None meanwhile
+    try:
+        for scan, texts in scans:
+            scan()  # anything made once, made
+            found = [None] * 1000
+            before = sys.getrefcount(None)
+            for i in range(1000):
+                found[i] = scan()  # one None in the list less, two in the texts more
+            held = sys.getrefcount(None) - before
+            right = all(f[texts] == [None, "é", None] for f in found)
+            del found
+            after = sys.getrefcount(None) - before  # measured before an assert's own names
+            assert (held, after, right) == (1000, -1000, True)
+    finally:
+        gc.enable()
