@@ -54,10 +54,11 @@ def check_input(name, datatype, shape):
         raise contract.BadInput(
             f"input {INPUT!r} must be BYTES (UTF-8 text), got datatype {quoted(datatype)}"
         )
+    dimensions = len(shape) if isinstance(shape, list) else 0
     if (
-        not isinstance(shape, list)
-        or not all(type(d) is int and d >= 0 for d in shape)
-        or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))
+        not (dimensions == 1 or (dimensions == 2 and type(shape[1]) is int and shape[1] == 1))
+        or type(shape[0]) is not int
+        or shape[0] < 0
     ):
         raise contract.BadInput(
             f"input {INPUT!r} must have shape [N] or [N, 1], got {json.dumps(shape)[:80]}"

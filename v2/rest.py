@@ -204,7 +204,9 @@ def read_head(body, header_length, limits):
                 document = REQUEST.decode(head)
             except (msgspec.DecodeError, ValueError):
                 return None
-            if len(document.inputs) == 1 and contract.SURROGATE.search(document.id) is None:
+            if len(document.inputs) == 1 and not (
+                document.id and contract.SURROGATE.search(document.id)
+            ):
                 tensor = document.inputs[0]
                 if tensor.parameters.binary_data_size is None and bytes(tensor.data) == b"[]":
                     tensor.data = scanned
@@ -251,13 +253,14 @@ def without_data(body, limits):
         if key < 0 or body.find(b"\\", 0, key) >= 0:
             return None
         colon = COLON.match(body, key + len(DATA_KEY))
-    found = contract.scanned_array(body, colon.end(), limits)
+    start = colon.end()
+    found = contract.scanned_array(body, start, limits)
     if found is None:
         return None
     scanned, end = found
     if body.find(b"\\", end) >= 0 or body.find(DATA_KEY, end) >= 0:
         return None
-    return b"".join((body[: colon.end()], b"[]", body[end:])), scanned
+    return b"".join((body[:start], b"[]", body[end:])), scanned
 
 
 def parse(body, header_length):
