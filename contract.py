@@ -269,10 +269,12 @@ def scanned_array(body, start, limits):
     return None if found is None else (Scanned(body, None, found[0], found[1]), found[2])
 
 
-def scanned_scores(classifier, scanned):
-    """The probability of Positive for each of a Scanned batch's tweets."""
+def scanned_scores(classifier, scanned, packed=False):
+    """The probability of Positive for each of a Scanned batch's tweets: a list; or packed, a
+    sequence of floats, a memoryview of doubles where the model's core gives one (write_floats
+    and pack_floats read it as it is)."""
     if reads_in_place(classifier):  # None for a tweet left in place
-        return classifier.scores_in(scanned.data, scanned.tweets, scanned.texts)
+        return classifier.scores_in(scanned.data, scanned.tweets, scanned.texts, packed)
     texts = scanned.texts
     if None in texts:  # left in place (scanned_array): each is ASCII with no escape
         spans = memoryview(scanned.tweets).cast("n")

@@ -777,11 +777,20 @@ static int float_of(PyObject *value, int decimals, double scale, double *out)
     return is_float ? 0 : -1;
 }
 
-/* The arguments of write_floats and pack_floats: a list and decimals (None or absent: -1). */
-static int floats_arguments(PyObject *args, PyObject **values, int *decimals, double *scale)
+/* write_floats' and pack_floats' values: a list, or a buffer of doubles (the scores as the
+ * model's core packs them: no float object was made for each). */
+typedef struct {
+    PyObject *list;
+    Py_buffer view;
+    Py_ssize_t count;
+} Floats;
+
+/* The arguments of write_floats and pack_floats: the values and decimals (None or absent: -1).
+ * 0, or -1 with an error set and nothing held. */
+static int floats_arguments(PyObject *args, Floats *values, int *decimals, double *scale)
 {
-    PyObject *given = Py_None;
-    if (!PyArg_ParseTuple(args, "O!|O", &PyList_Type, values, &given)) return -1;
+    PyObject *given = Py_None, *object;
+    if (!PyArg_ParseTuple(args, "O|O", &object, &given)) return -1;
     long number = given == Py_None ? -1 : PyLong_AsLong(given);
     if (number == -1 && PyErr_Occurred()) return -1;
     if (given != Py_None && (number < 0 || number > 15)) {
@@ -791,34 +800,92 @@ static int floats_arguments(PyObject *args, PyObject **values, int *decimals, do
     *decimals = (int)number;
     *scale = 1.0;
     for (int i = 0; i < *decimals; i++) *scale *= 10.0;
+    values->list = PyList_Check(object) ? object : NULL;
+    if (values->list != NULL) {
+        values->count = PyList_GET_SIZE(object);
+        return 0;
+    }
+    if (PyObject_GetBuffer(object, &values->view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (values->view.itemsize != sizeof(double) || strcmp(values->view.format, "d") != 0) {
+        PyBuffer_Release(&values->view);
+        PyErr_SetString(PyExc_TypeError, "values must be a list, or a buffer of doubles");
+        return -1;
+    }
+    values->count = values->view.len / (Py_ssize_t)sizeof(double);
     return 0;
 }
 
-/* write_floats(values[, decimals]): a list of floats as JSON, as json.dumps(values,
- * separators=(",", ":")) writes it (float.__repr__ each), each first rounded as round(value,
- * decimals) rounds it if decimals are given: the scores, k / 10**6, from k's digits, ten times as
- * fast. ValueError for a value that is not finite, TypeError for one that is no float. */
+static void floats_release(Floats *values)
+{
+    if (values->list == NULL) PyBuffer_Release(&values->view);
+}
+
+/* The i-th value: *value NULL and its double in *x, where it is a float (or a double); else
+ * *value the object, borrowed (float_of reads it). 0, or -1 with an error set if the list has
+ * changed size. */
+static int value_at(Floats *values, Py_ssize_t i, PyObject **value, double *x)
+{
+    *value = NULL;
+    if (values->list == NULL) {
+        *x = ((const double *)values->view.buf)[i];
+        return 0;
+    }
+    if (i >= PyList_GET_SIZE(values->list)) {
+        PyErr_SetString(PyExc_RuntimeError, "the list changed size");
+        return -1;
+    }
+    PyObject *item = PyList_GET_ITEM(values->list, i);
+    if (PyFloat_CheckExact(item))
+        *x = PyFloat_AS_DOUBLE(item);
+    else
+        *value = item;
+    return 0;
+}
+
+/* A value as value_at gives it, rounded as float_of rounds it: 0, or -1 with an error set. */
+static int number_of(PyObject *value, double x, int decimals, double scale, double *out)
+{
+    if (value != NULL) return float_of(value, decimals, scale, out);
+    if (decimals < 0) {
+        *out = x;
+        return 0;
+    }
+    if (round_decimal(x, scale, out)) return 0;
+    PyObject *number = PyFloat_FromDouble(x); /* past what round_decimal can tell: round() */
+    if (number == NULL) return -1;
+    int done = float_of(number, decimals, scale, out);
+    Py_DECREF(number);
+    return done;
+}
+
+/* write_floats(values[, decimals]): a list of floats (or a buffer of doubles) as JSON, as
+ * json.dumps(values, separators=(",", ":")) writes it (float.__repr__ each), each first rounded
+ * as round(value, decimals) rounds it if decimals are given: the scores, k / 10**6, from k's
+ * digits, ten times as fast. ValueError for a value that is not finite, TypeError for one that
+ * is no float. */
 static PyObject *write_floats(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *values;
+    Floats values;
     int decimals;
     double scale;
     if (floats_arguments(args, &values, &decimals, &scale) < 0) return NULL;
-    Py_ssize_t count = PyList_GET_SIZE(values);
+    Py_ssize_t count = values.count;
     PyObject *result = PyBytes_FromStringAndSize(NULL, count * 32 + 2); /* repr: 24 at most */
-    if (result == NULL) return NULL;
+    if (result == NULL) goto failed;
     char *o = PyBytes_AS_STRING(result);
     *o++ = '[';
-    for (Py_ssize_t i = 0; i < count && i < PyList_GET_SIZE(values); i++) {
-        PyObject *value = PyList_GET_ITEM(values, i);
-        double x, units;
-        if (decimals == 6 && PyFloat_CheckExact(value) && !signbit(PyFloat_AS_DOUBLE(value)) &&
-            round_units(PyFloat_AS_DOUBLE(value), 1e6, &units) && units <= 1e6) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value;
+        double raw, x, units;
+        if (value_at(&values, i, &value, &raw) < 0) goto failed;
+        if (value == NULL && decimals == 6 && !signbit(raw) && round_units(raw, 1e6, &units) &&
+            units <= 1e6) {
             if (i) *o++ = ',';
             o = write_micro((long)units, o); /* a score, rounded: k / 10**6 */
             continue;
         }
-        if (float_of(value, decimals, scale, &x) < 0) goto failed;
+        if (number_of(value, raw, decimals, scale, &x) < 0) goto failed;
         if (!isfinite(x)) {
             PyErr_SetString(PyExc_ValueError, "a value is not finite: JSON has no such number");
             goto failed;
@@ -837,48 +904,48 @@ static PyObject *write_floats(PyObject *Py_UNUSED(module), PyObject *args)
         PyMem_Free(text);
     }
     *o++ = ']';
+    floats_release(&values);
     if (_PyBytes_Resize(&result, o - PyBytes_AS_STRING(result)) < 0) return NULL;
     return result;
 failed:
-    Py_DECREF(result);
+    floats_release(&values);
+    Py_XDECREF(result);
     return NULL;
 }
 
-/* pack_floats(values[, decimals]): a list of floats as FP32, little-endian, as
- * struct.pack("<%df" % len(values), *values) packs them, each first rounded as write_floats
- * rounds it if decimals are given. */
+/* pack_floats(values[, decimals]): a list of floats (or a buffer of doubles) as FP32,
+ * little-endian, as struct.pack("<%df" % len(values), *values) packs them, each first rounded
+ * as write_floats rounds it if decimals are given. */
 static PyObject *pack_floats(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *values;
+    Floats values;
     int decimals;
     double scale;
     if (floats_arguments(args, &values, &decimals, &scale) < 0) return NULL;
-    Py_ssize_t count = PyList_GET_SIZE(values);
+    Py_ssize_t count = values.count;
     PyObject *result = PyBytes_FromStringAndSize(NULL, count * 4);
-    if (result == NULL) return NULL;
+    if (result == NULL) goto failed;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(result);
     for (Py_ssize_t i = 0; i < count; i++) {
-        double x;
-        if (i >= PyList_GET_SIZE(values)) {
-            PyErr_SetString(PyExc_RuntimeError, "the list changed size");
-            goto failed;
-        }
+        PyObject *value;
+        double raw, x;
+        if (value_at(&values, i, &value, &raw) < 0) goto failed;
 #if PY_LITTLE_ENDIAN
-        PyObject *value = PyList_GET_ITEM(values, i);
-        if (decimals >= 0 && PyFloat_CheckExact(value) &&
-            round_decimal(PyFloat_AS_DOUBLE(value), scale, &x)) { /* a score: no overflow */
+        if (value == NULL && decimals >= 0 && round_decimal(raw, scale, &x)) { /* no overflow */
             float y = (float)x; /* as PyFloat_Pack4 packs it, where floats are little-endian */
             memcpy(o + 4 * i, &y, 4);
             continue;
         }
 #endif
-        if (float_of(PyList_GET_ITEM(values, i), decimals, scale, &x) < 0 ||
+        if (number_of(value, raw, decimals, scale, &x) < 0 ||
             PyFloat_Pack4(x, (char *)o + 4 * i, 1) < 0)
             goto failed;
     }
+    floats_release(&values);
     return result;
 failed:
-    Py_DECREF(result);
+    floats_release(&values);
+    Py_XDECREF(result);
     return NULL;
 }
 
@@ -1068,9 +1135,11 @@ static PyMethodDef methods[] = {
     {"rounded", rounded, METH_VARARGS,
      "rounded(values, decimals): [round(v, decimals) for v in values]."},
     {"write_floats", write_floats, METH_VARARGS,
-     "write_floats(values[, decimals]): a list of floats (rounded) as JSON, as json writes it."},
+     "write_floats(values[, decimals]): floats (a list, or a buffer of doubles), rounded, as"
+     " JSON, as json writes them."},
     {"pack_floats", pack_floats, METH_VARARGS,
-     "pack_floats(values[, decimals]): a list of floats (rounded) as FP32, little-endian."},
+     "pack_floats(values[, decimals]): floats (a list, or a buffer of doubles), rounded, as"
+     " FP32, little-endian."},
     {"write_elements", write_elements, METH_O,
      "write_elements(texts): a list of str as a BYTES tensor's binary form."},
     {"count_of", count_of, METH_VARARGS,

@@ -753,8 +753,10 @@ static int bytes_logit(Scorer *self, const char *text, Py_ssize_t n, char *a, ch
 /* The probability of Positive (or with logits, the log-odds) for each of seq's tweets: a tuple
  * of str, or with data, of str or None, None for the ASCII tweet at spans[2i] (its start in
  * data) and spans[2i + 1] (its length). */
+/* The scores (logits: the log-odds) of seq's tweets (None: data's bytes at spans) as a list of
+ * floats; or packed, as doubles in a bytes object (no float object made for each). */
 static PyObject *score_all(Scorer *self, PyObject *seq, const char *data, const Py_ssize_t *spans,
-                           int logits)
+                           int logits, int packed)
 {
     PyObject *answer = NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(seq), i, longest = 0;
@@ -778,7 +780,8 @@ static PyObject *score_all(Scorer *self, PyObject *seq, const char *data, const 
         PyThread_acquire_lock(self->lock, WAIT_LOCK);
         Py_END_ALLOW_THREADS
     }
-    answer = PyList_New(count);
+    answer = packed ? PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(double))
+                    : PyList_New(count);
     buffers = PyMem_Malloc(3 * (longest + 1));
     if (answer == NULL || buffers == NULL) {
         if (answer != NULL) PyErr_NoMemory();
@@ -792,6 +795,11 @@ static PyObject *score_all(Scorer *self, PyObject *seq, const char *data, const 
         int result = tweet == Py_None
                          ? bytes_logit(self, data + spans[2 * i], spans[2 * i + 1], a, b, c, &z)
                          : tweet_logit(self, tweet, a, b, c, &z);
+        if (result == 0 && packed) {
+            double value = logits ? z : sigmoid(z);
+            memcpy(PyBytes_AS_STRING(answer) + i * sizeof(double), &value, sizeof(double));
+            continue;
+        }
         if (result == 0) score = PyFloat_FromDouble(logits ? z : sigmoid(z));
         if (score == NULL) { Py_CLEAR(answer); break; }
         PyList_SET_ITEM(answer, i, score);
@@ -814,20 +822,23 @@ static PyObject *score(Scorer *self, PyObject *tweets, int logits)
     if (seq != NULL && PyList_Check(seq))  /* a tuple: another thread cannot change it meanwhile */
         Py_SETREF(seq, PyList_AsTuple(seq));
     if (seq == NULL) return NULL;
-    answer = score_all(self, seq, NULL, NULL, logits);
+    answer = score_all(self, seq, NULL, NULL, logits, 0);
     Py_DECREF(seq);
     return answer;
 }
 
-/* scores_in(data, spans, texts): the probability of Positive for each tweet of a JSON body as
- * contract_core.scan read it in place: texts[i], or where it is None, the ASCII bytes of data at
- * spans (a start and a length for each, packed as Py_ssize_t). scan gives only ASCII there: it is
- * not looked at again (another byte is read as UTF-8, or fails, never out of bounds). */
+/* scores_in(data, spans, texts[, packed]): the probability of Positive for each tweet of a JSON
+ * body as contract_core.scan read it in place: texts[i], or where it is None, the ASCII bytes of
+ * data at spans (a start and a length for each, packed as Py_ssize_t). scan gives only ASCII
+ * there: it is not looked at again (another byte is read as UTF-8, or fails, never out of
+ * bounds). packed: as native doubles in a bytes object, not a list of floats. */
 static PyObject *Scorer_scores_in(Scorer *self, PyObject *args)
 {
     Py_buffer data, packed;
     PyObject *texts, *seq = NULL, *answer = NULL;
-    if (!PyArg_ParseTuple(args, "y*y*O!", &data, &packed, &PyList_Type, &texts)) return NULL;
+    int doubles = 0;
+    if (!PyArg_ParseTuple(args, "y*y*O!|p", &data, &packed, &PyList_Type, &texts, &doubles))
+        return NULL;
     const Py_ssize_t *spans = packed.buf;
     Py_ssize_t count = PyList_GET_SIZE(texts);
     if (packed.len != count * 2 * (Py_ssize_t)sizeof(Py_ssize_t)) {
@@ -841,7 +852,7 @@ static PyObject *Scorer_scores_in(Scorer *self, PyObject *args)
         }
     }
     seq = PyList_AsTuple(texts);  /* another thread cannot change it meanwhile */
-    if (seq != NULL) answer = score_all(self, seq, data.buf, spans, 0);
+    if (seq != NULL) answer = score_all(self, seq, data.buf, spans, 0, doubles);
 done:
     Py_XDECREF(seq);
     PyBuffer_Release(&data);
@@ -1074,8 +1085,8 @@ static PyMethodDef Scorer_methods[] = {
     {"logits", (PyCFunction)Scorer_logits, METH_O,
      "Return each tweet's log-odds of Positive, as model.Model.logit does."},
     {"scores_in", (PyCFunction)Scorer_scores_in, METH_VARARGS,
-     "scores_in(data, spans, texts): scores of a JSON body's tweets read in place "
-     "(contract_core.scan)."},
+     "scores_in(data, spans, texts[, packed]): scores of a JSON body's tweets read in place "
+     "(contract_core.scan); packed, as doubles in bytes."},
     {NULL, NULL, 0, NULL},
 };
 

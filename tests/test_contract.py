@@ -608,6 +608,22 @@ def test_scores_are_rounded_as_they_are_written_or_packed():
         contract.write_floats([1], 6)  # round(1, 6) is an int: no score
 
 
+def test_floats_are_written_and_packed_alike_from_a_list_or_doubles():
+    """write_floats and pack_floats read the model core's packed scores (a memoryview of
+    doubles) as they read a list of the same floats."""
+    rng = random.Random(36)
+    values = [rng.random() for _ in range(5000)] + [0.0, -0.0, 1.0, 5e-7, 0.5e-6, -2.5, 1e20]
+    doubles = memoryview(struct.pack(f"{len(values)}d", *values)).cast("d")
+    for decimals in (None, 6, 2, 0):
+        assert contract.write_floats(doubles, decimals) == contract.write_floats(values, decimals)
+        assert contract.pack_floats(doubles, decimals) == contract.pack_floats(values, decimals)
+    assert contract.write_floats(doubles[:0]) == b"[]"
+    with pytest.raises(TypeError):
+        contract.write_floats(b"\x00" * 8)  # bytes, not doubles
+    with pytest.raises(ValueError):
+        contract.write_floats(memoryview(struct.pack("d", math.inf)).cast("d"))
+
+
 def test_write_elements_writes_the_binary_form_split_bytes_reads():
     texts = ["Positive", "", "é 😀", "Negative" * 100, "\x00"]
     data = contract.write_elements(texts)

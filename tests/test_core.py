@@ -61,7 +61,10 @@ def scores_in_place(shipped, tweets):
     limits = {**contract.LIMITS, "MAX_TWEETS": len(tweets) or 1}
     scanned = contract.scanned_batch(body, limits, shipped)
     assert scanned is not None and None in scanned.texts
-    return shipped.scores_in(scanned.data, scanned.tweets, scanned.texts)
+    scores = shipped.scores_in(scanned.data, scanned.tweets, scanned.texts)
+    packed = shipped.scores_in(scanned.data, scanned.tweets, scanned.texts, packed=True)
+    assert packed.format == "d" and packed.tolist() == scores  # the same doubles, as they are
+    return scores
 
 
 def test_the_core_reads_tweets_in_a_body_as_their_strs(shipped_core, data_path):

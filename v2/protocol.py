@@ -173,7 +173,8 @@ def scored_in_place(models, name, version, key, tensor, names, data, limits, cou
     input's tweets read where they are in data (the JSON array of its "data", or with count its
     binary form; or already read, a contract.Scanned) and scored. tensor: the input's (name,
     datatype, shape); names: the outputs asked for. (served, outputs, probabilities, labels), or
-    None for any request the doors' other way must read or refuse, naming what is wrong."""
+    None for any request the doors' other way must read or refuse, naming what is wrong. The
+    probabilities are a sequence of floats, not always a list (contract.scanned_scores)."""
     shape = tensor[2]
     try:
         check_input(*tensor)
@@ -188,7 +189,7 @@ def scored_in_place(models, name, version, key, tensor, names, data, limits, cou
     )
     if scanned is None or len(scanned.texts) != shape[0]:
         return None
-    probabilities = contract.scanned_scores(served.model, scanned)
+    probabilities = contract.scanned_scores(served.model, scanned, packed=True)
     return served, outputs, probabilities, model.labels(probabilities)
 
 
