@@ -265,8 +265,9 @@ def pss_kb(pid):
     return 0
 
 
-def wrk(url, body_file, connections, seconds):
-    """Run wrk with keep-alive connections; return requests/s, errors and latency percentiles."""
+def wrk(url, body_file, connections, seconds, headers=()):
+    """Run wrk with keep-alive connections, POSTing a file (with headers, "Name: value" each);
+    return requests/s, errors and latency percentiles."""
     command = [
         "wrk",
         f"-t{min(connections, 2)}",
@@ -274,6 +275,7 @@ def wrk(url, body_file, connections, seconds):
         f"-d{seconds}s",
         "-s",
         str(ROOT / "bench" / "post.lua"),
+        *[x for h in headers for x in ("-H", h)],
         url,
     ]
     env = {**os.environ, "BODY_FILE": str(body_file)}

@@ -40,13 +40,13 @@ TOKEN = "profile-" + os.urandom(8).hex()
 MODEL = "the model (model.py and its compiled core)"
 
 
-def request_of(door, tweets):
-    """(path, body, headers) of the 1,000-tweet request a door is sent."""
+def request_of(door, tweets, token=TOKEN):
+    """(path, body, headers) of the request of these tweets a door is sent."""
     if door == "rest":
         body = json.dumps({str(i): t for i, t in enumerate(tweets)}).encode()
-        return f"/api/v1/{TOKEN}/predict", body, {}
+        return f"/api/v1/{token}/predict", body, {}
     # As bench/v2.py's v2_json and v2_binary make them (imported, its name would hide v2/).
-    infer, headers = "/v2/models/stable/infer", {"Authorization": f"Bearer {TOKEN}"}
+    infer, headers = "/v2/models/stable/infer", {"Authorization": f"Bearer {token}"}
     tensor = {"name": "text", "datatype": "BYTES", "shape": [len(tweets)]}
     if door == "v2-json":
         return infer, json.dumps({"inputs": [{**tensor, "data": tweets}]}).encode(), headers

@@ -2,6 +2,7 @@
 
     make profile                                  # the service, payload.json at 16 connections
     .venv-dev/bin/python bench/profile_workers.py --server floor --body big --seconds 20
+    .venv-dev/bin/python bench/profile_workers.py --door v2-json --body big  # the V2 REST infer
 
 Starts a server as `make bench` does (the service as `make api-start` starts it, or the floor, or
 the model alone, or the service's code on gunicorn's asgi worker, `--server asgi_probe`), loads it
@@ -15,10 +16,13 @@ OpenSSL) counts for the Python frame that called it.
 
 import argparse
 import collections
+import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import profile_inprocess
 
 import bench  # bench/bench.py: this script's folder is first on the path
 
@@ -85,17 +89,26 @@ def sample(pid, path, seconds, rate):
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def profile(name, body, connections, seconds, rate, folder):
+def profile(name, body, connections, seconds, rate, folder, door="rest"):
     """Load one server with wrk and sample its workers; return the raw profile files and wrk's
-    figures."""
+    figures. door: our REST predict, or the same tweets to the Open Inference Protocol's REST
+    infer as JSON or in the binary form (profile_inprocess.request_of's bodies), the service's."""
     bigs = bench.prepare(folder, bench.load_tweets()[0])
     server = bench.Server(name, bench.GUNICORN_SERVERS[name], folder, big_bodies=bigs)
     body = {"payload": server.body, "big": bigs[1000], "big10000": bigs[10000]}[body]
+    url, headers = server.url, ()
+    if door != "rest":
+        tweets = list(json.loads(Path(body).read_bytes()).values())
+        path, data, fields = profile_inprocess.request_of(door, tweets, bench.TOKEN)
+        body = folder / f"{door}.bin"
+        body.write_bytes(data)
+        url = server.url[: server.url.index("/api/")] + path
+        headers = tuple(f"{k}: {v}" for k, v in fields.items())
     try:
-        bench.wrk(server.url, server.body, connections, 2)  # warm up
+        bench.wrk(url, body, connections, 2, headers)  # warm up
         outputs = [folder / f"{name}-{pid}.txt" for pid in server.workers()]
         samplers = [sample(int(path.stem.split("-")[-1]), path, seconds, rate) for path in outputs]
-        load = bench.wrk(server.url, body, connections, seconds)
+        load = bench.wrk(url, body, connections, seconds, headers)
         for sampler in samplers:
             sampler.wait(timeout=seconds + 30)
     finally:
@@ -108,18 +121,23 @@ def main(argv=None):
     parser.add_argument("--server", choices=tuple(bench.GUNICORN_SERVERS), default="service")
     parser.add_argument("--body", choices=("payload", "big", "big10000"), default="payload",
                         help="payload.json, or 1,000 or 10,000 real tweets a request")  # fmt: skip
+    parser.add_argument("--door", choices=("rest", "v2-json", "v2-binary"), default="rest",
+                        help="our REST predict, or the V2 REST infer (service)")  # fmt: skip
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rate", type=int, default=250, help="samples a second, per worker")
     args = parser.parse_args(argv)
     if not PY_SPY.exists():
         sys.exit(f"py-spy is needed: {PY_SPY} (make profile installs .venv-bench)")
+    if args.door != "rest" and args.server != "service":
+        sys.exit("--door v2-json and v2-binary are the service's: --server service")
     with tempfile.TemporaryDirectory() as tmp:
         files, load = profile(args.server, args.body, args.connections, args.seconds, args.rate,
-                              Path(tmp))  # fmt: skip
+                              Path(tmp), args.door)  # fmt: skip
         layers, leaves, total = shares(files)
-    print(f"{args.server}, {args.body} at {args.connections} connections for {args.seconds} s: "
-          f"{load['requests_per_s']:,.0f} requests/s, {total:,} busy samples")  # fmt: skip
+    print(f"{args.server}, {args.door} {args.body} at {args.connections} connections for "
+          f"{args.seconds} s: {load['requests_per_s']:,.0f} requests/s, {total:,} busy samples, "
+          f"{load['errors']} errors")  # fmt: skip
     print("\n| Layer | Share of the workers' busy time |\n| --- | --: |")
     for layer, share in layers.items():
         print(f"| {layer} | {share:.1%} |")

@@ -99,32 +99,6 @@ def grpc_frame(message):
 # Load generators.
 
 
-def wrk(url, body_file, connections, seconds, headers=()):
-    """bench.wrk with extra headers."""
-    command = [
-        "wrk",
-        f"-t{min(connections, 2)}",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "-s",
-        str(ROOT / "bench" / "post.lua"),
-        *[x for h in headers for x in ("-H", h)],
-        url,
-    ]
-    env = {**os.environ, "BODY_FILE": str(body_file)}
-    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("BENCH "))
-    requests, errors, duration_us, p50, p99, mean, _ = map(float, line.split()[1:])
-    return {
-        "requests": int(requests),
-        "errors": int(errors),
-        "requests_per_s": requests / (duration_us / 1e6),
-        "p50_ms": p50 / 1000,
-        "p99_ms": p99 / 1000,
-        "mean_ms": mean / 1000,
-    }
-
-
 def h2load(url, body_file, connections, seconds, headers=()):
     """h2load: one stream at a time on each connection, as wrk's keep-alive connections."""
     command = [
@@ -328,7 +302,7 @@ def load_in_rounds(doors, rounds, seconds):
         for body, connections in LOADS:
             for name in order:
                 door = doors[name]
-                load = wrk if door["kind"] == "wrk" else h2load
+                load = bench.wrk if door["kind"] == "wrk" else h2load
                 headers = door["headers"][body]
                 runs[name][body].append(
                     load(door["url"], door[f"{body}_file"], connections, seconds, headers)
@@ -439,7 +413,7 @@ def profile(doors, pids, seconds, folder):
         door = doors[name]
         files = [folder / f"{name}-{pid}.txt" for pid in pids[name]()]
         samplers = [sample(int(f.stem.split("-")[-1]), f, seconds) for f in files]
-        load = wrk if door["kind"] == "wrk" else h2load
+        load = bench.wrk if door["kind"] == "wrk" else h2load
         headers = door["headers"]["payload"]
         figures = load(door["url"], door["payload_file"], 16, seconds, headers)
         for sampler in samplers:
