@@ -308,7 +308,7 @@ CORE_READS = (
     "stemmer",
 )
 CORE_NEGATION = ("clause_ends", "separators")
-CORE_VERSION = 4  # core/sentiment_core.c's VERSION: what it takes and how it reads
+CORE_VERSION = 5  # core/sentiment_core.c's VERSION: what it takes and how it reads
 
 
 def compiled_core(model, preprocessing, token_limit=TOKEN_CACHE_SIZE):

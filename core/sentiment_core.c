@@ -25,7 +25,7 @@
 
 #include "porter.h"
 
-#define VERSION 4  /* model.CORE_VERSION: model.py uses the core only if they are equal */
+#define VERSION 5  /* model.CORE_VERSION: model.py uses the core only if they are equal */
 
 /* ---- Exact sums: CPython's math.fsum (msum), partials kept on the stack ---- */
 
