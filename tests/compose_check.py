@@ -37,10 +37,28 @@ PROJECT = "sentiment-compose-check"
 TWEETS = 100_000
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def outgoing_low():
+    """The lowest port the kernel gives outgoing connections (32768 unless set otherwise)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+TAKEN = set()  # the ports given out for this run
+
+
+def free_port(above=0):
+    """A port free now, below the ports the kernel gives outgoing connections, and not given out
+    before: a port the kernel chose (bind to 0) is one it may hand to a connection meanwhile,
+    before the service meant for it binds it minutes later, as it once did HAProxy's gRPC
+    frontend's ("Address already in use"). above: a port that many above it must be free too."""
+    for port in random.sample(range(10_000, outgoing_low() - above), 500):
+        pair = {port, port + above}
+        if not pair & TAKEN and all(bindable(p) for p in pair):
+            TAKEN.update(pair)
+            return port
+    raise AssertionError("no free port below the outgoing connections' range")
 
 
 def bindable(port):
@@ -54,10 +72,7 @@ def bindable(port):
 
 def rabbitmq_port():
     """A free port for RabbitMQ whose distribution port, 20,000 above it, is free too."""
-    for port in random.sample(range(20_000, 40_000), 200):
-        if bindable(port) and bindable(port + 20_000):
-            return port
-    raise AssertionError("no free pair of ports for RabbitMQ")
+    return free_port(above=20_000)
 
 
 def compose(*args, env, check=True):

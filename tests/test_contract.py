@@ -3,9 +3,14 @@
 import gc
 import json
 import math
+import os
 import random
+import shutil
 import struct
+import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -728,3 +733,55 @@ def test_the_texts_hold_none_as_they_count_it():
             assert (held, after, right) == (1000, -1000, True)
     finally:
         gc.enable()
+
+
+# Where SSE2 is not (ARM), contract_core reads bytes one at a time: those loops, built here with
+# __SSE2__ undefined, must read every input as the build in use does.
+
+BYTE_LOOPS = """
+import json, random, struct, sys
+import contract_core as core
+assert core.__file__.startswith(sys.argv[1]), core.__file__
+rng = random.Random(36)
+alphabet = 'ab "\\\\/\\n\\x01\\x7f' + "é😀\\u2028" + "xyz" * 5
+answers = []
+for n in range(400):
+    texts = ["".join(rng.choices(alphabet, k=rng.choice((0, 1, 7, 15, 16, 17, 63, 64, 65, 130))))
+             for _ in range(rng.randint(1, 6))]
+    body = json.dumps({str(i): t for i, t in enumerate(texts)}, ensure_ascii=n % 2 == 0).encode()
+    array = json.dumps(texts, ensure_ascii=n % 3 == 0).encode()
+    elements = b"".join(struct.pack("<I", len(t.encode("utf-8", "surrogatepass")))
+                        + t.encode("utf-8", "surrogatepass") for t in texts)
+    answers.append([
+        core.unescaped_quotes(body), core.scan(body, 20, 100, 10, n % 2),
+        core.scan_strings(array, 100, 10, n % 2), core.scan_strings(b"[" + array, 100, 10, 1, 1),
+        core.scan_elements(elements, len(texts), 100, n % 2),
+    ])
+print(repr(answers))
+"""
+
+
+def test_the_byte_loops_read_as_the_sse2_build_does(tmp_path):
+    pytest.importorskip("contract_core")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "no C compiler, yet contract_core was built: make builds it with one"
+    built, script = tmp_path / "built", tmp_path / "script" / "loops.py"
+    built.mkdir()
+    script.parent.mkdir()
+    script.write_text(BYTE_LOOPS)
+    source = Path(__file__).resolve().parent.parent / "core" / "contract_core.c"
+    subprocess.run(
+        [compiler, "-O2", "-shared", "-fPIC", "-U__SSE2__",
+         f"-I{sysconfig.get_paths()['include']}", str(source), "-o",
+         str(built / f"contract_core{sysconfig.get_config_var('EXT_SUFFIX')}")],
+        check=True,
+    )  # fmt: skip
+    theirs, ours = (
+        subprocess.run(
+            [sys.executable, str(script), str(folder)],
+            env={**os.environ, "PYTHONPATH": str(folder)},
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for folder in (built, Path(contract_core.__file__).parent)
+    )  # fmt: skip
+    assert theirs == ours and len(theirs) > 10_000
