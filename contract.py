@@ -24,13 +24,14 @@ try:  # core/contract_core.c, built where a C compiler is, as the model's core
         scan,
         scan_elements,
         scan_strings,
+        texts_of,
         unescaped_quotes,
         write_elements,
         write_floats,
         write_labels,
     )
 except ImportError:  # without it: every body checked_batch's way, quotes counted in Python
-    scan = scan_elements = scan_strings = unescaped_quotes = write_labels = None
+    scan = scan_elements = scan_strings = texts_of = unescaped_quotes = write_labels = None
 
     def rounded(values, decimals):
         """[round(v, decimals) for v in values]: contract_core's, ten times as fast, the same."""
@@ -276,14 +277,8 @@ def scanned_scores(classifier, scanned, packed=False):
     if reads_in_place(classifier):  # None for a tweet left in place
         return classifier.scores_in(scanned.data, scanned.tweets, scanned.texts, packed)
     texts = scanned.texts
-    if None in texts:  # left in place (scanned_array): each is ASCII with no escape
-        spans = memoryview(scanned.tweets).cast("n")
-        data = scanned.data
-        texts = [
-            data[spans[2 * i] : spans[2 * i] + spans[2 * i + 1]].decode("ascii")
-            if text is None else text
-            for i, text in enumerate(texts)
-        ]  # fmt: skip
+    if None in texts:  # left in place (scanned_array, contract_core's): ASCII, no escape
+        texts = texts_of(scanned.data, scanned.tweets, texts)
     return classifier.scores(texts)
 
 

@@ -1094,6 +1094,45 @@ done:
     return result;
 }
 
+/* texts_of(data, spans, texts): texts with each None (a tweet left in place: ASCII with no
+ * escape) replaced by the str of data's bytes at its span: what a model that reads no body is
+ * given (contract.scanned_scores). */
+static PyObject *texts_of(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer data, packed;
+    PyObject *texts, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*O!", &data, &packed, &PyList_Type, &texts)) return NULL;
+    const Py_ssize_t *spans = packed.buf;
+    Py_ssize_t count = PyList_GET_SIZE(texts);
+    if (packed.len != count * 2 * (Py_ssize_t)sizeof(Py_ssize_t)) {
+        PyErr_SetString(PyExc_ValueError, "a start and a length are needed for each text");
+        goto done;
+    }
+    if ((result = PyList_New(count)) == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i);
+        Py_ssize_t start = spans[2 * i], n = spans[2 * i + 1];
+        if (text != Py_None) {
+            Py_INCREF(text);
+        } else if (start < 0 || n < 0 || start > data.len - n ||
+                   !all_ascii((const unsigned char *)data.buf + start, n)) {
+            PyErr_SetString(PyExc_ValueError, "a text left in place is not ASCII in the data");
+            Py_CLEAR(result);
+            goto done;
+        } else if ((text = PyUnicode_New(n, 127)) != NULL) {
+            memcpy(PyUnicode_1BYTE_DATA(text), (const char *)data.buf + start, n);
+        } else {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, text);
+    }
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&packed);
+    return result;
+}
+
 /* count_of(values, value): values.count(value) for a list, as fast as a label's count can be:
  * an item that is the value is counted at once, and a str found unequal is not compared again
  * (a batch's labels are two objects, one of which is not the value). */
@@ -1142,6 +1181,8 @@ static PyMethodDef methods[] = {
      " FP32, little-endian."},
     {"write_elements", write_elements, METH_O,
      "write_elements(texts): a list of str as a BYTES tensor's binary form."},
+    {"texts_of", texts_of, METH_VARARGS,
+     "texts_of(data, spans, texts): texts, each None the str of data's ASCII at its span."},
     {"count_of", count_of, METH_VARARGS,
      "count_of(values, value): values.count(value) for a list, a label's count at once."},
     {"write_labels", write_labels, METH_VARARGS,

@@ -452,6 +452,7 @@ def tensor_alike(data, limits=BODY_LIMITS, count=None):
         start, length = spans[2 * n], spans[2 * n + 1]
         assert text == tweet or (text is None and data[start : start + length] == tweet.encode())
         assert text is not None or tweet.isascii()
+    assert contract_core.texts_of(data, spans.tobytes(), texts) == scanned.texts  # for a str
     if count is None:  # as it is in a body (scanned_array): the same, where it is
         prefix = b'{"inputs": [{"data":'
         found = contract.scanned_array(prefix + data + b"}]}", len(prefix), limits)
@@ -687,6 +688,15 @@ def test_a_checked_batch_is_not_checked_again_and_is_labelled_alike(shipped):
         shipped, contract.batch(contract.parse_json(body.decode())), contract.LIMITS
     )
     assert list(contract.predict(shipped, tweets, contract.LIMITS, checked=True)) == ["b", "a"]
+
+
+def test_texts_of_takes_only_ascii_inside_the_data():
+    pytest.importorskip("contract_core")
+    data, spans = "ab é".encode(), struct.pack("4n", 0, 2, 3, 2)
+    assert contract_core.texts_of(data, spans, [None, "é"]) == ["ab", "é"]
+    for texts, places in (([None, None], spans), ([None], struct.pack("2n", 2, 9))):
+        with pytest.raises(ValueError):  # é is not ASCII; 2 + 9 is past the data
+            contract_core.texts_of(data, places, texts)
 
 
 def test_count_of_counts_as_list_count():

@@ -195,23 +195,11 @@ def read_head(body, header_length, limits):
     """(the Request, its one input Tensor, the binary data after the JSON) for a request the hot
     path takes as far as its JSON goes; None for any other. A JSON request's tweets are read
     where they are (without_data): its Tensor's data is then a contract.Scanned."""
-    binary = b""
+    binary, scanned = b"", None
     if header_length is None:
         found = without_data(body, limits)
         if found is not None:
-            head, scanned = found
-            try:
-                document = REQUEST.decode(head)
-            except (msgspec.DecodeError, ValueError):
-                return None
-            if len(document.inputs) == 1 and not (
-                document.id and contract.SURROGATE.search(document.id)
-            ):
-                tensor = document.inputs[0]
-                if tensor.parameters.binary_data_size is None and bytes(tensor.data) == b"[]":
-                    tensor.data = scanned
-                    return document, tensor, binary
-            # Else (an unlikely request) read the whole body as below.
+            body, scanned = found  # the JSON with [] for the tweets, and the tweets
     else:
         if not (header_length.isascii() and header_length.isdigit()):
             return None
@@ -223,12 +211,16 @@ def read_head(body, header_length, limits):
         document = REQUEST.decode(body)
     except (msgspec.DecodeError, ValueError):
         return None
-    if len(document.inputs) != 1 or contract.SURROGATE.search(document.id):
+    if len(document.inputs) != 1 or (document.id and contract.SURROGATE.search(document.id)):
         return None
     tensor = document.inputs[0]
     size = tensor.parameters.binary_data_size
     if (size is None and binary) or (size is not None and size != len(binary)):
         return None
+    if scanned is not None:  # the [] in its place is the input's data (without_data says why)
+        if bytes(tensor.data) != b"[]":
+            return None
+        tensor.data = scanned
     return document, tensor, binary
 
 
